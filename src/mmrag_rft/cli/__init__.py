@@ -1,0 +1,49 @@
+"""The one entry point, `mmrag`. Each concept registers its commands from its own module in this package;
+heavy imports (torch, transformers) happen inside the commands so `mmrag --help` stays instant."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="mmrag",
+    help="MMRAG-RFT: explainable multimodal RAG with two-stage reinforcement fine-tuning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+# One module per concept; each defines register(app).
+_MODULES = ("data", "score", "pipeline", "train", "serve")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one clear line and return the exit to raise (never a traceback for bad input)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    from mmrag_rft import __version__
+
+    print(__version__)
+
+
+for _name in _MODULES:
+    _mod = importlib.import_module(f"mmrag_rft.cli.{_name}")
+    _mod.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
