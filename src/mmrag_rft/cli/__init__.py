@@ -19,13 +19,18 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 # One module per concept; each defines register(app).
-_MODULES = ("data", "score", "pipeline", "train", "serve")
+_MODULES = ("data", "score", "index", "pipeline", "train", "serve")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one clear line and return the exit to raise (never a traceback for bad input)."""
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code)
+
+
+@app.callback()
+def _root() -> None:
+    """MMRAG-RFT: explainable multimodal RAG with two-stage reinforcement fine-tuning."""
 
 
 @app.command()

@@ -1,0 +1,27 @@
+"""The policy model as the pipeline sees it: batched generation and batched P(yes) scoring.
+
+Concrete backends (Hugging Face causal LM, Hugging Face vision-language model, optional vLLM) implement
+this protocol; the pipeline, evaluation and serving only ever talk to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from mmrag_rft.prompts import ChatPrompt
+
+
+@runtime_checkable
+class PolicyBackend(Protocol):
+    model_id: str
+    supports_images: bool
+
+    def generate(self, prompts: Sequence[ChatPrompt], *, max_new_tokens: int, temperature: float = 0.0,
+                 top_p: float = 1.0, num_return_sequences: int = 1, seed: int | None = None) -> list[list[str]]:
+        """One list of completions per prompt. A completion is the text *after* the prompt's prefill."""
+        ...
+
+    def score_yes_no(self, prompts: Sequence[ChatPrompt]) -> list[float]:
+        """P(yes) / (P(yes) + P(no)) for the token right after each prompt's prefill."""
+        ...
