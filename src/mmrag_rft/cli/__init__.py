@@ -7,8 +7,8 @@ import importlib
 import sys
 
 import typer
-from rich.console import Console
 
+from mmrag_rft.cli._common import console, fail  # noqa: F401  (re-exported)
 app = typer.Typer(
     name="mmrag",
     help="MMRAG-RFT: explainable multimodal RAG with two-stage reinforcement fine-tuning.",
@@ -16,16 +16,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 
 # One module per concept; each defines register(app).
 _MODULES = ("data", "score", "index", "pipeline", "train", "serve")
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print one clear line and return the exit to raise (never a traceback for bad input)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 @app.callback()
