@@ -61,3 +61,171 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+ABSTAIN_ANSWER = "I found no relevant evidence for this question."
+
+
+class Pipeline:
+    """The explainable MMRAG pipeline over one policy backend and (optionally) a persistent index.
+
+    Candidates come either from the index (`ask(question)`) or from a pool the caller gives
+    (`ask(question, candidates=...)`: the benchmarks' own distractor pools).
+    """
+
+    def __init__(self, backend: Any, *, index: Any = None, config: PipelineConfig | None = None,
+                 image_dir: str | None = None, ranker: Any = None):
+        self.backend = backend
+        self.index = index
+        self.config = config or PipelineConfig()
+        self.image_dir = image_dir
+        self._ranker = ranker
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_paths(cls, index_dir: str | None = None, *, model: str = "default",
+                   config: PipelineConfig | None = None, image_dir: str | None = None) -> Pipeline:
+        from mmrag_rft.models.loading import load_backend
+
+        index = None
+        if index_dir is not None:
+            from mmrag_rft.retrieval.index import HybridIndex
+
+            index = HybridIndex.load(index_dir)
+        return cls(load_backend(model), index=index, config=config, image_dir=image_dir)
+
+    @property
+    def with_pixels(self) -> bool:
+        return bool(self.config.use_pixels and getattr(self.backend, "supports_images", False))
+
+    # -- stages -------------------------------------------------------------------------------------
+    def retrieve(self, question: str, *, candidates: list[Any] | None = None, top_n: int | None = None,
+                 query_image: Any = None) -> list[tuple[Any, float | None]]:
+        top_n = top_n or self.config.top_n
+        if candidates is not None:
+            if len(candidates) <= top_n and self._ranker is None and self.index is None:
+                return [(c, None) for c in candidates]
+            from mmrag_rft.retrieval.index import rank_pool
+
+            hits = rank_pool(question, candidates, top_n, **({"embedder": self._ranker} if self._ranker else {}))
+            return [(h.candidate, h.score) for h in hits]
+        if self.index is None:
+            raise ValueError("no index loaded and no candidate pool given: pass candidates= or load an index")
+        hits = self.index.search(question, top_n=top_n, query_image=query_image)
+        return [(h.candidate, h.score) for h in hits]
+
+    def _image(self, cand: Any) -> Any:
+        if not (self.with_pixels and cand.modality == "image"):
+            return None
+        from mmrag_rft.data.images import load_image
+
+        try:
+            return load_image(cand, image_dir=self.image_dir)
+        except Exception:  # a missing picture degrades to its caption, it does not fail the question
+            return None
+
+    def judge(self, question: str, retrieved: list[tuple[Any, float | None]],
+              cfg: PipelineConfig | None = None) -> list[Judgement]:
+        """Stage 1: every candidate on its own."""
+        from mmrag_rft.parsing import parse_stage1
+        from mmrag_rft.prompts import stage1_prompt
+
+        cfg = cfg or self.config
+        style = "score" if cfg.stage1_mode == "score" else "reason"
+        prompts = [stage1_prompt(question, c, with_pixels=self.with_pixels, image=self._image(c), style=style)
+                   for c, _ in retrieved]
+        scores: list[float] = []
+        reasons: list[str] = []
+        bs = max(1, cfg.stage1_batch_size)
+        for i in range(0, len(prompts), bs):
+            chunk = prompts[i:i + bs]
+            if style == "score":
+                scores.extend(self.backend.score_yes_no(chunk))
+                reasons.extend("" for _ in chunk)
+            else:
+                outs = self.backend.generate(chunk, max_new_tokens=cfg.stage1_max_new_tokens, temperature=0.7,
+                                             num_return_sequences=cfg.stage1_samples)
+                for p, samples in zip(chunk, outs):
+                    parsed = [parse_stage1(s, prefill=p.prefill) for s in samples]
+                    votes = [x.decision for x in parsed if x.decision is not None]
+                    share = sum(v == "yes" for v in votes) / len(samples) if samples else 0.0
+                    scores.append(share)
+                    majority = "yes" if share >= 0.5 else "no"
+                    reasons.append(next((x.think for x in parsed if x.decision == majority), ""))
+        thr = cfg.filter.threshold
+        return [Judgement(id=c.id, score=float(s), relevant=bool(s >= thr), kept=False,
+                          retrieval_score=None if r is None else float(r), reason=why)
+                for (c, r), s, why in zip(retrieved, scores, reasons)]
+
+    def coarse_filter(self, judgements: list[Judgement], cfg: PipelineConfig | None = None) -> list[str]:
+        """Keep the clear positives: P(yes) >= threshold, best first, at most top_k (at least min_keep)."""
+        f = (cfg or self.config).filter
+        order = sorted(judgements, key=lambda j: -j.score)
+        kept = [j for j in order if j.score >= f.threshold][: max(0, f.top_k)]
+        if len(kept) < f.min_keep:
+            kept = order[: min(f.min_keep, max(0, f.top_k) or f.min_keep)]
+        ids = [j.id for j in kept]
+        for j in judgements:
+            j.kept = j.id in ids
+        return ids
+
+    def answer(self, question: str, kept: list[Any]) -> tuple[str, list[str], str, str, list[str], str | None]:
+        """Stage 2: the survivors together -> (answer, rank ids, reasoning, raw, invalid ids, fallback)."""
+        from mmrag_rft.parsing import parse_stage2
+        from mmrag_rft.prompts import stage2_prompt
+
+        cfg = self.config
+        images = [self._image(c) for c in kept]
+        prompt = stage2_prompt(question, kept, with_pixels=self.with_pixels, images=images)
+        raw = self.backend.generate([prompt], max_new_tokens=cfg.stage2_max_new_tokens,
+                                    temperature=cfg.stage2_temperature)[0][0]
+        out = parse_stage2(raw, prefill=prompt.prefill, num_candidates=len(kept))
+        id_map: dict[str, str] = prompt.meta.get("id_map", {})
+        rank = [id_map[s] for s in out.rank if s in id_map]
+        invalid = [s for s in out.rank if s not in id_map]
+        fallback = None
+        if not out.ok or not rank:
+            fallback = f"stage-2 output unusable ({out.error or 'empty ranking'}): ranking falls back to stage-1 order"
+            rank = [c.id for c in kept]
+        return out.answer.strip(), rank, out.think.strip(), raw, invalid, fallback
+
+    # -- the whole thing ----------------------------------------------------------------------------
+    def ask(self, question: str, *, candidates: list[Any] | None = None, query_image: Any = None,
+            top_n: int | None = None, threshold: float | None = None, top_k: int | None = None,
+            qid: str | None = None) -> Result:
+        import copy
+        import time
+
+        question = (question or "").strip()
+        if not question:
+            raise ValueError("question is empty")
+        cfg = self.config
+        if threshold is not None or top_k is not None:  # per-request overrides never touch the shared config
+            cfg = copy.deepcopy(cfg)
+            if threshold is not None:
+                cfg.filter.threshold = float(threshold)
+            if top_k is not None:
+                cfg.filter.top_k = int(top_k)
+        t0 = time.perf_counter()
+        retrieved = self.retrieve(question, candidates=candidates, top_n=top_n, query_image=query_image)
+        t1 = time.perf_counter()
+        judgements = self.judge(question, retrieved, cfg)
+        kept_ids = self.coarse_filter(judgements, cfg)
+        t2 = time.perf_counter()
+        by_id = {c.id: c for c, _ in retrieved}
+        models = {"policy": getattr(self.backend, "model_id", "?")}
+        if self.index is not None:
+            models["retriever"] = getattr(self.index, "embedder_name", "?")
+        if not kept_ids:
+            return Result(question=question, answer=ABSTAIN_ANSWER, rank=[], reasoning="",
+                          judgements=judgements, kept_ids=[], abstained=True, qid=qid, models=models,
+                          timings={"retrieve_s": t1 - t0, "stage1_s": t2 - t1, "stage2_s": 0.0,
+                                   "total_s": t2 - t0})
+        answer, rank, reasoning, raw, invalid, fallback = self.answer(question, [by_id[i] for i in kept_ids])
+        t3 = time.perf_counter()
+        unfaithful = [f"[{s}]" for s in invalid] + [r for r in rank if r not in kept_ids]
+        return Result(question=question, answer=answer, rank=rank, reasoning=reasoning, judgements=judgements,
+                      kept_ids=kept_ids, fallback=fallback, faithful=not unfaithful, unfaithful_ids=unfaithful,
+                      raw_stage2=raw, qid=qid, models=models,
+                      timings={"retrieve_s": t1 - t0, "stage1_s": t2 - t1, "stage2_s": t3 - t2,
+                               "total_s": t3 - t0})

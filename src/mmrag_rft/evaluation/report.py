@@ -1,0 +1,107 @@
+"""Human-facing outputs: a self-contained HTML report (thumbnails inlined), markdown tables, rich tables."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from mmrag_rft.config import atomic_write_text
+
+
+def thumbnail_data_uri(image: Any, size: int = 160) -> str | None:
+    """A small JPEG as a data URI, so the report is one file that opens anywhere."""
+    if image is None:
+        return None
+    img = image.copy()
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px;color:#222}
+h1{font-size:1.5rem} .q{border:1px solid #ddd;border-radius:8px;padding:1rem;margin:1rem 0}
+.ok{color:#11703a;font-weight:600} .bad{color:#b3261e;font-weight:600} .muted{color:#666;font-size:.9em}
+table{border-collapse:collapse;font-size:.9em;margin:.5rem 0} td,th{border:1px solid #e3e3e3;padding:.25rem .5rem;text-align:left;vertical-align:top}
+.cards{display:flex;flex-wrap:wrap;gap:.75rem} .card{border:1px solid #ccc;border-radius:6px;padding:.5rem;width:200px;font-size:.85em}
+.card img{max-width:180px;max-height:140px;display:block;margin-bottom:.25rem} .gold{outline:3px solid #2e7d32}
+pre{white-space:pre-wrap;background:#f7f7f7;padding:.5rem;border-radius:4px}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], Any],
+                image_for: Callable[[Any], Any] | None = None, title: str = "MMRAG-RFT report",
+                summary: Mapping[str, Any] | None = None, note: str = "") -> str:
+    """rows: prediction rows (Result.to_dict() + gold_ids/answers/correct); lookup(id) -> Candidate."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{_CSS}</style>"
+             f"</head><body><h1>{_e(title)}</h1>"]
+    if note:
+        parts.append(f"<p class='muted'>{_e(note)}</p>")
+    if summary:
+        parts.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in summary.items())
+                     + "</table>")
+    for r in rows:
+        gold = set(r.get("gold_ids") or [])
+        correct = r.get("correct")
+        verdict = "" if correct is None else (f"<span class='ok'>correct ({correct:.2f})</span>" if correct >= 0.5
+                                              else f"<span class='bad'>wrong ({correct:.2f})</span>")
+        parts.append(f"<div class='q'><h2>{_e(r['question'])}</h2>")
+        parts.append(f"<p><b>Answer:</b> {_e(r['answer'])} {verdict}</p>")
+        if r.get("answers"):
+            parts.append(f"<p class='muted'>gold answer: {_e(' | '.join(r['answers']))}</p>")
+        if r.get("abstained"):
+            parts.append("<p class='bad'>abstained: nothing passed the stage-1 filter</p>")
+        if r.get("fallback"):
+            parts.append(f"<p class='muted'>{_e(r['fallback'])}</p>")
+        if not r.get("faithful", True):
+            parts.append(f"<p class='bad'>unfaithful evidence ids: {_e(r.get('unfaithful_ids'))}</p>")
+        parts.append("<h3>Ranked evidence (stage 2)</h3><div class='cards'>")
+        for pos, cid in enumerate(r.get("rank") or [], 1):
+            try:
+                c = lookup(cid)
+            except KeyError:
+                parts.append(f"<div class='card'>#{pos} unknown id {_e(cid)}</div>")
+                continue
+            uri = thumbnail_data_uri(image_for(c)) if (image_for and c.modality == "image") else None
+            img = f"<img src='{uri}' alt='{_e(c.title)}'>" if uri else ""
+            cls = "card gold" if cid in gold else "card"
+            parts.append(f"<div class='{cls}'>#{pos} <b>{_e(c.title or c.id)}</b> <span class='muted'>"
+                         f"({_e(c.modality)})</span>{img}<div>{_e(c.text[:220])}</div></div>")
+        parts.append("</div>")
+        if r.get("reasoning"):
+            parts.append(f"<h3>Reasoning</h3><pre>{_e(r['reasoning'])}</pre>")
+        parts.append("<h3>Stage-1 judgements</h3><table><tr><th>candidate</th><th>P(yes)</th><th>kept</th>"
+                     "<th>gold</th></tr>")
+        for j in r.get("judgements") or []:
+            try:
+                name = lookup(j["id"]).title or j["id"]
+            except KeyError:
+                name = j["id"]
+            parts.append(f"<tr><td>{_e(name)}</td><td>{j['score']:.3f}</td><td>{'yes' if j['kept'] else ''}</td>"
+                         f"<td>{'gold' if j['id'] in gold else ''}</td></tr>")
+        parts.append("</table>")
+        t = r.get("timings") or {}
+        parts.append("<p class='muted'>" + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) + "</p></div>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def write_html_report(path: str, rows: Iterable[Mapping[str, Any]], **kw: Any) -> None:
+    atomic_write_text(path, html_report(rows, **kw))
+
+
+def markdown_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
