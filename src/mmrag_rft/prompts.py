@@ -5,8 +5,9 @@ Every template lives here, so training, inference and evaluation cannot drift ap
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -35,3 +36,115 @@ class ChatPrompt:
         if self.prefill:
             conv.append({"role": "assistant", "content": self.prefill})
         return conv
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Templates. Question and instructions come first and the candidate(s) last, so that the prompts of all the
+# candidates of one question share a token prefix (the backend reuses its KV cache).
+# ------------------------------------------------------------------------------------------------------------
+
+STAGE1_SYSTEM = (
+    "You check evidence for a question answering system. You see a question and one piece of evidence "
+    "(a text passage, a table, or an image with its caption). Decide whether the evidence helps to answer "
+    "the question. First think briefly inside <think></think>, then give exactly yes or no inside "
+    "<answer></answer>. Write nothing else.\n\n"
+    "Example\n"
+    "Question: What color are the domes of the Saint Basil's Cathedral?\n"
+    "Evidence (image caption): Saint Basil's Cathedral in Moscow, with its colourful striped onion domes.\n"
+    "Output: <think>The caption describes the domes and their colours, so it helps.</think><answer>yes</answer>"
+)
+
+STAGE2_SYSTEM = (
+    "You answer questions from numbered pieces of evidence (text passages, tables, or images with captions). "
+    "First think briefly inside <think></think>. Then list inside <rank></rank> the ids of the evidence your "
+    "answer rests on, most relevant first, joined by ' > ', leaving out evidence that does not help. Then give "
+    "the answer as one short sentence inside <answer></answer>. Write nothing else.\n\n"
+    "Example\n"
+    "Question: Which is taller, the Eiffel Tower or the Tokyo Tower?\n"
+    "[1] (text) Tokyo Tower is a communications tower 333 metres tall.\n"
+    "[2] (image caption) A cat sleeping on a sofa.\n"
+    "[3] (text) The Eiffel Tower is 330 metres tall.\n"
+    "Output: <think>[1] gives 333 m for Tokyo Tower and [3] gives 330 m for the Eiffel Tower; [2] is "
+    "unrelated.</think><rank>[1] > [3]</rank><answer>The Tokyo Tower is taller than the Eiffel Tower.</answer>"
+)
+
+STAGE1_PREFILL_REASON = "<think>"
+STAGE1_PREFILL_SCORE = "<think>\n</think>\n<answer>"  # the next token is the verdict: read P(yes) there
+STAGE2_PREFILL = "<think>"
+
+_MODALITY_LABEL = {"text": "text", "table": "table", "image": "image caption"}
+
+
+def _clip(text: str, max_chars: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= max_chars else text[: max_chars - 3].rstrip() + "..."
+
+
+def candidate_label(candidate: Any) -> str:
+    return _MODALITY_LABEL.get(getattr(candidate, "modality", "text"), "text")
+
+
+def stage1_prompt(question: str, candidate: Any, *, with_pixels: bool = False, image: Any = None,
+                  style: Literal["reason", "score"] = "reason", max_chars: int = 1200) -> ChatPrompt:
+    """One question and one candidate -> `<think>…</think><answer>yes|no</answer>`.
+
+    Captions/titles are always given as text; the pixels are added (before the caption) only for a
+    vision-language backend (`with_pixels`) when the image is at hand.
+    """
+    if style not in ("reason", "score"):
+        raise ValueError(f"style must be 'reason' or 'score', got {style!r}")
+    head = f"Question: {question.strip()}\nEvidence ({candidate_label(candidate)}): "
+    body = _clip(candidate.display_text(), max_chars) or "(no text)"
+    if with_pixels and image is not None and candidate.modality == "image":
+        content: Any = [{"type": "text", "text": head}, {"type": "image", "image": image},
+                        {"type": "text", "text": body}]
+    else:
+        content = head + body
+    return ChatPrompt(
+        messages=[{"role": "system", "content": STAGE1_SYSTEM}, {"role": "user", "content": content}],
+        prefill=STAGE1_PREFILL_SCORE if style == "score" else STAGE1_PREFILL_REASON,
+        meta={"stage": 1, "style": style, "candidate_id": candidate.id},
+    )
+
+
+def short_ids(n: int) -> list[str]:
+    return [str(i) for i in range(1, n + 1)]
+
+
+def stage2_prompt(question: str, candidates: Sequence[Any], *, with_pixels: bool = False,
+                  images: Sequence[Any] | None = None, max_chars: int = 600) -> ChatPrompt:
+    """One question and K candidates tagged [1]..[K] -> `<think>…</think><rank>[i] > [j]</rank><answer>…</answer>`.
+
+    `meta["id_map"]` maps the short ids back to candidate ids (see `to_real_ids`).
+    """
+    ids = short_ids(len(candidates))
+    images = list(images) if images is not None else [None] * len(candidates)
+    parts: list[dict[str, Any]] = [{"type": "text", "text": f"Question: {question.strip()}\nEvidence:"}]
+    for sid, cand, img in zip(ids, candidates, images):
+        line = f"\n[{sid}] ({candidate_label(cand)}) "
+        body = _clip(cand.display_text(), max_chars) or "(no text)"
+        if with_pixels and img is not None and cand.modality == "image":
+            parts += [{"type": "text", "text": line}, {"type": "image", "image": img}, {"type": "text", "text": body}]
+        else:
+            parts.append({"type": "text", "text": line + body})
+    has_image = any(p["type"] == "image" for p in parts)
+    content: Any = parts if has_image else "".join(p["text"] for p in parts)
+    return ChatPrompt(
+        messages=[{"role": "system", "content": STAGE2_SYSTEM}, {"role": "user", "content": content}],
+        prefill=STAGE2_PREFILL,
+        meta={"stage": 2, "id_map": {s: c.id for s, c in zip(ids, candidates)}, "num_candidates": len(ids)},
+    )
+
+
+def to_real_ids(short: Sequence[str], id_map: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Short ids -> (candidate ids in order, short ids that name no candidate)."""
+    real, invalid = [], []
+    for s in short:
+        (real if s in id_map else invalid).append(id_map.get(s, s))
+    return real, invalid
+
+
+def to_short_ids(real: Sequence[str], id_map: dict[str, str]) -> list[str]:
+    """Candidate ids -> short ids (gold ids for stage-2 rewards); ids not in the prompt are dropped."""
+    back = {v: k for k, v in id_map.items()}
+    return [back[r] for r in real if r in back]

@@ -1,0 +1,259 @@
+"""Rule-based rewards for the two stages, with TRL's reward-function signature.
+
+`f(completions, **kwargs) -> list[float]`: `completions` are strings or conversational lists
+([{"role": "assistant", "content": ...}]); dataset columns arrive as per-completion lists in kwargs:
+  stage 1: `label` ("yes"/"no", or a bool / 1 / 0), optional `prefill`;
+  stage 2: `gold_ids` (short ids, e.g. ["2", "4"]), `num_candidates`, `answers` (list of str per row),
+           optional `category` (WebQA Qcate), `dataset` ("webqa" / "mmqa"), `keywords` (WebQA Keywords_A),
+           `prefill`.
+Pure functions: no model is imported.
+
+Values (see docs/method.md):
+- stage-1 format, shaped: think 0.25 + answer block 0.25 + yes/no value 0.25 + clean 0.25; strict: 1 if all.
+- stage-2 format, shaped: think 0.2 + rank block 0.2 + ids valid (in 1..K, no repeats) 0.2 + answer 0.2 +
+  clean 0.2; strict: 1 if all.
+- stage-1 accuracy: 1 if the parsed yes/no equals the label, else 0 (0 when no verdict can be read).
+- ranking: NDCG@k (binary relevance) of the ranked short ids against the gold ids, or set F1, multiplied by
+  the share of listed ids that are valid (in range and not repeats); 0 without a <rank> block. A row
+  without gold ids scores 1 for an empty ranking and 0 otherwise.
+- answer: WebQA QA-Acc for WebQA rows (category-aware F1 / keyword recall), MMQA list F1 (or EM) otherwise;
+  0 without an <answer> block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from mmrag_rft.metrics.mmqa import list_em, list_f1
+from mmrag_rft.metrics.ranking import ndcg_at_k, set_prf
+from mmrag_rft.metrics.webqa import CATEGORIES as WEBQA_CATEGORIES
+from mmrag_rft.metrics.webqa import qa_acc, references_for
+from mmrag_rft.parsing import parse_stage1, parse_stage2
+
+STAGE1_FORMAT_SHARES = {"think": 0.25, "answer": 0.25, "value": 0.25, "clean": 0.25}
+STAGE2_FORMAT_SHARES = {"think": 0.2, "rank": 0.2, "ids": 0.2, "answer": 0.2, "clean": 0.2}
+
+RewardFunc = Callable[..., list[float]]
+
+
+@dataclass
+class RewardConfig:
+    format_mode: Literal["shaped", "strict"] = "shaped"
+    format_weight: float = 1.0
+    accuracy_weight: float = 1.0  # stage 1
+    ranking_weight: float = 1.0  # stage 2
+    answer_weight: float = 1.0  # stage 2
+    ranking_metric: Literal["ndcg", "set_f1"] = "ndcg"
+    ranking_k: int | None = None  # NDCG cut-off; None = the whole ranking
+    answer_metric: Literal["auto", "webqa", "f1", "em"] = "auto"  # auto: WebQA acc for WebQA rows, list F1 else
+    webqa_domain_fallback: bool = True  # score full bags when a reference has no colour/shape/... word
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+def completion_text(completion: Any) -> str:
+    """The assistant text of a completion, whether a string or a conversational message list."""
+    if completion is None:
+        return ""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return completion_text(completion.get("content"))
+    if isinstance(completion, (list, tuple)):
+        msgs = [m for m in completion if isinstance(m, dict)]
+        if msgs and all("role" in m for m in msgs):
+            assistant = [m for m in msgs if m.get("role") == "assistant"] or msgs
+            return completion_text(assistant[-1].get("content"))
+        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in completion)
+    return str(completion)
+
+
+def _col(kwargs: dict[str, Any], name: str, n: int, default: Any = None) -> list[Any]:
+    v = kwargs.get(name)
+    if v is None:
+        return [default] * n
+    if isinstance(v, (list, tuple)) and len(v) == n:
+        return list(v)
+    return [v] * n  # a scalar broadcast to every row
+
+
+def _label(v: Any) -> str | None:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, float)):
+        return "yes" if v > 0 else "no"
+    if isinstance(v, str) and v.strip().lower() in ("yes", "no", "1", "0", "true", "false"):
+        return "yes" if v.strip().lower() in ("yes", "1", "true") else "no"
+    return None
+
+
+def _named(fn: RewardFunc, name: str) -> RewardFunc:
+    fn.__name__ = name
+    fn.__qualname__ = name
+    return fn
+
+
+# --- stage 1 ------------------------------------------------------------------------------------------------
+
+def make_stage1_format_reward(mode: Literal["shaped", "strict"] = "shaped") -> RewardFunc:
+    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        prefills = _col(kwargs, "prefill", len(completions), "")
+        out = []
+        for c, pf in zip(completions, prefills):
+            p = parse_stage1(completion_text(c), prefill=pf or "")
+            out.append(float(p.ok) if mode == "strict"
+                       else round(sum(s for k, s in STAGE1_FORMAT_SHARES.items() if p.checks.get(k)), 6))
+        return out
+
+    return _named(reward, "stage1_format_reward" if mode == "shaped" else "stage1_format_strict_reward")
+
+
+stage1_format_reward = make_stage1_format_reward("shaped")
+
+
+def stage1_accuracy_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+    n = len(completions)
+    prefills, labels = _col(kwargs, "prefill", n, ""), _col(kwargs, "label", n)
+    out = []
+    for c, pf, lab in zip(completions, prefills, labels):
+        d = parse_stage1(completion_text(c), prefill=pf or "").decision
+        gold = _label(lab)
+        out.append(float(d is not None and gold is not None and d == gold))
+    return out
+
+
+# --- stage 2 ------------------------------------------------------------------------------------------------
+
+def make_stage2_format_reward(mode: Literal["shaped", "strict"] = "shaped") -> RewardFunc:
+    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        n = len(completions)
+        prefills, ks = _col(kwargs, "prefill", n, ""), _col(kwargs, "num_candidates", n)
+        out = []
+        for c, pf, k in zip(completions, prefills, ks):
+            p = parse_stage2(completion_text(c), prefill=pf or "", num_candidates=None if k is None else int(k))
+            out.append(float(p.ok) if mode == "strict"
+                       else round(sum(s for key, s in STAGE2_FORMAT_SHARES.items() if p.checks.get(key)), 6))
+        return out
+
+    return _named(reward, "stage2_format_reward" if mode == "shaped" else "stage2_format_strict_reward")
+
+
+stage2_format_reward = make_stage2_format_reward("shaped")
+
+
+def rank_score(raw_ids: Sequence[str], gold: Sequence[str], *, num_candidates: int | None = None,
+               metric: Literal["ndcg", "set_f1"] = "ndcg", k: int | None = None) -> float:
+    """Ranking quality of listed short ids vs gold short ids, times the share of listed ids that are valid."""
+    gold_set = {str(g) for g in gold}
+    if not raw_ids:
+        return 1.0 if not gold_set else 0.0
+    seen: list[str] = []
+    valid = 0
+    for i in raw_ids:
+        in_range = num_candidates is None or (i.isdigit() and 1 <= int(i) <= num_candidates)
+        if i not in seen:
+            seen.append(i)
+            valid += int(in_range)
+    share = valid / len(raw_ids)
+    if not gold_set:
+        return 0.0
+    ranked = [i for i in seen if num_candidates is None or (i.isdigit() and 1 <= int(i) <= num_candidates)]
+    base = ndcg_at_k(ranked, gold_set, k) if metric == "ndcg" else set_prf(ranked, gold_set)[2]
+    return base * share
+
+
+def make_ranking_reward(metric: Literal["ndcg", "set_f1"] = "ndcg", k: int | None = None) -> RewardFunc:
+    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        n = len(completions)
+        prefills, ks = _col(kwargs, "prefill", n, ""), _col(kwargs, "num_candidates", n)
+        golds = _col(kwargs, "gold_ids", n, [])
+        out = []
+        for c, pf, kk, g in zip(completions, prefills, ks, golds):
+            kk = None if kk is None else int(kk)
+            p = parse_stage2(completion_text(c), prefill=pf or "", num_candidates=kk)
+            if not p.raw_ids and "<rank" not in completion_text(c).lower() and "<rank" not in (pf or "").lower():
+                out.append(0.0)  # no <rank> block at all: nothing was ranked
+                continue
+            out.append(rank_score(p.raw_ids, [str(x) for x in (g or [])], num_candidates=kk, metric=metric, k=k))
+        return out
+
+    return _named(reward, "ranking_reward" if metric == "ndcg" else "ranking_set_f1_reward")
+
+
+ranking_reward = make_ranking_reward("ndcg")
+
+
+def answer_score(answer: str, answers: Sequence[str], *, category: str = "", dataset: str = "",
+                 keywords: str | None = None, metric: Literal["auto", "webqa", "f1", "em"] = "auto",
+                 domain_fallback: bool = True) -> float:
+    answers = [a for a in (answers or []) if isinstance(a, str)]
+    is_webqa = dataset.lower() == "webqa" or (not dataset and category in WEBQA_CATEGORIES)
+    if metric == "webqa" or (metric == "auto" and is_webqa):
+        refs = references_for(keywords, answers)
+        return qa_acc(answer, refs, category or "Others", domain_fallback=domain_fallback) if refs else 0.0
+    if not answers:
+        return 0.0
+    return list_em(answer, answers) if metric == "em" else float(list_f1(answer, answers))
+
+
+def make_answer_reward(metric: Literal["auto", "webqa", "f1", "em"] = "auto",
+                       domain_fallback: bool = True) -> RewardFunc:
+    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        n = len(completions)
+        prefills, ks = _col(kwargs, "prefill", n, ""), _col(kwargs, "num_candidates", n)
+        answers, cats = _col(kwargs, "answers", n, []), _col(kwargs, "category", n, "")
+        datasets, kws = _col(kwargs, "dataset", n, ""), _col(kwargs, "keywords", n)
+        out = []
+        for c, pf, kk, ans, cat, ds, kw in zip(completions, prefills, ks, answers, cats, datasets, kws):
+            text = completion_text(c)
+            if "<answer" not in text.lower():
+                out.append(0.0)
+                continue
+            p = parse_stage2(text, prefill=pf or "", num_candidates=None if kk is None else int(kk))
+            if isinstance(ans, str):
+                ans = [ans]
+            out.append(answer_score(p.answer, list(ans or []), category=str(cat or ""), dataset=str(ds or ""),
+                                    keywords=kw, metric=metric, domain_fallback=domain_fallback))
+        return out
+
+    return _named(reward, "answer_reward")
+
+
+answer_reward = make_answer_reward("auto")
+
+
+# --- factory ------------------------------------------------------------------------------------------------
+
+def make_reward_funcs(stage: int, config: RewardConfig | None = None) -> tuple[list[RewardFunc], list[float]]:
+    """The reward functions of a stage and their weights, in the form GRPOTrainer takes
+    (`reward_funcs=funcs`, `GRPOConfig(reward_weights=weights)`)."""
+    cfg = config or RewardConfig()
+    if stage == 1:
+        return ([make_stage1_format_reward(cfg.format_mode), stage1_accuracy_reward],
+                [cfg.format_weight, cfg.accuracy_weight])
+    if stage == 2:
+        return ([make_stage2_format_reward(cfg.format_mode), make_ranking_reward(cfg.ranking_metric, cfg.ranking_k),
+                 make_answer_reward(cfg.answer_metric, cfg.webqa_domain_fallback)],
+                [cfg.format_weight, cfg.ranking_weight, cfg.answer_weight])
+    raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+
+
+def make_combined_reward(stage: int, config: RewardConfig | None = None) -> RewardFunc:
+    """One function returning the weighted sum of the stage's rewards (for evaluation and logging)."""
+    funcs, weights = make_reward_funcs(stage, config)
+
+    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        total = [0.0] * len(completions)
+        for f, w in zip(funcs, weights):
+            for i, v in enumerate(f(completions, **kwargs)):
+                total[i] += w * v
+        return total
+
+    return _named(reward, f"stage{stage}_combined_reward")
+
+
+def combined_reward(completions: Sequence[Any], *, stage: int, config: RewardConfig | None = None,
+                    **kwargs: Any) -> list[float]:
+    return make_combined_reward(stage, config)(completions, **kwargs)
