@@ -1,9 +1,141 @@
-"""CLI commands for this concept (registered by mmrag_rft.cli)."""
+"""`mmrag ask`, `mmrag demo`, `mmrag evaluate`: the product's main job from the command line."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from mmrag_rft.cli._common import console, fail, out
+
+CAPTION_NOTE = "captions stand in for pixels"
+
+
+def _pipeline_config(config: Optional[Path], overrides: list[str] | None):
+    from mmrag_rft.config import ConfigError, load
+    from mmrag_rft.pipeline import PipelineConfig
+
+    try:
+        return load(PipelineConfig, config, overrides or [])
+    except ConfigError as e:
+        raise fail(str(e)) from None
+
+
+def _load_backend(model: str):
+    from mmrag_rft.models.loading import load_backend
+
+    with console.status(f"loading model {model} ..."):
+        try:
+            return load_backend(model)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise fail(f"model {model!r}: {e}") from None
+
+
+def _print_result(r, lookup) -> None:
+    from rich.table import Table
+
+    out.print(f"[bold]Q:[/] {r.question}")
+    out.print(f"[bold green]A:[/] {r.answer}")
+    if r.abstained:
+        out.print("[yellow]abstained: no candidate passed the stage-1 filter[/]")
+    if r.fallback:
+        out.print(f"[yellow]{r.fallback}[/]")
+    if not r.faithful:
+        out.print(f"[red]unfaithful evidence ids: {r.unfaithful_ids}[/]")
+    t = Table(title="evidence", show_lines=False)
+    for col in ("rank", "id", "modality", "title", "P(yes)", "kept"):
+        t.add_column(col)
+    score = {j.id: j for j in r.judgements}
+    ranked = {cid: i for i, cid in enumerate(r.rank, 1)}
+    for j in sorted(r.judgements, key=lambda j: (ranked.get(j.id, 10**6), -j.score)):
+        c = lookup(j.id)
+        t.add_row(str(ranked.get(j.id, "")), j.id, c.modality, (c.title or c.text)[:50], f"{score[j.id].score:.3f}",
+                  "yes" if j.kept else "")
+    out.print(t)
+    if r.reasoning:
+        out.print(f"[bold]reasoning:[/] {r.reasoning}")
+    out.print("[dim]" + ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items()) + "[/]")
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    @app.command()
+    def ask(
+        question: str = typer.Argument(..., help="The question."),
+        index: Path = typer.Option(..., "--index", help="Index folder built by `mmrag index`."),
+        model: str = typer.Option("default", help="default | tiny-vlm | tiny-lm | local folder | hub id."),
+        config: Optional[Path] = typer.Option(None, help="Pipeline YAML (configs/pipeline.yaml)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set filter.top_k=3."),
+        image: Optional[Path] = typer.Option(None, help="Optional query image (used by the image retriever)."),
+        image_dir: Optional[Path] = typer.Option(None, help="Folder to find candidate images by id."),
+        top_n: Optional[int] = typer.Option(None, min=1, max=200),
+        threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0),
+        top_k: Optional[int] = typer.Option(None, min=0, max=50),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    ) -> None:
+        """Answer one question over an index, with the full explanation."""
+        from mmrag_rft.pipeline import Pipeline
+        from mmrag_rft.retrieval.index import HybridIndex
+
+        cfg = _pipeline_config(config, set_)
+        try:
+            idx = HybridIndex.load(index)
+        except Exception as e:  # a stale or missing index is user input, not a crash
+            raise fail(f"index {index}: {e}") from None
+        query_image = None
+        if image is not None:
+            from PIL import Image
+
+            try:
+                query_image = Image.open(image).convert("RGB")
+            except Exception as e:
+                raise fail(f"query image {image}: {e}") from None
+        pipe = Pipeline(_load_backend(model), index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None)
+        r = pipe.ask(question, query_image=query_image, top_n=top_n, threshold=threshold, top_k=top_k)
+        if as_json:
+            print(json.dumps(r.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            _print_result(r, idx.get)
+
+    @app.command()
+    def demo(
+        out_dir: Path = typer.Option(Path("out/demo"), "--out", help="Where the index, results and report go."),
+        model: str = typer.Option("default", help="Policy model (default: the embedded SmolLM2-135M-Instruct)."),
+        config: Optional[Path] = typer.Option(None, help="Pipeline YAML."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config key."),
+        limit: Optional[int] = typer.Option(None, min=1, help="Answer only the first N demo questions."),
+    ) -> None:
+        """Build the demo corpus's index and answer its questions end to end; writes an HTML report."""
+        from mmrag_rft.evaluation.demo import run_demo
+
+        cfg = _pipeline_config(config, set_)
+        run_demo(out_dir, backend=_load_backend(model), config=cfg, limit=limit)
+
+    @app.command()
+    def evaluate(
+        path: Path = typer.Argument(..., help="Benchmark file (WebQA JSON, MMQA jsonl, or our JSONL)."),
+        dataset: str = typer.Option(..., "--dataset", help="webqa | mmqa | jsonl"),
+        out_dir: Path = typer.Option(..., "--out", help="Output folder (re-running resumes)."),
+        limit: Optional[int] = typer.Option(None, min=1, help="First N questions."),
+        model: str = typer.Option("default"),
+        config: Optional[Path] = typer.Option(None, help="Pipeline YAML."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config key."),
+        skip_bad: bool = typer.Option(False, "--skip-bad", help="Report and skip malformed rows."),
+    ) -> None:
+        """Run the pipeline over a benchmark with its candidate pools; writes predictions, metrics JSON and a
+        markdown table."""
+        from mmrag_rft.evaluation.evaluate import evaluate_file
+
+        if dataset not in ("webqa", "mmqa", "jsonl"):
+            raise fail(f"--dataset must be webqa, mmqa or jsonl, got {dataset!r}")
+        if not path.exists():
+            raise fail(f"{path}: file not found")
+        cfg = _pipeline_config(config, set_)
+        from mmrag_rft.data.schema import DataError
+
+        try:
+            evaluate_file(path, dataset=dataset, out_dir=out_dir, limit=limit, config=cfg, skip_bad=skip_bad,
+                          backend_factory=lambda: _load_backend(model))
+        except DataError as e:
+            raise fail(str(e)) from None

@@ -1,0 +1,140 @@
+"""`mmrag evaluate`: the pipeline over a benchmark's own candidate pools, then its official-style metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mmrag_rft.config import atomic_write_text
+from mmrag_rft.evaluation.report import markdown_table
+from mmrag_rft.metrics.mmqa import score_mmqa
+from mmrag_rft.metrics.ranking import ndcg_at_k, recall_at_k
+from mmrag_rft.metrics.webqa import references_for, score_webqa
+
+CAPTION_NOTE = "captions stand in for pixels"
+
+
+def _stage1_order(row: Mapping[str, Any]) -> list[str]:
+    return [j["id"] for j in sorted(row.get("judgements") or [], key=lambda j: -j["score"])]
+
+
+def filter_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """What the coarse filter did: share of candidates removed, gold evidence kept, stage-1 ranking quality."""
+    judged = sum(len(r.get("judgements") or []) for r in rows)
+    kept = sum(len(r.get("kept_ids") or []) for r in rows)
+    with_gold = [r for r in rows if r.get("gold_ids")]
+    gold_total = sum(len(r["gold_ids"]) for r in with_gold)
+    gold_kept = sum(len(set(r["gold_ids"]) & set(r.get("kept_ids") or [])) for r in with_gold)
+    gold_retrieved = sum(len(set(r["gold_ids"]) & {j["id"] for j in r.get("judgements") or []}) for r in with_gold)
+    n = len(with_gold) or 1
+    return {
+        "candidates_judged": judged,
+        "removed_fraction": 1 - kept / judged if judged else float("nan"),
+        "gold_recall_retrieved": gold_retrieved / gold_total if gold_total else float("nan"),
+        "gold_recall_after_filter": gold_kept / gold_total if gold_total else float("nan"),
+        "stage1_ndcg@5": sum(ndcg_at_k(_stage1_order(r), r["gold_ids"], 5) for r in with_gold) / n,
+        "stage1_recall@5": sum(recall_at_k(_stage1_order(r), r["gold_ids"], 5) for r in with_gold) / n,
+        "stage2_ndcg@5": sum(ndcg_at_k(r.get("rank") or [], r["gold_ids"], 5) for r in with_gold) / n,
+        "abstained": sum(bool(r.get("abstained")) for r in rows),
+        "stage2_fallbacks": sum(bool(r.get("fallback")) for r in rows),
+        "unfaithful": sum(not r.get("faithful", True) for r in rows),
+    }
+
+
+def score_rows(rows: Sequence[Mapping[str, Any]], *, dataset: str) -> dict[str, Any]:
+    """Official-style metrics over prediction rows (runner.prediction_row), plus filter statistics."""
+    if dataset == "mmqa":
+        m = score_mmqa({"qid": r["qid"], "prediction": r["answer"], "gold": r.get("answers") or [],
+                        "qtype": (r.get("meta") or {}).get("type", ""),
+                        "modality": (r.get("meta") or {}).get("answer_modality", "")} for r in rows)
+        per_acc = [q["f1"] for q in m["per_question"]]
+        per_f1 = []
+        for r in rows:
+            gold = set(r.get("gold_ids") or [])
+            pred = set(r.get("rank") or [])
+            hits = len(gold & pred)
+            per_f1.append(0.0 if not hits else 2 * hits / (len(gold) + len(pred)))
+    else:
+        m = score_webqa({"qid": r["qid"], "qcate": r.get("category") or "", "prediction": r["answer"],
+                         "references": references_for((r.get("meta") or {}).get("keywords"), r.get("answers") or []),
+                         "pred_sources": r.get("rank") or [], "gold_sources": r.get("gold_ids") or []}
+                        for r in rows)
+        per_acc = [q["qa_acc"] for q in m["per_question"]]
+        per_f1 = [q.get("retr_f1", float("nan")) for q in m["per_question"]]
+    m["filter"] = filter_stats(rows)
+    m["per_question_acc"] = per_acc
+    m["per_question_retrieval_f1"] = per_f1
+    return m
+
+
+def metrics_markdown(m: Mapping[str, Any], *, note: str = "") -> str:
+    lines = [f"# Evaluation ({m['dataset']})", ""]
+    if note:
+        lines += [f"_{note}_", ""]
+    if m["dataset"] == "webqa":
+        header = ["category", "n", "QA-Acc", "retrieval P", "retrieval R", "retrieval F1"]
+        groups = [("overall", m["overall"])] + list(m["per_category"].items())
+        lines.append(markdown_table(header, [[k, g["n"], g["qa_acc"], g.get("retr_p", math.nan),
+                                              g.get("retr_r", math.nan), g.get("retr_f1", math.nan)]
+                                             for k, g in groups]))
+    else:
+        header = ["group", "n", "list EM", "list F1"]
+        groups = [("overall", m["overall"])] + [(f"type {k}", g) for k, g in m["per_type"].items()] + \
+                 [(f"modality {k}", g) for k, g in m["per_modality"].items()]
+        lines.append(markdown_table(header, [[k, g["n"], g["list_em"], g["list_f1"]] for k, g in groups]))
+    lines += ["", "## Coarse filter and ranking", "",
+              markdown_table(["statistic", "value"], [[k, v] for k, v in m["filter"].items()])]
+    return "\n".join(lines)
+
+
+def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit: int | None, config: Any,
+                  skip_bad: bool = False, backend_factory: Callable[[], Any], progress: bool = True) -> dict[str, Any]:
+    from rich.console import Console
+
+    from mmrag_rft.data.loaders import load_samples
+    from mmrag_rft.evaluation.runner import run
+    from mmrag_rft.pipeline import Pipeline
+
+    console = Console(stderr=True)
+    out = Path(out_dir)
+    report: list[Any] = []
+    samples = list(load_samples(path, format=dataset if dataset != "jsonl" else "jsonl", skip_bad=skip_bad,
+                                report=report, limit=limit))
+    if report:
+        console.print(f"[yellow]skipped {len(report)} malformed row(s):[/]")
+        for e in report[:20]:
+            console.print(f"  {e}")
+    pipe: Pipeline | None = None
+
+    def ask(s: Any) -> Any:
+        nonlocal pipe
+        if pipe is None:  # load the model only if there is work left (a finished run re-scores instantly)
+            pipe = Pipeline(backend_factory(), config=config)
+        return pipe.ask(s.question, candidates=s.candidates, qid=s.qid)
+
+    preds = run(samples, ask, out, progress=progress)
+    wanted = {s.qid for s in samples}
+    rows = [preds[q] for q in (s.qid for s in samples) if q in preds and q in wanted]
+    metric_set = "mmqa" if dataset == "mmqa" else "webqa"
+    m = score_rows(rows, dataset=metric_set)
+    note = f"{len(rows)} questions from {Path(path).name}; {CAPTION_NOTE} (text-only policy reads captions)"
+    summary = {k: v for k, v in m.items() if not k.startswith("per_question")}
+    summary["note"] = note
+    summary["config"] = _asdict(config)
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "metrics.md", metrics_markdown(m, note=note))
+    if metric_set == "webqa":  # the official submission format, for the eval server
+        sub = {r["qid"]: {"sources": r.get("rank") or [], "answer": r["answer"]} for r in rows}
+        atomic_write_text(out / "submission.json", json.dumps(sub, indent=1))
+    console.print(metrics_markdown(m, note=note))
+    console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {out / 'metrics.md'}")
+    return summary
+
+
+def _asdict(cfg: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg
