@@ -1,0 +1,58 @@
+"""Pixels for a candidate, from wherever the loader left them. URLs are never fetched (offline by design)."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from mmrag_rft.data.schema import Candidate, DataError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+
+
+def _open(src: str | io.BytesIO, where: str) -> Image.Image:
+    try:
+        with Image.open(src) as im:
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"unreadable image ({e})", file=where, field="image") from None
+
+
+def find_image_file(image_dir: str | os.PathLike[str], cid: str) -> Path | None:
+    """`image_dir/<id>` with any common image extension (or none)."""
+    d = Path(image_dir)
+    for name in [cid, *(cid + ext for ext in IMAGE_EXTS)]:
+        p = d / name
+        if p.is_file():
+            return p
+    return None
+
+
+def load_image(candidate: Candidate, *, image_dir: str | os.PathLike[str] | None = None) -> Image.Image | None:
+    """The candidate's image as RGB, or None when it has no pixels we can reach (caption-only).
+
+    Order: `image_bytes`, then `image_path` (relative paths also tried under `image_dir`), then
+    `image_dir/<id>.<ext>`. A file that exists but cannot be decoded is a DataError, not None.
+    """
+    if candidate.image_bytes is not None:
+        return _open(io.BytesIO(candidate.image_bytes), f"candidate {candidate.id} (image bytes)")
+    if candidate.image_path:
+        p = Path(candidate.image_path).expanduser()
+        tries = [p] if p.is_absolute() else ([Path(image_dir) / p] if image_dir else []) + [p]
+        for t in tries:
+            if t.is_file():
+                return _open(str(t), str(t))
+        if image_dir is None:
+            raise DataError(f"image file not found for candidate {candidate.id}", file=str(p), field="image_path")
+    if image_dir is not None:
+        found = find_image_file(image_dir, candidate.id)
+        if found is not None:
+            return _open(str(found), str(found))
+        if candidate.image_path:
+            raise DataError(f"image file not found for candidate {candidate.id} (also looked in {image_dir})",
+                            file=str(candidate.image_path), field="image_path")
+    return None

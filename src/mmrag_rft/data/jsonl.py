@@ -1,0 +1,223 @@
+"""Our own JSONL formats (see docs/data-format.md) and the file helpers every loader shares.
+
+Two files: a *samples* file (one question per line, candidate pool inline or left to an index) and a
+*corpus* file (one candidate per line). Relative `image_path`s are resolved against the file's own folder
+so a corpus folder can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import logging
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from mmrag_rft.data.schema import Candidate, DataError, Sample
+
+log = logging.getLogger(__name__)
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: str | os.PathLike[str]) -> bool:
+    """By magic bytes, not by extension: renamed or extension-less gzip files are common in data dumps."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == GZIP_MAGIC
+    except OSError as e:
+        raise DataError(f"cannot open ({e.strerror or e})", file=str(path)) from None
+
+
+def open_text(path: str | os.PathLike[str]) -> IO[str]:
+    """Open a text file for reading, gunzipping transparently."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError("file not found", file=str(p))
+    if p.is_dir():
+        raise DataError("is a folder, expected a file", file=str(p))
+    if is_gzip(p):
+        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8")
+    return open(p, encoding="utf-8")
+
+
+def read_head(path: str | os.PathLike[str], n: int = 65536) -> str:
+    """The first `n` characters (decompressed), for format sniffing without reading the whole file."""
+    try:
+        with open_text(path) as f:
+            return f.read(n)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+        raise DataError(f"unreadable ({e})", file=str(path)) from None
+
+
+_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
+
+
+def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) for non-blank lines; a truncated gzip stream is a DataError, not EOFError."""
+    f = open_text(path)
+    lineno = 0
+    try:
+        with f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    yield lineno, line
+    except _READ_ERRORS as e:
+        raise DataError(f"unreadable after line {lineno} ({e}); is the file truncated?", file=str(path)) from None
+
+
+def iter_json_lines(path: str | os.PathLike[str], *, skip_bad: bool = False,
+                    report: list[DataError] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) per JSONL row; a line that is not a JSON object is a row error."""
+    for lineno, line in iter_lines(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            bad_row(DataError(f"not valid JSON ({e.msg} at column {e.colno})", file=str(path), row=lineno),
+                    skip_bad, report)
+            continue
+        if not isinstance(obj, dict):
+            bad_row(DataError(f"expected a JSON object, got {type(obj).__name__}", file=str(path), row=lineno),
+                    skip_bad, report)
+            continue
+        yield lineno, obj
+
+
+def bad_row(err: DataError, skip_bad: bool, report: list[DataError] | None) -> None:
+    """Raise, or (skip_bad) record and warn: a skipped row is never silent."""
+    if not skip_bad:
+        raise err
+    if report is not None:
+        report.append(err)
+    log.warning("skipping bad row: %s", err)
+
+
+def located(err: DataError, *, file: str, row: int | str) -> DataError:
+    """Re-anchor an error raised by the schema (which knows only the field) at a file and row."""
+    return DataError(err.reason, file=file, row=row, field=err.field)
+
+
+def _resolve_path(p: Any, base: Path) -> str | None:
+    if p is None or p == "":
+        return None
+    if not isinstance(p, str):
+        raise DataError(f"must be a string path, got {type(p).__name__}", field="image_path")
+    q = Path(p).expanduser()
+    return str(q if q.is_absolute() else (base / q).resolve())
+
+
+def candidate_from_row(d: dict[str, Any], base: Path) -> Candidate:
+    c = Candidate.from_dict(d)
+    c.image_path = _resolve_path(d.get("image_path"), base)
+    return c
+
+
+def load_corpus(path: str | os.PathLike[str], *, skip_bad: bool = False, report: list[DataError] | None = None,
+                limit: int | None = None) -> Iterator[Candidate]:
+    """Candidates from a corpus JSONL file; `image_path` relative to the file's folder becomes absolute."""
+    p = Path(path)
+    base = p.resolve().parent
+    seen: set[str] = set()
+    n = 0
+    for lineno, obj in iter_json_lines(p, skip_bad=skip_bad, report=report):
+        if limit is not None and n >= limit:
+            return
+        try:
+            c = candidate_from_row(obj, base)
+            if c.id in seen:
+                raise DataError(f"duplicate candidate id {c.id!r}", field="id")
+        except DataError as e:
+            bad_row(located(e, file=str(p), row=lineno), skip_bad, report)
+            continue
+        seen.add(c.id)
+        n += 1
+        yield c
+
+
+def load_samples_jsonl(path: str | os.PathLike[str], *, skip_bad: bool = False,
+                       report: list[DataError] | None = None, limit: int | None = None) -> Iterator[Sample]:
+    """Samples from our samples JSONL; inline candidates' relative image paths resolve against the file."""
+    p = Path(path)
+    base = p.resolve().parent
+    seen: set[str] = set()
+    n = 0
+    for lineno, obj in iter_json_lines(p, skip_bad=skip_bad, report=report):
+        if limit is not None and n >= limit:
+            return
+        try:
+            s = Sample.from_dict(obj)
+            for i, (c, raw) in enumerate(zip(s.candidates, obj.get("candidates") or [])):
+                try:
+                    c.image_path = _resolve_path(raw.get("image_path"), base)
+                except DataError as e:
+                    raise DataError(e.reason, field=f"candidates[{i}].image_path") from None
+            if s.qid in seen:
+                raise DataError(f"duplicate qid {s.qid!r}", field="qid")
+        except DataError as e:
+            bad_row(located(e, file=str(p), row=lineno), skip_bad, report)
+            continue
+        seen.add(s.qid)
+        n += 1
+        yield s
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
+    """Stream text into a temp file beside `path`, renamed over it only when the block finishes cleanly.
+
+    (config.atomic_write_text needs the whole text in memory; converting 40k samples should not.)
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _relativise(d: dict[str, Any], base: Path | None) -> dict[str, Any]:
+    if base is not None and d.get("image_path"):
+        try:
+            d["image_path"] = os.path.relpath(d["image_path"], base)
+        except ValueError:  # another drive on Windows: keep absolute
+            pass
+    return d
+
+
+def write_samples_jsonl(samples: Iterable[Sample], path: str | os.PathLike[str], *, with_bytes: bool = False,
+                        relative_paths: bool = True) -> int:
+    """Write samples atomically; returns how many. Image paths are stored relative to the output folder."""
+    base = Path(path).resolve().parent if relative_paths else None
+    n = 0
+    with atomic_writer(path) as f:
+        for s in samples:
+            d = s.to_dict(with_bytes=with_bytes)
+            d["candidates"] = [_relativise(c, base) for c in d["candidates"]]
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_corpus_jsonl(candidates: Iterable[Candidate], path: str | os.PathLike[str], *, with_bytes: bool = False,
+                       relative_paths: bool = True) -> int:
+    """Write a corpus file atomically; returns how many candidates."""
+    base = Path(path).resolve().parent if relative_paths else None
+    n = 0
+    with atomic_writer(path) as f:
+        for c in candidates:
+            f.write(json.dumps(_relativise(c.to_dict(with_bytes=with_bytes), base), ensure_ascii=False) + "\n")
+            n += 1
+    return n
