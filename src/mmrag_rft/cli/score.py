@@ -17,11 +17,6 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open("r", encoding="utf-8")
 
 
-def _is_tsv(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(".tsv") or name.endswith(".tsv.gz")
-
-
 def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     """{qid: {"answer": str | list, "sources": [ids]}} from a WebQA-style JSON object or JSONL rows
     ({qid, answer, sources}; the evaluation runner's rows, whose `rank` holds the sources, work too)."""
@@ -72,49 +67,19 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     return preds
 
 
-def read_webqa_tsv(path: Path) -> list[dict[str, Any]]:
-    """WebQA's val TSV (Guid, Qcate, Q, A, Keywords_A, Output_conf, Output) -> gold rows (+ VLP outputs)."""
-    rows = []
-    with _open_text(path) as f:
-        header = f.readline().rstrip("\n").split("\t")
-        need = {"Guid", "Qcate", "A", "Keywords_A"}
-        if not need <= set(header):
-            raise ValueError(f"{path}, row 1: header lacks {sorted(need - set(header))}")
-        key = {h: i for i, h in enumerate(header)}
-        for n, line in enumerate(f, 2):
-            if not line.strip():
-                continue
-            d = line.rstrip("\n").split("\t")
-            if len(d) < len(header):
-                raise ValueError(f"{path}, row {n}: {len(d)} columns, expected {len(header)}")
-            try:
-                answers = json.loads(d[key["A"]])
-            except json.JSONDecodeError:
-                raise ValueError(f"{path}, row {n}, field 'A': not a JSON list") from None
-            outputs = None
-            if "Output" in key:
-                try:
-                    outputs = json.loads(d[key["Output"]])
-                except json.JSONDecodeError:
-                    raise ValueError(f"{path}, row {n}, field 'Output': not a JSON list") from None
-            rows.append({"qid": d[key["Guid"]], "qcate": d[key["Qcate"]], "answers": answers,
-                         "keywords": d[key["Keywords_A"]], "gold_sources": [], "outputs": outputs})
-    return rows
-
-
-def read_gold(path: Path, dataset: str, fmt: str | None) -> list[dict[str, Any]]:
-    if _is_tsv(path):
-        return read_webqa_tsv(path)
+def read_gold(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
+    """Gold rows from any file the data loaders read (WebQA JSON or val TSV, MMQA jsonl, our JSONL)."""
     from mmrag_rft.data.loaders import load_samples
 
     rows = []
-    for s in load_samples(str(path), format=fmt) if fmt else load_samples(str(path)):
+    for s in load_samples(str(path), format=fmt or "auto"):
         meta = s.meta or {}
+        modalities = meta.get("answer_modalities") or []
         rows.append({
             "qid": s.qid, "qcate": s.category, "answers": list(s.answers), "gold_sources": list(s.gold_ids),
-            "keywords": meta.get("Keywords_A") or meta.get("keywords"),
-            "qtype": meta.get("type") or meta.get("question_type") or meta.get("qtype") or s.category,
-            "modality": meta.get("answer_modality") or meta.get("modality") or "",
+            "keywords": meta.get("keywords"), "outputs": meta.get("baseline_output"),
+            "qtype": meta.get("type") or s.category,
+            "modality": meta.get("answer_modality") or (modalities[0] if modalities else ""),
         })
     return rows
 
@@ -193,7 +158,7 @@ def register(app: typer.Typer) -> None:
         paths: list[Path] = typer.Argument(..., help="PREDICTIONS GOLD, or with --baseline: one or more WebQA TSVs"),
         dataset: str = typer.Option(..., "--dataset", "-d", help="webqa or mmqa"),
         out_path: Path | None = typer.Option(None, "--out", "-o", help="write the metrics as JSON here"),
-        gold_format: str | None = typer.Option(None, "--format", help="gold loader format (webqa|mmqa|jsonl); "
+        gold_format: str | None = typer.Option(None, "--format", help="gold loader format (as `mmrag data stats`); "
                                                                        "default: detected"),
         baseline: bool = typer.Option(False, "--baseline", help="score the TSV's own VLP `Output` column"),
         output_idx: int = typer.Option(0, "--output-idx", help="which of the baseline's beam outputs to score"),
@@ -227,12 +192,10 @@ def register(app: typer.Typer) -> None:
         for p in [*gold_paths, *([pred_path] if pred_path else [])]:
             if not p.exists():
                 raise fail(f"{p}: file not found")
-        if baseline and not all(_is_tsv(p) for p in gold_paths):
-            raise fail("--baseline needs WebQA val TSV files (Guid, Qcate, Q, A, Keywords_A, Output_conf, Output)")
         try:
             gold: list[dict[str, Any]] = []
             for g in gold_paths:
-                gold.extend(read_gold(g, dataset, gold_format))
+                gold.extend(read_gold(g, gold_format))
             preds = read_predictions(pred_path) if pred_path else None
         except ImportError as e:
             raise fail(f"cannot read {gold_paths[0]}: the data loaders are unavailable ({e})") from None
@@ -240,6 +203,9 @@ def register(app: typer.Typer) -> None:
             raise fail(str(e)) from None
         if not gold:
             raise fail(f"{gold_paths[0]}: no gold questions")
+        if baseline and not all(g.get("outputs") for g in gold):
+            raise fail("--baseline needs WebQA val TSV files with an `Output` column "
+                       "(Guid, Qcate, Q, A, Keywords_A, Output_conf, Output)")
         fluency = None
         if bart_checkpoint and dataset == "webqa":
             from mmrag_rft.metrics.webqa import FluencyUnavailable, qa_fluency
