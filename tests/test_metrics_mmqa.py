@@ -58,3 +58,25 @@ def test_gold_scores_itself_on_real_dev(shared_data):
     first = score_mmqa([{**it, "prediction": it["gold"][:1]} for it in items])
     multi = [it for it in items if len(it["gold"]) > 1]
     assert multi and first["overall"]["list_em"] == pytest.approx(100 * (1 - len(multi) / 300))
+
+
+def test_cli_scores_mmqa_dev(shared_data, tmp_path):
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+
+    dev = shared_data / "mmqa/MMQA_dev.jsonl.gz"
+    with gzip.open(dev, "rt", encoding="utf-8") as f:
+        first = json.loads(f.readline())
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"qid": first["qid"], "answer": [str(a["answer"]) for a in first["answers"]]}) + "\n")
+    out = tmp_path / "m.json"
+    r = CliRunner().invoke(app, ["score", "--dataset", "mmqa", str(preds), str(dev), "--out", str(out),
+                                 "--no-per-question"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["overall"]["n"] == 2441 and res["missing_predictions"] == 2440
+    assert res["overall"]["list_em"] == pytest.approx(100 / 2441)
+    assert res["per_type"][first["metadata"]["type"]]["list_em"] > 0 and "per_question" not in res
+    bad = CliRunner().invoke(app, ["score", "--dataset", "mmqa", str(tmp_path / "none.json"), str(dev)])
+    assert bad.exit_code == 2 and "file not found" in bad.output
