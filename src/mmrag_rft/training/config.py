@@ -1,0 +1,130 @@
+"""Typed training configuration: every GRPO knob is explicit here, so a YAML file is the whole experiment.
+
+Field names of `GRPOSection` follow TRL 1.16's `GRPOConfig` one to one (checked against the installed
+package; `max_prompt_length` no longer exists there, so prompts are bounded by `data.max_chars` instead).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mmrag_rft.config import load as _load
+from mmrag_rft.rewards import RewardConfig
+
+
+@dataclass
+class ModelSection:
+    # "default" (SmolLM2-135M-Instruct), "tiny-lm", "tiny-vlm", or a Hugging Face folder / hub id in the cache
+    path: str = "default"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: str | None = None  # e.g. "flash_attention_2" / "sdpa" on GPU
+    use_pixels: bool = True  # give image pixels to a vision-language model (captions are always given)
+    max_pixels: int | None = None  # Qwen2-VL processors: cap on pixels per image (None = processor default)
+
+
+@dataclass
+class DataSection:
+    path: str = ""  # a WebQA/MMQA/our-JSONL file or folder (anything `mmrag_rft.data.loaders.load_samples` reads)
+    format: str = "auto"
+    limit: int | None = None  # questions read (None = all)
+    val_fraction: float = 0.2  # held-out share of *questions* (split by question id, never by candidate)
+    split_seed: int = 0
+    # stage 1
+    balance: float | None = 1.0  # negatives kept per positive (1.0 = 1:1); None keeps every pair
+    max_pairs_per_question: int | None = None
+    # stage 2
+    num_candidates: int = 5  # K: gold + the hardest negatives
+    permutations: int = 1  # shuffled copies of each question (against position bias)
+    negatives: Literal["stage1", "retrieval", "pool"] = "retrieval"  # how "hardest" negatives are ordered
+    max_chars: int = 600  # per candidate text in the prompt (the prompt-length bound)
+    seed: int = 0
+
+
+@dataclass
+class GRPOSection:
+    num_generations: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    beta: float = 0.0  # KL coefficient; 0 = no reference model (TRL default), paper-scale configs use 0.04
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = "dapo"
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    num_iterations: int = 1
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    mask_truncated_completions: bool = False
+    max_completion_length: int = 64
+    learning_rate: float = 1e-5
+    lr_scheduler_type: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    num_train_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    per_device_train_batch_size: int = 4  # completions per device per step (a multiple of num_generations)
+    gradient_accumulation_steps: int = 1
+    generation_batch_size: int | None = None
+    logging_steps: int = 1
+    save_steps: int = 50
+    save_total_limit: int | None = 3
+    seed: int = 42
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_gpu_memory_utilization: float = 0.3
+    vllm_enable_sleep_mode: bool = False
+    ds3_gather_for_generation: bool = True
+    log_completions: bool = False
+    report_to: str = "none"
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = True  # False = full fine-tune
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    freeze_vision: bool = True  # no LoRA and no gradient for the vision tower of a VLM
+
+
+@dataclass
+class WarmupSection:
+    """Supervised warm-up on the output *format* only (never on gold labels), before RL."""
+
+    enabled: bool = False
+    steps: int = 30
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    grpo: GRPOSection = field(default_factory=GRPOSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    warmup: WarmupSection = field(default_factory=WarmupSection)
+    output_dir: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        g = self.grpo
+        if g.num_generations < 2:
+            raise ValueError("grpo.num_generations must be >= 2 (a group needs variance)")
+        if (g.per_device_train_batch_size * g.gradient_accumulation_steps) % g.num_generations:
+            raise ValueError("grpo.per_device_train_batch_size x gradient_accumulation_steps must be a multiple "
+                             "of grpo.num_generations")
+        if not 0.0 <= self.data.val_fraction < 1.0:
+            raise ValueError("data.val_fraction must be within [0, 1)")
+        if self.data.num_candidates < 1 or self.data.permutations < 1:
+            raise ValueError("data.num_candidates and data.permutations must be >= 1")
+
+
+def load_train_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    return _load(TrainConfig, path, overrides)

@@ -1,0 +1,192 @@
+"""RL examples for both stages, as rows TRL's GRPOTrainer reads: a conversational `prompt` plus reward columns.
+
+Stage 1: one row per (question, candidate), label "yes"/"no", negatives subsampled to a configurable ratio.
+Stage 2: one row per question (times `permutations`): K candidates = gold + the hardest negatives, shuffled,
+gold given as short ids ("1".."K") so the ranking reward never sees real ids.
+
+Vision-language rows keep the prompt's images as `{"type": "image"}` placeholders and the PIL images in an
+`images` column: TRL fills the placeholders in order (`prepare_multimodal_messages`) and Arrow cannot store
+PIL objects inside nested message content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from mmrag_rft.data.schema import Candidate, Sample
+from mmrag_rft.prompts import ChatPrompt, stage1_prompt, stage2_prompt, to_short_ids
+
+
+# --- splitting ------------------------------------------------------------------------------------------------
+
+def _unit(qid: str, seed: int) -> float:
+    h = hashlib.sha256(f"{seed}:{qid}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def split_by_question(samples: Iterable[Sample], val_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """(train, val) by question id: a question and all of its candidates land on one side only.
+
+    Hash-based rather than a shuffled cut, so a question keeps its side when the data set grows or is
+    truncated with `limit` (held-out numbers stay comparable across runs).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be within [0, 1), got {val_fraction}")
+    train, val = [], []
+    for s in samples:
+        (val if _unit(s.qid, seed) < val_fraction else train).append(s)
+    if val_fraction > 0 and not val and len(train) > 1:  # tiny sets: still hold out one question
+        val.append(train.pop(min(range(len(train)), key=lambda i: _unit(train[i].qid, seed))))
+    return train, val
+
+
+# --- images ---------------------------------------------------------------------------------------------------
+
+def load_image(candidate: Candidate) -> Any:
+    """The candidate's pixels as an RGB PIL image, or None (captions then stand in)."""
+    if candidate.modality != "image" or not candidate.has_pixels:
+        return None
+    from PIL import Image
+
+    try:
+        if candidate.image_bytes is not None:
+            img = Image.open(io.BytesIO(candidate.image_bytes))
+        else:
+            img = Image.open(candidate.image_path)  # type: ignore[arg-type]
+        return img.convert("RGB")
+    except (OSError, ValueError):
+        return None
+
+
+def _rows_from_prompt(prompt: ChatPrompt, with_pixels: bool) -> dict[str, Any]:
+    """`prompt` (+ `images`) columns: images become placeholders, every content a list of text parts."""
+    conv = prompt.to_conversation()
+    if not with_pixels:
+        return {"prompt": conv}
+    images: list[Any] = []
+    out = []
+    for m in conv:
+        content = m["content"]
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else []
+        if not isinstance(content, str):
+            for p in content:
+                if p.get("type") == "image":
+                    images.append(p["image"])
+                    parts.append({"type": "image", "text": None})
+                else:
+                    parts.append({"type": "text", "text": p.get("text", "")})
+        out.append({"role": m["role"], "content": parts})
+    return {"prompt": out, "images": images}
+
+
+# --- stage 1 --------------------------------------------------------------------------------------------------
+
+def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int | None = None,
+                 rng: random.Random | None = None) -> list[tuple[Candidate, str]]:
+    """(candidate, "yes"/"no") pairs of one question; negatives subsampled to `balance` per positive.
+
+    A question without gold candidates keeps min(#candidates, round(balance)) negatives so that "no evidence"
+    questions still teach the model to say no.
+    """
+    rng = rng or random.Random(0)
+    gold = sample.gold_set
+    pos = [c for c in sample.candidates if c.id in gold]
+    neg = [c for c in sample.candidates if c.id not in gold]
+    if balance is not None:
+        n_neg = round(balance * len(pos)) if pos else max(1, round(balance))
+        neg = rng.sample(neg, min(len(neg), n_neg))
+    pairs = [(c, "yes") for c in pos] + [(c, "no") for c in neg]
+    rng.shuffle(pairs)
+    if max_pairs is not None:
+        pairs = pairs[:max_pairs]
+    return pairs
+
+
+def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_pairs_per_question: int | None = None,
+                with_pixels: bool = False, max_chars: int = 1200, seed: int = 0) -> list[dict[str, Any]]:
+    """Stage-1 rows: `prompt` (+ `images`), `label`, `prefill`, `qid`, `candidate_id`, `modality`, `dataset`."""
+    rng = random.Random(seed)
+    rows = []
+    for s in samples:
+        for cand, label in stage1_pairs(s, balance=balance, max_pairs=max_pairs_per_question, rng=rng):
+            img = load_image(cand) if with_pixels else None
+            p = stage1_prompt(s.question, cand, with_pixels=img is not None, image=img, style="reason",
+                              max_chars=max_chars)
+            row = _rows_from_prompt(p, with_pixels)
+            row.update(label=label, prefill=p.prefill, qid=s.qid, candidate_id=cand.id, modality=cand.modality,
+                       dataset=s.dataset)
+            rows.append(row)
+    return rows
+
+
+# --- stage 2 --------------------------------------------------------------------------------------------------
+
+def hardest_negatives(sample: Sample, *, stage1_scores: dict[str, float] | None = None,
+                      order: Sequence[str] | None = None) -> list[Candidate]:
+    """Non-gold candidates, hardest first: by the stage-1 model's P(yes) when given, else by `order`
+    (retrieval rank), else the pool order."""
+    gold = sample.gold_set
+    neg = [c for c in sample.candidates if c.id not in gold]
+    if stage1_scores is not None:
+        return sorted(neg, key=lambda c: -stage1_scores.get(c.id, float("-inf")))
+    if order is not None:
+        rank = {cid: i for i, cid in enumerate(order)}
+        return sorted(neg, key=lambda c: rank.get(c.id, len(rank)))
+    return neg
+
+
+def stage2_candidates(sample: Sample, k: int, *, stage1_scores: dict[str, float] | None = None,
+                      order: Sequence[str] | None = None) -> list[Candidate]:
+    """Gold first (at most k), then the hardest negatives up to k (unshuffled)."""
+    gold = [c for c in sample.candidates if c.id in sample.gold_set][:k]
+    return gold + hardest_negatives(sample, stage1_scores=stage1_scores, order=order)[: k - len(gold)]
+
+
+def stage2_rows(samples: Iterable[Sample], *, num_candidates: int = 5, permutations: int = 1, with_pixels: bool = False,
+                max_chars: int = 600, seed: int = 0,
+                stage1_scores: dict[str, dict[str, float]] | None = None,
+                order_fn: Callable[[Sample], Sequence[str]] | None = None) -> list[dict[str, Any]]:
+    """Stage-2 rows: `prompt` (+ `images`), `gold_ids` (short ids, best first in pool order), `num_candidates`,
+    `answers`, `category`, `dataset`, `keywords`, `prefill`, `qid`, `id_map` (JSON of short -> real id)."""
+    import json
+
+    rng = random.Random(seed)
+    rows = []
+    for s in samples:
+        scores = stage1_scores.get(s.qid) if stage1_scores is not None else None
+        order = order_fn(s) if (order_fn is not None and scores is None) else None
+        chosen = stage2_candidates(s, num_candidates, stage1_scores=scores, order=order)
+        if not chosen:
+            continue
+        seen: set[tuple[str, ...]] = set()
+        for _ in range(permutations):
+            perm = chosen[:]
+            for _try in range(8):  # distinct permutations where the pool allows it
+                rng.shuffle(perm)
+                if tuple(c.id for c in perm) not in seen:
+                    break
+            seen.add(tuple(c.id for c in perm))
+            imgs = [load_image(c) for c in perm] if with_pixels else None
+            p = stage2_prompt(s.question, perm, with_pixels=with_pixels and any(i is not None for i in imgs or []),
+                              images=imgs, max_chars=max_chars)
+            id_map = p.meta["id_map"]
+            row = _rows_from_prompt(p, with_pixels)
+            row.update(gold_ids=to_short_ids([g for g in s.gold_ids if g in id_map.values()], id_map),
+                       num_candidates=len(perm), answers=list(s.answers), category=s.category, dataset=s.dataset,
+                       keywords=str(s.meta.get("keywords") or ""), prefill=p.prefill, qid=s.qid,
+                       id_map=json.dumps(id_map))
+            rows.append(row)
+    return rows
+
+
+def to_dataset(rows: list[dict[str, Any]]) -> Any:
+    """A `datasets.Dataset` (PIL images in `images` become its Image feature)."""
+    from datasets import Dataset
+
+    if not rows:
+        raise ValueError("no training examples were built (empty data, or no candidates)")
+    return Dataset.from_list(rows)

@@ -1,0 +1,378 @@
+"""Both RL stages on TRL's GRPOTrainer: data -> model (+LoRA) -> optional format warm-up -> GRPO -> adapter + merged.
+
+Stage 2 starts from stage 1 by *merging*: `--init` names the stage-1 run (or its `merged/` folder); the stage-1
+LoRA is already folded into those weights, and stage 2 adds a fresh LoRA on top. The merged stage-1 model is
+also the KL reference of stage 2 (TRL uses the adapter-disabled model as reference when beta > 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmrag_rft.config import atomic_write_text, cache_dir, dump
+from mmrag_rft.training.config import TrainConfig
+from mmrag_rft.training.examples import split_by_question, stage1_rows, stage2_rows, to_dataset
+from mmrag_rft.training.logging import JsonlLogCallback
+
+LOG_NAME = "log.jsonl"
+
+
+@dataclass
+class RunResult:
+    output_dir: str
+    stage: int
+    global_step: int
+    adapter_dir: str | None  # final LoRA adapter (None for a full fine-tune)
+    merged_dir: str  # a plain Hugging Face model folder: the `--init` of the next stage, or a backend's model
+    log_path: str
+    train_examples: int
+    val_questions: int
+    resumed_from: str | None = None
+    warmup: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- the prefill: TRL 1.16 renders prompts with add_generation_prompt=True -----------------------------------------
+
+def continue_final_assistant(processing_class: Any) -> Any:
+    """Make `apply_chat_template` *continue* a trailing assistant message instead of closing it.
+
+    TRL 1.16's GRPOTrainer calls `apply_chat_template(..., add_generation_prompt=True)` unconditionally
+    (grpo_trainer.py, `_tokenize_prompts`), which renders our prefill as a finished assistant turn followed by a
+    new empty one; `chat_template_kwargs` cannot help because transformers refuses continue_final_message together
+    with add_generation_prompt. This instance-level wrapper is the smallest fix: for conversations that end with
+    an assistant message it swaps add_generation_prompt for continue_final_message.
+    """
+    if getattr(processing_class, "_mmrag_continue_final", False):
+        return processing_class
+    original = processing_class.apply_chat_template
+
+    def apply_chat_template(conversation: Any, *args: Any, **kwargs: Any) -> Any:
+        convs = conversation if (conversation and isinstance(conversation[0], (list, tuple))) else [conversation]
+        if convs and all(c and c[-1].get("role") == "assistant" for c in convs) and kwargs.get("add_generation_prompt"):
+            kwargs["add_generation_prompt"] = False
+            kwargs["continue_final_message"] = True
+        return original(conversation, *args, **kwargs)
+
+    processing_class.apply_chat_template = apply_chat_template
+    processing_class._mmrag_continue_final = True
+    return processing_class
+
+
+# --- models ---------------------------------------------------------------------------------------------------
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _default_model_dir() -> Path:
+    try:
+        from mmrag_rft.models.default import ensure_default_model
+
+        return Path(ensure_default_model())
+    except ImportError:
+        return cache_dir() / "models" / "SmolLM2-135M-Instruct"
+
+
+def build_tiny_lm(out_dir: Path) -> Path:
+    """A randomly initialised 2-layer Llama with the default model's tokenizer and chat template (tests/CI)."""
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(_default_model_dir())
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(tmp)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def resolve_model(spec: str) -> Path | str:
+    """'default' | 'tiny-lm' | 'tiny-vlm' | a folder -> something `from_pretrained` loads offline."""
+    if spec == "default":
+        return _default_model_dir()
+    if spec == "tiny-lm":
+        try:
+            from mmrag_rft.models import tiny
+
+            if hasattr(tiny, "build_tiny_lm"):
+                return Path(tiny.build_tiny_lm(cache_dir() / "models" / "tiny-lm"))
+        except ImportError:
+            pass
+        return build_tiny_lm(cache_dir() / "models" / "tiny-lm-train")
+    if spec == "tiny-vlm":
+        from mmrag_rft.models.tiny import build_tiny_vlm
+
+        return Path(build_tiny_vlm(cache_dir() / "models" / "tiny-vlm"))
+    p = Path(spec).expanduser()
+    if p.is_dir() and (p / "merged").is_dir():  # a run folder: take its merged model
+        return p / "merged"
+    return p if p.exists() else spec
+
+
+def _is_vlm_dir(path: Path | str) -> bool:
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return "vision_config" in cfg
+
+
+def load_processor(path: Path | str, is_vlm: bool, max_pixels: int | None = None) -> Any:
+    if is_vlm:
+        proc = None
+        try:
+            from mmrag_rft.models import tiny
+
+            loader = getattr(tiny, "load_processor", None)
+            if loader is not None:
+                proc = loader(path)
+        except ImportError:
+            pass
+        if proc is None:
+            from transformers import AutoProcessor
+
+            kw = {"max_pixels": max_pixels} if max_pixels else {}
+            proc = AutoProcessor.from_pretrained(path, **kw)
+        tok = proc.tokenizer
+    else:
+        from transformers import AutoTokenizer
+
+        proc = tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return continue_final_assistant(proc)
+
+
+def load_model(path: Path | str, is_vlm: bool, dtype: str = "float32", attn_implementation: str | None = None) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    kw: dict[str, Any] = {"dtype": "auto" if dtype == "auto" else getattr(torch, dtype)}
+    if attn_implementation:
+        kw["attn_implementation"] = attn_implementation
+    cls = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+    p = Path(path)
+    if p.is_dir() and (p / "adapter_config.json").is_file() and not (p / "config.json").is_file():
+        from peft import PeftConfig, PeftModel
+
+        base = cls.from_pretrained(PeftConfig.from_pretrained(p).base_model_name_or_path, **kw)
+        return PeftModel.from_pretrained(base, p).merge_and_unload()
+    return cls.from_pretrained(path, **kw)
+
+
+VISION_PATTERNS = ("visual", "vision_tower", "vision_model", "image_encoder", "multi_modal_projector")
+
+
+def lora_target(cfg_modules: list[str], is_vlm: bool, freeze_vision: bool) -> Any:
+    """Target module names, as a regex that skips the vision tower when it is frozen."""
+    if not (is_vlm and freeze_vision):
+        return list(cfg_modules)
+    names = "|".join(cfg_modules)
+    skip = "|".join(VISION_PATTERNS)
+    return rf"^(?!.*({skip})).*\.({names})$"
+
+
+def add_lora(model: Any, cfg: TrainConfig, is_vlm: bool) -> Any:
+    if not cfg.lora.enabled:
+        if is_vlm and cfg.lora.freeze_vision:
+            for n, p in model.named_parameters():
+                if any(v in n for v in VISION_PATTERNS):
+                    p.requires_grad_(False)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lc = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                    target_modules=lora_target(cfg.lora.target_modules, is_vlm, cfg.lora.freeze_vision),
+                    task_type="CAUSAL_LM", bias="none")
+    if cfg.grpo.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return get_peft_model(model, lc)
+
+
+# --- data -----------------------------------------------------------------------------------------------------
+
+def load_split(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
+    from mmrag_rft.data.loaders import load_samples
+
+    if not cfg.data.path:
+        raise ValueError("data.path is empty: name a WebQA/MMQA/JSONL file (e.g. --set data.path=...)")
+    samples = []
+    for s in load_samples(cfg.data.path, format=cfg.data.format):  # type: ignore[arg-type]
+        samples.append(s)
+        if cfg.data.limit is not None and len(samples) >= cfg.data.limit:
+            break
+    return split_by_question(samples, cfg.data.val_fraction, cfg.data.split_seed)
+
+
+def stage1_scores_with_model(model: Any, processing_class: Any, samples: list[Any], batch_size: int = 8) -> dict[str, dict[str, float]]:
+    """P(yes) of every candidate (score-style stage-1 prompt, captions only): orders stage 2's negatives."""
+    import torch
+
+    from mmrag_rft.prompts import stage1_prompt
+
+    tok = getattr(processing_class, "tokenizer", processing_class)
+    yes = tok.encode("yes", add_special_tokens=False)[0]
+    no = tok.encode("no", add_special_tokens=False)[0]
+    items = [(s.qid, c.id, stage1_prompt(s.question, c, style="score")) for s in samples for c in s.candidates]
+    out: dict[str, dict[str, float]] = {}
+    side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        for i in range(0, len(items), batch_size):
+            chunk = items[i:i + batch_size]
+            texts = [tok.apply_chat_template(p.to_conversation(), continue_final_message=True, tokenize=False)
+                     for _, _, p in chunk]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                logits = model(**enc).logits[:, -1, :].float()
+            pair = torch.softmax(logits[:, [yes, no]], dim=-1)[:, 0].tolist()
+            for (qid, cid, _), p in zip(chunk, pair):
+                out.setdefault(qid, {})[cid] = float(p)
+    finally:
+        tok.padding_side = side
+    return out
+
+
+def retrieval_order(sample: Any) -> list[str]:
+    from mmrag_rft.retrieval.index import rank_pool
+
+    return [h.id for h in rank_pool(sample.question, sample.candidates, top_n=len(sample.candidates))]
+
+
+def build_rows(cfg: TrainConfig, stage: int, samples: list[Any], *, with_pixels: bool,
+               stage1_scores: dict[str, dict[str, float]] | None = None) -> list[dict[str, Any]]:
+    d = cfg.data
+    if stage == 1:
+        return stage1_rows(samples, balance=d.balance, max_pairs_per_question=d.max_pairs_per_question,
+                           with_pixels=with_pixels, max_chars=d.max_chars, seed=d.seed)
+    order_fn = retrieval_order if d.negatives == "retrieval" else None
+    return stage2_rows(samples, num_candidates=d.num_candidates, permutations=d.permutations, with_pixels=with_pixels,
+                       max_chars=d.max_chars, seed=d.seed, stage1_scores=stage1_scores, order_fn=order_fn)
+
+
+# --- trainer --------------------------------------------------------------------------------------------------
+
+def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float]) -> Any:
+    import torch
+    from trl import GRPOConfig
+
+    g = cfg.grpo
+    return GRPOConfig(
+        output_dir=str(output_dir), num_generations=g.num_generations, temperature=g.temperature, top_p=g.top_p,
+        top_k=g.top_k, repetition_penalty=g.repetition_penalty, beta=g.beta, loss_type=g.loss_type,
+        epsilon=g.epsilon, epsilon_high=g.epsilon_high, num_iterations=g.num_iterations,
+        scale_rewards=g.scale_rewards, mask_truncated_completions=g.mask_truncated_completions,
+        max_completion_length=g.max_completion_length, learning_rate=g.learning_rate,
+        lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_steps, weight_decay=g.weight_decay,
+        max_grad_norm=g.max_grad_norm, num_train_epochs=g.num_train_epochs, max_steps=g.max_steps,
+        per_device_train_batch_size=g.per_device_train_batch_size,
+        gradient_accumulation_steps=g.gradient_accumulation_steps, generation_batch_size=g.generation_batch_size,
+        logging_steps=g.logging_steps, save_strategy="steps", save_steps=g.save_steps,
+        save_total_limit=g.save_total_limit, seed=g.seed, bf16=g.bf16, gradient_checkpointing=g.gradient_checkpointing,
+        use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+        vllm_enable_sleep_mode=g.vllm_enable_sleep_mode, ds3_gather_for_generation=g.ds3_gather_for_generation,
+        log_completions=g.log_completions, report_to=g.report_to, reward_weights=reward_weights,
+        use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=False,
+    )
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(p) if output_dir.is_dir() and (p := get_last_checkpoint(str(output_dir))) else None
+
+
+def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: bool = False,
+          stage1_scores: dict[str, dict[str, float]] | None = None, callbacks: list[Any] | None = None) -> RunResult:
+    """Run one RL stage; `resume` continues from the last `checkpoint-*` in `config.output_dir`."""
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+    _offline()
+    from trl import GRPOTrainer
+
+    from mmrag_rft.rewards import make_reward_funcs
+    from mmrag_rft.training.warmup import WARMUP_DIR, format_warmup
+
+    cfg = config
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = last_checkpoint(out) if resume else None
+    if resume and ckpt is None:
+        raise FileNotFoundError(f"{out}: --resume given but no checkpoint-* folder to resume from")
+    if not resume and ckpt is None and (out / LOG_NAME).exists():
+        (out / LOG_NAME).unlink()  # a fresh run in a reused folder starts a fresh log
+    dump(cfg, out / "config.yaml")
+
+    src = resolve_model(init) if init else resolve_model(cfg.model.path)
+    is_vlm = _is_vlm_dir(src)
+    processing_class = load_processor(src, is_vlm, cfg.model.max_pixels)
+    with_pixels = is_vlm and cfg.model.use_pixels
+
+    train_samples, val_samples = load_split(cfg)
+    atomic_write_text(out / "split.json", json.dumps({"train": [s.qid for s in train_samples],
+                                                      "val": [s.qid for s in val_samples]}))
+
+    warm_dir = out / WARMUP_DIR
+    warm_info = None
+    if cfg.warmup.enabled and (warm_dir / "config.json").is_file():
+        src = warm_dir  # resumed run (or a rerun): the warmed-up base is already on disk
+        warm_info = json.loads((warm_dir / "warmup.json").read_text()) if (warm_dir / "warmup.json").is_file() else {}
+    model = load_model(src, is_vlm, cfg.model.dtype, cfg.model.attn_implementation)
+
+    if stage == 2 and cfg.data.negatives == "stage1" and stage1_scores is None:
+        stage1_scores = stage1_scores_with_model(model, processing_class, train_samples)
+    rows = build_rows(cfg, stage, train_samples, with_pixels=with_pixels, stage1_scores=stage1_scores)
+    dataset = to_dataset(rows)
+
+    if cfg.warmup.enabled and warm_info is None:
+        warm_info = format_warmup(model, processing_class, rows, stage=stage, cfg=cfg.warmup, lora=cfg.lora,
+                                  is_vlm=is_vlm, out_dir=warm_dir)
+        model = load_model(warm_dir, is_vlm, cfg.model.dtype, cfg.model.attn_implementation)
+
+    model = add_lora(model, cfg, is_vlm)
+    funcs, weights = make_reward_funcs(stage, cfg.rewards)
+    args = grpo_args(cfg, out, weights)
+    log_cb = JsonlLogCallback(out / LOG_NAME, stage=stage)
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
+                          processing_class=processing_class, callbacks=[log_cb, *(callbacks or [])])
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+
+    adapter_dir = None
+    trained = trainer.model
+    if cfg.lora.enabled:
+        adapter_dir = out / "adapter"
+        trained.save_pretrained(adapter_dir)
+        trained = trained.merge_and_unload()
+    merged = out / "merged"
+    trained.save_pretrained(merged)
+    processing_class.save_pretrained(merged)
+    if getattr(trained, "generation_config", None) is not None:
+        trained.generation_config.save_pretrained(merged)
+
+    metrics = dict(result.metrics)
+    res = RunResult(output_dir=str(out), stage=stage, global_step=trainer.state.global_step,
+                    adapter_dir=str(adapter_dir) if adapter_dir else None, merged_dir=str(merged),
+                    log_path=str(out / LOG_NAME), train_examples=len(rows), val_questions=len(val_samples),
+                    resumed_from=str(ckpt) if ckpt else None, warmup=warm_info, metrics=metrics)
+    atomic_write_text(out / "result.json", json.dumps(res.to_dict(), indent=2, default=str))
+    return res

@@ -1,0 +1,83 @@
+"""Per-step JSONL training log: one flushed line per logging step, so a killed run keeps every step it logged."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from mmrag_rft.config import atomic_write_text
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The log's rows; a torn last line (a kill mid-write) is skipped."""
+    rows = []
+    p = Path(path)
+    if not p.is_file():
+        return rows
+    for line in p.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Writes TRL's per-step metrics (each `rewards/<func>/mean`, `kl`, `completions/mean_length`,
+    `frac_reward_zero_std`, `loss`, ...) plus wall time per step to `path`, appending.
+
+    On resume, rows logged after the checkpoint being resumed from are dropped first: those steps are re-run.
+    """
+
+    def __init__(self, path: str | Path, *, stage: int | None = None):
+        self.path = Path(path)
+        self.stage = stage
+        self._t_step: float | None = None
+        self._step_times: list[float] = []
+        self._t0 = time.time()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        rows = read_log(self.path)
+        keep = [r for r in rows if int(r.get("step", 0)) <= state.global_step]
+        if len(keep) != len(rows) or (self.path.exists() and rows and not keep and state.global_step == 0):
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+        self._t0 = time.time()
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._t_step = time.time()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._t_step is not None:
+            self._step_times.append(time.time() - self._t_step)
+            self._t_step = None
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        row: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3)}
+        if self.stage is not None:
+            row["stage"] = self.stage
+        if self._step_times:
+            row["step_time"] = round(sum(self._step_times) / len(self._step_times), 4)
+            self._step_times = []
+        row.update({k: _clean(v) for k, v in logs.items()})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+            f.flush()
