@@ -79,7 +79,7 @@ def iter_json_lines(path: str | os.PathLike[str], *, skip_bad: bool = False,
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            bad_row(DataError(f"not valid JSON ({e.msg} at column {e.colno})", file=str(path), row=lineno),
+            bad_row(DataError(f"not valid JSON ({e.msg}: column {e.colno})", file=str(path), row=lineno),
                     skip_bad, report)
             continue
         if not isinstance(obj, dict):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from mmrag_rft.data.jsonl import load_samples_jsonl, read_head
 from mmrag_rft.data.mmqa import load_mmqa
-from mmrag_rft.data.schema import DataError, Sample
+from mmrag_rft.data.schema import MODALITIES, Candidate, DataError, Sample
 from mmrag_rft.data.webqa import load_webqa, load_webqa_tsv
 
 Format = Literal["auto", "webqa", "webqa-tsv", "mmqa", "jsonl"]
@@ -86,18 +87,84 @@ def load_samples(path: str | os.PathLike[str], format: Format = "auto", *, skip_
     if fmt == "corpus":
         raise DataError("this is a corpus file (one candidate per line), not a samples file; "
                         "index it with `mmrag index`", file=str(path))
+    kw = _options_for(kw, fmt, path)
     if fmt == "webqa":
         return load_webqa(path, **common, **kw)
     if fmt == "webqa-tsv":
-        _no_extra(kw, fmt, path)
         return load_webqa_tsv(path, **common)
     if fmt == "mmqa":
         return load_mmqa(path, **common, **kw)
-    _no_extra(kw, fmt, path)
     return load_samples_jsonl(path, **common)
 
 
-def _no_extra(kw: dict[str, Any], fmt: str, path: Any) -> None:
-    extra = {k: v for k, v in kw.items() if v is not None}
+_OPTIONS = {"webqa": {"images_tsv", "images_lineidx", "split", "shuffle"},
+            "mmqa": {"texts", "tables", "images", "image_dir"}}
+
+
+def _options_for(kw: dict[str, Any], fmt: str, path: Any) -> dict[str, Any]:
+    """Drop unset (None) options; an option set for a format that has no use for it is an error, not ignored."""
+    given = {k: v for k, v in kw.items() if v is not None}
+    extra = sorted(set(given) - _OPTIONS.get(fmt, set()))
     if extra:
-        raise DataError(f"options {sorted(extra)} do not apply to the {fmt} format", file=str(path))
+        raise DataError(f"options {extra} do not apply to the {fmt} format", file=str(path))
+    return given
+
+
+def _spread(xs: list[int]) -> dict[str, float | int]:
+    if not xs:
+        return {"mean": 0.0, "min": 0, "max": 0, "total": 0}
+    return {"mean": round(sum(xs) / len(xs), 4), "min": min(xs), "max": max(xs), "total": sum(xs)}
+
+
+def summarize(samples: Iterable[Sample]) -> dict[str, Any]:
+    """Counts `mmrag data stats` prints: pool sizes overall and by modality, gold per sample, categories."""
+    n_cands: list[int] = []
+    by_mod: dict[str, list[int]] = {m: [] for m in MODALITIES}
+    gold: list[int] = []
+    gold_mod: Counter[str] = Counter()
+    cats: Counter[str] = Counter()
+    datasets: Counter[str] = Counter()
+    pixels = no_pool = no_gold = with_answers = 0
+    for s in samples:
+        n_cands.append(len(s.candidates))
+        mods = Counter(c.modality for c in s.candidates)
+        for m in MODALITIES:
+            by_mod[m].append(mods.get(m, 0))
+        gold.append(len(s.gold_ids))
+        if s.candidates:
+            for g in s.gold_ids:
+                gold_mod[s.candidate(g).modality] += 1
+        else:
+            no_pool += 1
+        no_gold += not s.gold_ids
+        with_answers += bool(s.answers)
+        pixels += sum(c.has_pixels for c in s.candidates)
+        cats[s.category or "(none)"] += 1
+        datasets[s.dataset or "(none)"] += 1
+    return {
+        "samples": len(n_cands),
+        "candidates_per_sample": _spread(n_cands),
+        "candidates_by_modality": {m: _spread(v) for m, v in by_mod.items()},
+        "gold_per_sample": _spread(gold),
+        "gold_by_modality": {m: gold_mod.get(m, 0) for m in MODALITIES},
+        "samples_without_candidates": no_pool,
+        "samples_without_gold": no_gold,
+        "samples_with_answers": with_answers,
+        "image_candidates_with_pixels": pixels,
+        "categories": dict(cats.most_common()),
+        "datasets": dict(datasets.most_common()),
+    }
+
+
+def summarize_corpus(candidates: Iterable[Candidate]) -> dict[str, Any]:
+    """Counts for a corpus file: candidates by modality, how many images have reachable pixels."""
+    mods: Counter[str] = Counter()
+    pixels = missing = 0
+    for c in candidates:
+        mods[c.modality] += 1
+        if c.image_bytes is not None or (c.image_path and os.path.isfile(c.image_path)):
+            pixels += 1
+        elif c.image_path:
+            missing += 1
+    return {"candidates": sum(mods.values()), "by_modality": {m: mods.get(m, 0) for m in MODALITIES},
+            "images_with_pixels": pixels, "image_files_missing": missing}

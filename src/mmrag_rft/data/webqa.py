@@ -196,7 +196,7 @@ def _load_json(path: Path) -> Any:
         with open_text(path) as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); is the file truncated?",
+        raise DataError(f"not valid JSON ({e.msg}: line {e.lineno} column {e.colno}); is the file truncated?",
                         file=str(path)) from None
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
         raise DataError(f"unreadable ({e}); is the file truncated?", file=str(path)) from None
