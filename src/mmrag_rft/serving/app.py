@@ -1,0 +1,401 @@
+"""The HTTP API and the explanation page over one loaded `Pipeline`.
+
+One model serves every request, so generations run one at a time on a dedicated single worker thread;
+requests wait their turn there while the event loop stays free for `/healthz`, the page and corpus lookups.
+Corpus items are served by id from the index only: no request path ever becomes a file path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+import mimetypes
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+SNIPPET_CHARS = 600
+MAX_IMAGE_PIXELS = 40_000_000  # an uploaded query image larger than this is refused (decompression bombs)
+FORM_OVERHEAD_BYTES = 64 * 1024  # multipart framing and the text fields around an upload
+IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
+               "BMP": "image/bmp"}
+PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+# -- request / response models ----------------------------------------------------------------------
+
+class AskRequest(BaseModel):
+    """A question and optional per-request overrides of the pipeline's retrieval depth and coarse filter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(..., description="The question (surrounding whitespace is ignored).")
+    top_n: int | None = Field(None, ge=1, le=100, description="Candidates retrieved from the index.")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Stage-1 P(yes) needed to be kept.")
+    top_k: int | None = Field(None, ge=0, le=50, description="At most this many candidates reach stage 2.")
+
+
+class JudgementOut(BaseModel):
+    id: str
+    score: float = Field(..., description="Stage-1 P(yes) (score mode) or share of 'yes' votes (reason mode).")
+    relevant: bool
+    kept: bool = Field(..., description="Passed the coarse filter and was shown to stage 2.")
+    retrieval_score: float | None = None
+    reason: str = ""
+
+
+class CandidateOut(BaseModel):
+    id: str
+    modality: Literal["text", "image", "table"]
+    title: str = ""
+    text: str = Field("", description="Passage, linearised table, or image caption (a snippet in answers).")
+    truncated: bool = False
+    source: str = ""
+    image_url: str | None = Field(None, description="This server's URL for the candidate's image, if it has one.")
+
+
+class AskResponse(BaseModel):
+    question: str
+    answer: str
+    rank: list[str] = Field(..., description="Candidate ids the answer rests on, most relevant first.")
+    reasoning: str
+    judgements: list[JudgementOut]
+    kept_ids: list[str]
+    abstained: bool
+    fallback: str | None
+    faithful: bool
+    unfaithful_ids: list[str]
+    raw_stage2: str
+    timings: dict[str, float]
+    models: dict[str, str]
+    qid: str | None = None
+    candidates: dict[str, CandidateOut] = Field(..., description="Display info for every judged candidate.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    busy: bool = Field(..., description="A question is being answered right now.")
+    queued: int = Field(..., description="Questions waiting for the model (not counting the running one).")
+    model: str
+    index_size: int | None
+
+
+class Info(BaseModel):
+    model: str
+    index_size: int | None
+    defaults: dict[str, Any]
+    limits: dict[str, Any]
+
+
+_ASK_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/AskRequest"}},
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["question"],
+                "properties": {
+                    "question": {"type": "string"},
+                    "top_n": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+                    "top_k": {"type": "integer", "minimum": 0, "maximum": 50},
+                    "image": {"type": "string", "format": "binary", "description": "Optional query image."},
+                }}},
+        },
+    }
+}
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+
+def _validation_error(field: str, msg: str, kind: str = "value_error") -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", field), "msg": msg, "type": kind}])
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse bodies over `limit` bytes with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        too_large = {"detail": f"request body exceeds {self.limit} bytes"}
+        if declared is not None:
+            try:
+                n = int(declared)
+            except ValueError:
+                await JSONResponse({"detail": "invalid Content-Length header"}, status_code=400)(scope, receive, send)
+                return
+            if n > self.limit:
+                await JSONResponse(too_large, status_code=413)(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # chunked upload that never declared its size
+                    raise HTTPException(413, too_large["detail"])
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _decode_image(data: bytes) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise HTTPException(400, f"query image is {w}x{h} pixels; at most {MAX_IMAGE_PIXELS} allowed")
+            im.load()
+            return im.convert("RGB")
+    except HTTPException:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise HTTPException(400, f"query image could not be decoded as an image ({type(e).__name__})") from None
+
+
+def _image_media_type(path: Path) -> str | None:
+    """The file's image type from its bytes (its name may lie or be missing); None if it is no image."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+    except Exception:
+        return None
+    if fmt in IMAGE_TYPES:
+        return IMAGE_TYPES[fmt]
+    guess = mimetypes.guess_type(path.name)[0]
+    return guess if guess and guess.startswith("image/") else None
+
+
+# -- the app ----------------------------------------------------------------------------------------------
+
+def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_bytes: int = 5_000_000,
+               max_queue: int = 64) -> FastAPI:
+    """The FastAPI app serving `pipeline` (its `index` provides candidates and images).
+
+    `max_queue` bounds the questions waiting for the model; more are refused with 503 rather than
+    piling up without limit.
+    """
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmrag-pipeline")
+    state = {"waiting": 0, "running": False}
+    lock = threading.Lock()
+    index = getattr(pipeline, "index", None)
+    model_id = str(getattr(pipeline.backend, "model_id", "?"))
+    static_dir = Path(str(resources.files("mmrag_rft.serving") / "static"))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        executor.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(
+        title="MMRAG-RFT",
+        summary="Explainable multimodal RAG: every answer comes with its evidence ranking, per-candidate "
+                "stage-1 judgements and stage-2 reasoning.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.add_middleware(_BodyLimit, limit=max_upload_bytes + FORM_OVERHEAD_BYTES)
+    app.state.pipeline = pipeline
+
+    def lookup(cid: str) -> Any:
+        if index is None or cid not in index:
+            raise HTTPException(404, f"no candidate {cid!r} in the index")
+        return index.get(cid)
+
+    def image_file(cand: Any) -> Path | None:
+        if cand.modality != "image":
+            return None
+        p = index.image_path(cand.id) if hasattr(index, "image_path") else None
+        if p is None and getattr(pipeline, "image_dir", None):
+            from mmrag_rft.data.images import find_image_file
+
+            p = find_image_file(pipeline.image_dir, cand.id)
+        return Path(p) if p is not None else None
+
+    def card(cand: Any, snippet: bool) -> CandidateOut:
+        text = cand.text or ""
+        cut = snippet and len(text) > SNIPPET_CHARS
+        if cut:
+            text = text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
+        has_image = image_file(cand) is not None
+        from urllib.parse import quote
+
+        return CandidateOut(id=cand.id, modality=cand.modality, title=cand.title, text=text, truncated=cut,
+                            source=cand.source, image_url=f"/v1/images/{quote(cand.id, safe='')}" if has_image else None)
+
+    # -- API --------------------------------------------------------------------------------------------
+    @app.get("/healthz", response_model=Health, tags=["service"])
+    async def healthz() -> Health:
+        """Liveness; answers at once even while a question is being answered."""
+        return Health(status="ok", busy=state["running"], queued=state["waiting"], model=model_id,
+                      index_size=len(index) if index is not None else None)
+
+    @app.get("/v1/info", response_model=Info, tags=["service"])
+    async def info() -> Info:
+        """The model, index size, default pipeline settings and request limits (the page reads these)."""
+        cfg = pipeline.config
+        return Info(model=model_id, index_size=len(index) if index is not None else None,
+                    defaults={"top_n": cfg.top_n, "threshold": cfg.filter.threshold, "top_k": cfg.filter.top_k,
+                              "stage1_mode": cfg.stage1_mode},
+                    limits={"max_question_chars": max_question_chars, "max_upload_bytes": max_upload_bytes,
+                            "top_n": [1, 100], "threshold": [0.0, 1.0], "top_k": [0, 50]})
+
+    @app.post("/v1/ask", response_model=AskResponse, tags=["ask"], openapi_extra=_ASK_BODY_DOC,
+              responses={400: {"description": "Bad query image or unusable request"},
+                         413: {"description": "Body or upload too large"},
+                         415: {"description": "Neither JSON nor multipart form"},
+                         503: {"description": "Too many questions waiting"}})
+    async def ask(request: Request) -> AskResponse:
+        """Answer a question over the index: JSON body, or multipart form with an optional `image` upload."""
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        query_image = None
+        if ctype == "application/json":
+            try:
+                payload = await request.json()
+            except ValueError:
+                raise HTTPException(400, "body is not valid JSON") from None
+            if not isinstance(payload, dict):
+                raise HTTPException(422, "body must be a JSON object with a 'question'")
+        elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            form = await request.form(max_files=1, max_fields=8, max_part_size=FORM_OVERHEAD_BYTES)
+            payload = {}
+            for key, value in form.multi_items():
+                if key == "image":
+                    if isinstance(value, str):
+                        if value:
+                            raise HTTPException(400, "field 'image' must be a file upload")
+                        continue
+                    data = await value.read(max_upload_bytes + 1)
+                    if len(data) > max_upload_bytes:
+                        raise HTTPException(413, f"query image exceeds {max_upload_bytes} bytes")
+                    if data:
+                        query_image = _decode_image(data)
+                elif isinstance(value, str):
+                    if value.strip() != "" or key == "question":
+                        payload[key] = value
+                else:
+                    raise HTTPException(400, f"field {key!r} must not be a file")
+        else:
+            raise HTTPException(415, "send application/json or multipart/form-data")
+        try:
+            req = AskRequest.model_validate(payload)
+        except ValidationError as e:
+            raise RequestValidationError([{**err, "loc": ("body", *err["loc"])}
+                                          for err in e.errors(include_url=False, include_context=False)]) from None
+        question = req.question.strip()
+        if not question:
+            raise _validation_error("question", "question must not be empty", "string_too_short")
+        if len(question) > max_question_chars:
+            raise _validation_error("question", f"question has {len(question)} characters; at most "
+                                                f"{max_question_chars} allowed", "string_too_long")
+        if req.threshold is not None and not math.isfinite(req.threshold):
+            raise _validation_error("threshold", "threshold must be a finite number")
+        if index is None:
+            raise HTTPException(503, "no index loaded")
+        if state["waiting"] >= max_queue:
+            raise HTTPException(503, f"{max_queue} questions already waiting; retry shortly",
+                                headers={"Retry-After": "5"})
+
+        queued_at = time.perf_counter()
+        with lock:
+            state["waiting"] += 1
+
+        def run() -> Any:
+            with lock:
+                state["waiting"] -= 1
+                state["running"] = True
+            try:
+                started = time.perf_counter()
+                result = pipeline.ask(question, query_image=query_image, top_n=req.top_n,
+                                      threshold=req.threshold, top_k=req.top_k)
+                return result, started - queued_at
+            finally:
+                with lock:
+                    state["running"] = False
+
+        job = executor.submit(run)
+        try:
+            result, queue_s = await asyncio.wrap_future(job)
+        except asyncio.CancelledError:  # the client went away: drop its question if it has not started
+            if job.cancel():
+                with lock:
+                    state["waiting"] -= 1
+            raise
+        except ValueError as e:  # the pipeline's own refusal of this input
+            raise HTTPException(400, str(e)) from None
+        except Exception:
+            log.exception("pipeline failed on question %r", question[:200])
+            raise HTTPException(500, "the pipeline failed on this question; see the server log") from None
+        d = result.to_dict()
+        d["timings"] = {**d.get("timings", {}), "queue_s": queue_s}
+        d["models"] = {k: str(v) for k, v in (d.get("models") or {}).items()}
+        ids = list(dict.fromkeys([*d["rank"], *(j["id"] for j in d["judgements"])]))
+        d["candidates"] = {cid: card(index.get(cid), snippet=True) for cid in ids if cid in index}
+        return AskResponse.model_validate(d)
+
+    @app.get("/v1/candidates/{cid:path}", response_model=CandidateOut, tags=["corpus"],
+             responses={404: {"description": "Not in the index"}})
+    def candidate(cid: str) -> CandidateOut:
+        """One indexed candidate, in full (text, title, modality; its image via `image_url`)."""
+        return card(lookup(cid), snippet=False)
+
+    @app.get("/v1/images/{cid:path}", tags=["corpus"], response_class=FileResponse,
+             responses={200: {"content": {"image/*": {}}}, 404: {"description": "Not in the index, or no image"}})
+    def image(cid: str) -> FileResponse:
+        """The image of an indexed image candidate (never any other file)."""
+        cand = lookup(cid)
+        p = image_file(cand)
+        if p is None:
+            raise HTTPException(404, f"candidate {cid!r} has no image")
+        media = _image_media_type(p)
+        if media is None:
+            raise HTTPException(404, f"candidate {cid!r}: its image file is not a readable image")
+        return FileResponse(p, media_type=media, headers={"Cache-Control": "public, max-age=3600",
+                                                          "X-Content-Type-Options": "nosniff"})
+
+    # -- the page -----------------------------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        html = (static_dir / "index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP,
+                                           "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=static_dir), name="static")
+    return app
+
+
+def _version() -> str:
+    try:
+        from mmrag_rft import __version__
+
+        return str(__version__)
+    except Exception:
+        return "0"
