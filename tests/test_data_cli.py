@@ -1,0 +1,91 @@
+"""`mmrag data stats|convert` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mmrag_rft.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(app, ["data", *map(str, args)])
+
+
+def test_stats_webqa_real(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "stats.json"
+    r = _run("stats", shared_data / "webqa" / "val_records.json.gz", "--out", out)
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d == json.loads(out.read_text())
+    assert d["format"] == "webqa" and d["samples"] == 293
+    assert d["candidates_per_sample"] == {"mean": 32.529, "min": 18, "max": 34, "total": 9531}
+    assert d["candidates_by_modality"]["image"]["total"] == 5079
+    assert d["candidates_by_modality"]["text"]["total"] == 4452
+    assert d["gold_per_sample"] == {"mean": 1.4369, "min": 1, "max": 2, "total": 421}
+    assert d["categories"] == {"YesNo": 95, "Others": 90, "choose": 57, "number": 26, "color": 18, "shape": 7}
+
+
+def test_stats_tsv_and_mmqa_real(shared_data: Path) -> None:
+    d = json.loads(_run("stats", shared_data / "webqa" / "val_img_queries.tsv.gz").stdout)
+    assert d["format"] == "webqa-tsv" and d["samples"] == 2224 and d["samples_without_candidates"] == 2224
+    d = json.loads(_run("stats", shared_data / "mmqa" / "MMQA_dev.jsonl.gz", "--format", "mmqa").stdout)
+    assert d["samples"] == 2441 and d["categories"]["TextQ"] == 721
+
+
+def test_stats_hand_computed(tmp_path: Path) -> None:
+    p = tmp_path / "s.jsonl"
+    rows = [{"qid": "a", "question": "q?", "category": "color", "gold_ids": ["1"],
+             "candidates": [{"id": "1", "modality": "image"}, {"id": "2", "modality": "text"},
+                            {"id": "3", "modality": "text"}]},
+            {"qid": "b", "question": "q?", "category": "color", "gold_ids": ["4", "5"],
+             "candidates": [{"id": "4", "modality": "table"}, {"id": "5", "modality": "text"}]},
+            {"qid": "c", "question": "q?", "category": "text"}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    d = json.loads(_run("stats", p).stdout)
+    assert d["samples"] == 3
+    assert d["candidates_per_sample"] == {"mean": 1.6667, "min": 0, "max": 3, "total": 5}
+    assert d["candidates_by_modality"]["text"] == {"mean": 1.0, "min": 0, "max": 2, "total": 3}
+    assert d["gold_per_sample"] == {"mean": 1.0, "min": 0, "max": 2, "total": 3}
+    assert d["gold_by_modality"] == {"text": 1, "image": 1, "table": 1}
+    assert d["categories"] == {"color": 2, "text": 1}
+    assert d["samples_without_candidates"] == 1 and d["samples_without_gold"] == 1
+
+
+def test_stats_malformed_one_clear_line(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.json"
+    cut.write_text('{"g1": {"Q": "x?", "A": ["y"], "Guid": "g1", "img_posFacts": [{"image_id"')
+    r = _run("stats", cut)
+    assert r.exit_code == 2
+    assert "Traceback" not in r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "cut.json" in lines[0] and "not valid JSON" in lines[0]
+
+    no_q = tmp_path / "noq.json"
+    no_q.write_text(json.dumps({"g1": {"Q": "x?", "A": ["y"], "Guid": "g1", "Qcate": "Others",
+                                       "img_posFacts": [], "img_negFacts": [], "txt_posFacts": [],
+                                       "txt_negFacts": []},
+                                "g2": {"A": ["y"], "Guid": "g2", "Qcate": "Others", "img_posFacts": []}}))
+    r = _run("stats", no_q, "--format", "webqa")
+    assert r.exit_code == 2 and "row g2, field 'Q'" in r.output and "Traceback" not in r.output
+    r = _run("stats", no_q, "--skip-bad")
+    assert r.exit_code == 0
+    d = json.loads(r.stdout)
+    assert d["samples"] == 1 and d["bad_rows"] == 1 and "row g2, field 'Q'" in d["bad_row_errors"][0]
+    assert "skipped 1 bad row" in r.stderr
+
+    assert _run("stats", tmp_path / "absent.json").exit_code == 2
+    assert _run("stats", no_q, "--format", "csv").exit_code == 2
+
+
+def test_convert_round_trip(shared_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "webqa.jsonl"
+    r = _run("convert", shared_data / "webqa" / "val_records.json.gz", "--out", out, "--limit", "5")
+    assert r.exit_code == 0, r.output
+    assert len(out.read_text().splitlines()) == 5
+    d = json.loads(_run("stats", out).stdout)
+    assert d["format"] == "jsonl" and d["samples"] == 5 and d["datasets"] == {"webqa": 5}
