@@ -389,6 +389,18 @@ def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_byte
                                            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=static_dir), name="static")
+
+    def openapi() -> dict[str, Any]:  # /v1/ask parses its body itself (JSON or form): publish its model here
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})["AskRequest"] = \
+                AskRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
