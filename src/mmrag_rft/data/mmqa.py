@@ -16,12 +16,13 @@ them all, so a caller can see evidence that the available files could not supply
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from mmrag_rft.data.jsonl import bad_row, iter_json_lines
+from mmrag_rft.data.jsonl import bad_row, iter_json_lines, iter_lines
 from mmrag_rft.data.schema import Candidate, DataError, Sample
 
 AUX_NAMES = {"texts": "MMQA_texts", "tables": "MMQA_tables", "images": "MMQA_images"}
@@ -79,20 +80,22 @@ def _load_aux(path: Path | None, wanted: set[str], kind: str) -> dict[str, dict[
     return out
 
 
-def _needed_ids(path: Path, limit: int | None) -> set[str]:
+def _needed_ids(path: Path) -> set[str]:
+    """Ids the questions reference: a quiet pre-pass over the whole file (bad rows are reported by the main
+    pass; with --limit and skipped rows, which rows make the cut is only known then)."""
     ids: set[str] = set()
-    n = 0
-    for _, obj in iter_json_lines(path, skip_bad=True, report=None):
-        if limit is not None and n >= limit:
-            break
-        md = obj.get("metadata")
+    for _, line in iter_lines(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        md = obj.get("metadata") if isinstance(obj, dict) else None
         if isinstance(md, dict):
             for key in ("image_doc_ids", "text_doc_ids"):
                 if isinstance(md.get(key), list):
                     ids.update(str(x) for x in md[key])
             if md.get("table_id"):
                 ids.add(str(md["table_id"]))
-        n += 1
     return ids
 
 
@@ -183,7 +186,7 @@ def load_mmqa(path: str | os.PathLike[str], *, texts: AuxArg = None, tables: Aux
     """
     p = Path(path)
     aux = {k: _aux_path(a, p, k) for k, a in (("texts", texts), ("tables", tables), ("images", images))}
-    wanted = _needed_ids(p, limit) if any(aux.values()) else set()
+    wanted = _needed_ids(p) if any(aux.values()) else set()
     text_rows = _load_aux(aux["texts"], wanted, "texts") if aux["texts"] else None
     table_rows = _load_aux(aux["tables"], wanted, "tables") if aux["tables"] else None
     image_rows = _load_aux(aux["images"], wanted, "images") if aux["images"] else None
