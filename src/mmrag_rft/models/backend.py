@@ -22,6 +22,9 @@ class PolicyBackend(Protocol):
         """One list of completions per prompt. A completion is the text *after* the prompt's prefill."""
         ...
 
-    def score_yes_no(self, prompts: Sequence[ChatPrompt]) -> list[float]:
-        """P(yes) / (P(yes) + P(no)) for the token right after each prompt's prefill."""
+    def score_yes_no(self, prompts: Sequence[ChatPrompt], reuse_prefix: bool = True) -> list[float]:
+        """P(yes) / (P(yes) + P(no)) for the token right after each prompt's prefill.
+
+        `reuse_prefix`: a backend may compute the prompts' shared token prefix once (same scores, less work).
+        """
         ...

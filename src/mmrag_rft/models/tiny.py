@@ -1,0 +1,113 @@
+"""Tiny randomly initialised models with the real architectures, for fast tests and smoke runs.
+
+`build_tiny_vlm` is the real `Qwen2VLForConditionalGeneration` (vision tower, patch merger, M-RoPE) at toy size,
+so the pixel path runs for real on a CPU in well under a second. The tokenizer is SmolLM2's plus Qwen2-VL's
+vision special tokens, and the processor is `QwenVLProcessor` (no torchvision needed). Weights are random
+(seeded): outputs are gibberish by design; these models exercise code paths, not answer questions.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mmrag_rft.config import cache_dir
+from mmrag_rft.models.default import ensure_default_model, file_lock, is_complete, publish_dir
+
+TINY_VLM_NAME = "tiny-qwen2-vl"
+TINY_LM_NAME = "tiny-llama"
+
+
+def _tokenizer(with_vision: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    from mmrag_rft.models.processor import QWEN_VL_CHAT_TEMPLATE, VISION_TOKENS
+
+    tok = AutoTokenizer.from_pretrained(str(ensure_default_model()))
+    if with_vision:
+        tok.add_special_tokens({"additional_special_tokens": VISION_TOKENS})  # ids 49152..49156, Qwen's order
+        tok.chat_template = QWEN_VL_CHAT_TEMPLATE
+    tok.padding_side = "left"
+    return tok
+
+
+def _build(final: Path, make: Any) -> Path:
+    if is_complete(final):
+        return final
+    with file_lock(final.parent / f".{final.name}.lock"):
+        if is_complete(final):
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            make(tmp)
+            if final.exists() and not is_complete(final):
+                shutil.rmtree(final)
+            publish_dir(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def tiny_vlm_config(tok: Any) -> Any:
+    from transformers import Qwen2VLConfig
+
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                                                       "<|video_pad|>")}
+    eos, pad = tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id
+    return Qwen2VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e5, "mrope_section": [2, 3, 3]},
+                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=eos,
+                         pad_token_id=pad),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=pad)
+
+
+def build_tiny_vlm(out_dir: str | Path | None = None, *, seed: int = 0) -> Path:
+    """A ~3.3M-parameter Qwen2-VL (text hidden 64 x 2 layers, vision depth 1) + QwenVLProcessor; cached."""
+    final = Path(out_dir) if out_dir is not None else cache_dir() / "models" / TINY_VLM_NAME
+
+    def make(tmp: Path) -> None:
+        import torch
+        from transformers import Qwen2VLForConditionalGeneration
+
+        from mmrag_rft.models.processor import QwenVLProcessor
+
+        tok = _tokenizer(with_vision=True)
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration(tiny_vlm_config(tok))
+        model.generation_config.eos_token_id = model.config.eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(tmp)
+        QwenVLProcessor.from_parts(tok).save_pretrained(tmp)
+
+    return _build(final, make)
+
+
+def build_tiny_lm(out_dir: str | Path | None = None, *, seed: int = 0) -> Path:
+    """A ~3.3M-parameter Llama (SmolLM2's architecture and tokenizer, hidden 64 x 2 layers); cached."""
+    final = Path(out_dir) if out_dir is not None else cache_dir() / "models" / TINY_LM_NAME
+
+    def make(tmp: Path) -> None:
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tok = _tokenizer(with_vision=False)
+        eos = tok.convert_tokens_to_ids("<|im_end|>")
+        cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                          rope_parameters={"rope_type": "default", "rope_theta": 1e5}, tie_word_embeddings=True,
+                          bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=tok.pad_token_id)
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(cfg)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return _build(final, make)
