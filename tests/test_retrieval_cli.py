@@ -1,0 +1,87 @@
+"""`mmrag index` and `mmrag search` through typer's CliRunner."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from mmrag_rft.cli import app
+
+runner = CliRunner()
+
+ROWS = [
+    {"id": "eiffel", "modality": "text", "title": "Eiffel Tower",
+     "text": "The Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889."},
+    {"id": "nile", "modality": "text", "title": "Nile", "text": "The Nile is a river in northeastern Africa."},
+    {"id": "chess", "modality": "text", "title": "Chess", "text": "Chess is a board game for two players."},
+    {"id": "img-cat", "modality": "image", "title": "Cat on a sofa", "text": "A ginger cat sleeping on a sofa.",
+     "image_path": "pics/cat.png"},
+    {"id": "tea", "modality": "text", "title": "Tea", "text": "Tea is a beverage made from Camellia sinensis leaves."},
+]
+
+
+def _corpus(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (4, 4), (200, 100, 0)).save(tmp_path / "pics" / "cat.png")
+    p = tmp_path / "corpus.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return p
+
+
+def test_index_then_search(tmp_path: Path) -> None:
+    corpus = _corpus(tmp_path)
+    out = tmp_path / "idx"
+    r = runner.invoke(app, ["index", str(corpus), "--out", str(out), "--batch-size", "2"])
+    assert r.exit_code == 0, r.output
+    assert "5" in r.stdout and "(corpus)" in r.stdout
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["count"] == 5 and m["config"]["batch_size"] == 2 and m["num_images"] == 1
+    r = runner.invoke(app, ["search", "Which tower is in Paris?", "--index", str(out), "--top-n", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    hits = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(hits) == 3 and hits[0]["id"] == "eiffel" and hits[0]["bm25_rank"] == 1
+    r = runner.invoke(app, ["search", "sleeping cat", "--index", str(out), "--mode", "bm25", "--json"])
+    hits = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [h["id"] for h in hits] == ["img-cat"] and hits[0]["dense_rank"] is None
+    assert Path(hits[0]["image_path"]).parent == out / "images"
+    r = runner.invoke(app, ["search", "river in Africa", "--index", str(out)])
+    assert r.exit_code == 0 and "nile" in r.stdout
+
+
+def test_index_a_benchmark_file_indexes_the_union_of_pools(shared_data: Path, tmp_path: Path) -> None:
+    with gzip.open(shared_data / "webqa" / "val_records.json.gz", "rt") as f:
+        records = json.load(f)
+    keys = list(records)[:2]
+    small = tmp_path / "webqa_small.json"
+    small.write_text(json.dumps({k: records[k] for k in keys}))
+    expected = set()
+    for k in keys:
+        rec = records[k]
+        expected |= {str(x["image_id"]) for x in rec["img_posFacts"] + rec["img_negFacts"]}
+        expected |= {str(x["snippet_id"]) for x in rec["txt_posFacts"] + rec["txt_negFacts"]}
+    out = tmp_path / "idx"
+    r = runner.invoke(app, ["index", str(small), "--out", str(out), "--set", "use_dense=false"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["count"] == len(expected) and m["embedder"] is None
+    ids = json.loads((out / "ids.json").read_text())
+    assert len(ids) == len(set(ids)) == len(expected)
+
+
+def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["index", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "i")])
+    assert r.exit_code == 2 and "nope.jsonl: no such file" in r.output and "Traceback" not in r.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(ROWS[0]) + "\n" + '{"id": "x", "modality": "video"}\n')
+    r = runner.invoke(app, ["index", str(bad), "--out", str(tmp_path / "i"), "--format", "corpus"])
+    assert r.exit_code == 2 and "bad.jsonl" in r.output and "row 2" in r.output and "modality" in r.output
+    assert not (tmp_path / "i").exists()
+    r = runner.invoke(app, ["index", str(bad), "--out", str(tmp_path / "i"), "--set", "rrf_kk=3"])
+    assert r.exit_code == 2 and "rrf_kk" in r.output
+    r = runner.invoke(app, ["search", "q", "--index", str(tmp_path)])
+    assert r.exit_code == 2 and "manifest.json: missing" in r.output and "Traceback" not in r.output
