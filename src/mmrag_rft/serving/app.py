@@ -357,6 +357,8 @@ def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_byte
         d = result.to_dict()
         d["timings"] = {**d.get("timings", {}), "queue_s": queue_s}
         d["models"] = {k: str(v) for k, v in (d.get("models") or {}).items()}
+        if d["models"].get("retriever", "?") == "?" and getattr(index, "manifest", None) is not None:
+            d["models"]["retriever"] = str(getattr(index.manifest, "embedder", "?"))
         ids = list(dict.fromkeys([*d["rank"], *(j["id"] for j in d["judgements"])]))
         d["candidates"] = {cid: card(index.get(cid), snippet=True) for cid in ids if cid in index}
         return AskResponse.model_validate(d)

@@ -81,7 +81,7 @@ async function loadInfo() {
 function candidateCard(c, rankPos, j, threshold) {
   const thumb = c && c.image_url
     ? el("img", { src: c.image_url, alt: c.title || c.id, loading: "lazy", class: "thumb" })
-    : el("div", { class: `thumb placeholder ${c ? c.modality : ""}`, text: c ? c.modality : "?" });
+    : el("div", { class: "thumb placeholder", text: c ? c.modality : "?" });
   const head = el("div", { class: "card-head" },
     el("span", { class: "rank", text: `#${rankPos}` }),
     el("span", { class: "title", text: (c && c.title) || (c ? c.id : "unknown candidate") }),
@@ -101,7 +101,7 @@ function candidateCard(c, rankPos, j, threshold) {
 
 function render(res, threshold) {
   $("#result").classList.remove("hidden");
-  $("#answer").textContent = res.answer || "(empty answer)";
+  $("#answer").textContent = res.answer || "(stage 2 gave no answer text: see its raw output below)";
 
   const badges = $("#badges");
   badges.replaceChildren();
@@ -122,6 +122,7 @@ function render(res, threshold) {
   if (!res.rank.length) ev.append(el("p", { class: "empty", text: "No evidence was ranked." }));
 
   $("#reasoning").textContent = res.reasoning || "(stage 2 gave no reasoning)";
+  $("#raw").textContent = res.raw_stage2 || "(none: stage 2 did not run)";
 
   const ranked = new Map(res.rank.map((cid, i) => [cid, i + 1]));
   const tbody = $("#judgements tbody");
