@@ -206,6 +206,18 @@ def test_load_backend_errors(tmp_path):
         load_backend("tiny-lm", engine="onnx")
 
 
+def test_load_for_training_gives_fresh_model_and_processor(tiny_vlm):
+    from transformers import PreTrainedTokenizerBase, ProcessorMixin
+
+    from mmrag_rft.models.loading import load_for_training
+
+    model, proc = load_for_training("tiny-vlm")
+    assert model is not tiny_vlm.model and isinstance(proc, ProcessorMixin)
+    assert proc.tokenizer.padding_side == "left"
+    lm, tok = load_for_training("tiny-lm")
+    assert isinstance(tok, PreTrainedTokenizerBase) and tok.padding_side == "left"
+
+
 def test_missing_wheel_gives_install_hint(monkeypatch, tmp_path):
     import importlib.util
 

@@ -134,5 +134,24 @@ def load_backend(spec: str = "default", *, engine: str = "hf", **kw: Any) -> Pol
     return _load_cached(spec, engine, tuple(sorted(kw.items())))
 
 
+def load_for_training(spec: str = "default", *, dtype: str = "float32") -> tuple[Any, Any]:
+    """A fresh (uncached, trainable) `(model, processing_class)` for TRL: a ProcessorMixin for a
+    vision-language model (TRL then treats it as a VLM), the tokenizer for a causal LM."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+    from mmrag_rft.models.hf import is_vision_config, load_vl_processor, resolve_device
+
+    path = resolve_model_path(spec)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path}: load_for_training needs a full model folder, not an adapter")
+    _, torch_dtype = resolve_device("cpu", dtype)
+    config = AutoConfig.from_pretrained(str(path))
+    if is_vision_config(config):
+        return (AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype),
+                load_vl_processor(path, config))
+    tok = AutoTokenizer.from_pretrained(str(path), padding_side="left")
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype), tok
+
+
 def clear_backend_cache() -> None:
     _load_cached.cache_clear()
