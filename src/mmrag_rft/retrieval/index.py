@@ -71,15 +71,42 @@ class RetrievalConfig:
             raise ValueError(f"image_weight must be within [0, 1], got {self.image_weight}")
 
 
-@dataclass
 class Hit:
-    id: str
-    score: float  # RRF score when both retrievers ran, else the single retriever's own score
-    dense_rank: int | None  # 1-based rank in the dense list (None: not in its top fusion_depth)
-    bm25_rank: int | None
-    candidate: Candidate = field(repr=False)
-    dense_score: float | None = None
-    bm25_score: float | None = None
+    """One ranked candidate. From an index, `candidate` is read from disk on first access (while the index is
+    open), so a search costs the ranking, not the parsing of records nobody looks at."""
+
+    __slots__ = ("id", "score", "dense_rank", "bm25_rank", "dense_score", "bm25_score", "_candidate", "_load")
+
+    def __init__(self, id: str, score: float, dense_rank: int | None, bm25_rank: int | None,
+                 candidate: Candidate | None = None, dense_score: float | None = None,
+                 bm25_score: float | None = None, *, loader: Any = None):
+        if candidate is None and loader is None:
+            raise ValueError("Hit needs a candidate or a loader")
+        self.id = id
+        self.score = score  # RRF score when both retrievers ran, else the single retriever's own score
+        self.dense_rank = dense_rank  # 1-based rank in the dense list (None: not in its top fusion_depth)
+        self.bm25_rank = bm25_rank
+        self.dense_score = dense_score
+        self.bm25_score = bm25_score
+        self._candidate = candidate
+        self._load = loader
+
+    @property
+    def candidate(self) -> Candidate:
+        if self._candidate is None:
+            self._candidate = self._load()
+        return self._candidate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "dense_rank": self.dense_rank, "bm25_rank": self.bm25_rank,
+                "dense_score": self.dense_score, "bm25_score": self.bm25_score}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Hit) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return (f"Hit(id={self.id!r}, score={self.score:.6g}, dense_rank={self.dense_rank}, "
+                f"bm25_rank={self.bm25_rank})")
 
 
 @dataclass
@@ -586,8 +613,9 @@ class HybridIndex:
         if query is not None and self.bm25 is not None:
             bm25_list = self.bm25.search(query, top_n if not dense_list else depth)
         rows = _fuse(dense_list, bm25_list, self.config.rrf_k, top_n)
-        return [Hit(id=self.ids[r], score=s, dense_rank=dr, bm25_rank=br, candidate=self._read(r), dense_score=ds,
-                    bm25_score=bs) for r, s, dr, br, ds, bs in rows]
+        read = self._read
+        return [Hit(self.ids[r], s, dr, br, None, ds, bs, loader=lambda r=r: read(r))
+                for r, s, dr, br, ds, bs in rows]
 
     def __repr__(self) -> str:
         m = self.manifest
