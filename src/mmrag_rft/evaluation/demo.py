@@ -66,7 +66,10 @@ def run_demo(out_dir: str | Path, *, backend: Any, config: Any, limit: int | Non
                       f"{f1:.2f}", str(len(r["kept_ids"])), f"{r['timings']['total_s']:.1f}")
     console.print(table)
     summary = {k: v for k, v in metrics.items() if not k.startswith("per_question")}
-    console.print(json.dumps(summary, indent=2))
+    o, f = summary["overall"], summary["filter"]
+    console.print(f"QA-Acc {o['qa_acc']:.3f} | evidence F1 {o.get('retr_f1', float('nan')):.3f} | "
+                  f"filter removed {f['removed_fraction']:.0%} of candidates, kept {f['gold_recall_after_filter']:.0%} "
+                  f"of gold evidence | abstained {f['abstained']} | stage-2 fallbacks {f['stage2_fallbacks']}")
     atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
     write_html_report(str(out / "report.html"), rows, lookup=idx.get,
