@@ -1,0 +1,162 @@
+"""RL example builders, question-level split, config loading and the prefill-continuation fix (no training)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from mmrag_rft.config import ConfigError
+from mmrag_rft.data.schema import Candidate, Sample
+from mmrag_rft.training.config import TrainConfig, load_train_config
+from mmrag_rft.training.examples import split_by_question, stage1_pairs, stage1_rows, stage2_candidates, stage2_rows
+from mmrag_rft.training.warmup import stage1_target, stage2_target, warmup_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sample(q: int, n: int = 6, gold: tuple[int, ...] = (0,)) -> Sample:
+    cands = [Candidate(id=f"q{q}-c{i}", modality="text", title=f"T{i}", text=f"text {i} of {q}") for i in range(n)]
+    return Sample(qid=f"q{q}", question=f"question {q}?", answers=[f"ans {q}"], candidates=cands,
+                  gold_ids=[f"q{q}-c{g}" for g in gold], category="Others", dataset="webqa",
+                  meta={"keywords": f"kw{q}"})
+
+
+def test_split_is_by_question_and_stable():
+    samples = [_sample(i) for i in range(50)]
+    train, val = split_by_question(samples, 0.2, seed=3)
+    assert {s.qid for s in train}.isdisjoint({s.qid for s in val})
+    assert len(train) + len(val) == 50 and 3 <= len(val) <= 20
+    # a question keeps its side when the set is truncated
+    train2, val2 = split_by_question(samples[:25], 0.2, seed=3)
+    assert {s.qid for s in val2} == {s.qid for s in val if int(s.qid[1:]) < 25}
+    # candidates never cross the split
+    rows = stage1_rows(train, balance=None)
+    assert {r["qid"] for r in rows} <= {s.qid for s in train}
+
+
+def test_split_holds_out_one_question_on_tiny_sets():
+    train, val = split_by_question([_sample(0), _sample(1)], 0.01, seed=0)
+    assert len(val) == 1 and len(train) == 1
+
+
+def test_stage1_balance_and_labels():
+    s = _sample(0, n=10, gold=(2, 5))
+    pairs = stage1_pairs(s, balance=1.0, rng=random.Random(0))
+    labels = [lab for _, lab in pairs]
+    assert labels.count("yes") == 2 and labels.count("no") == 2
+    assert {c.id for c, lab in pairs if lab == "yes"} == {"q0-c2", "q0-c5"}
+    assert len(stage1_pairs(s, balance=3.0, rng=random.Random(0))) == 2 + 6
+    assert len(stage1_pairs(s, balance=None)) == 10
+    # no gold evidence: still some "no" examples
+    assert [lab for _, lab in stage1_pairs(_sample(1, gold=()), balance=1.0)] == ["no"]
+
+
+def test_stage1_rows_are_conversational_with_prefill_and_reward_columns():
+    rows = stage1_rows([_sample(0, gold=(1,))], balance=1.0, seed=0)
+    assert len(rows) == 2
+    r = rows[0]
+    assert [m["role"] for m in r["prompt"]] == ["system", "user", "assistant"]
+    assert r["prompt"][-1]["content"] == "<think>" == r["prefill"]
+    assert r["label"] in ("yes", "no") and r["qid"] == "q0"
+    assert "images" not in r  # a text model sees captions only
+
+
+def test_stage1_rows_with_pixels_use_placeholders_and_images_column():
+    from PIL import Image
+
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(buf, format="PNG")
+    cands = [Candidate(id="img", modality="image", title="a red square", image_bytes=buf.getvalue()),
+             Candidate(id="txt", modality="text", text="unrelated")]
+    s = Sample(qid="q", question="what colour?", candidates=cands, gold_ids=["img"])
+    rows = {r["candidate_id"]: r for r in stage1_rows([s], balance=1.0, with_pixels=True)}
+    img_parts = [p for m in rows["img"]["prompt"] for p in m["content"] if p["type"] == "image"]
+    assert len(img_parts) == 1 and "image" not in img_parts[0]
+    assert len(rows["img"]["images"]) == 1 and rows["img"]["images"][0].size == (8, 8)
+    assert rows["txt"]["images"] == []
+    from mmrag_rft.training.examples import to_dataset
+
+    ds = to_dataset(list(rows.values()))
+    assert ds[0]["images"] is not None
+
+
+def test_stage2_candidates_hardest_first_and_gold_short_ids():
+    s = _sample(0, n=8, gold=(3,))
+    scores = {f"q0-c{i}": i / 10 for i in range(8)}  # c7 looks most relevant to stage 1
+    chosen = stage2_candidates(s, 4, stage1_scores=scores)
+    assert [c.id for c in chosen] == ["q0-c3", "q0-c7", "q0-c6", "q0-c5"]
+    chosen = stage2_candidates(s, 3, order=["q0-c1", "q0-c3", "q0-c0"])
+    assert [c.id for c in chosen] == ["q0-c3", "q0-c1", "q0-c0"]
+    assert [c.id for c in stage2_candidates(s, 3)] == ["q0-c3", "q0-c0", "q0-c1"]
+
+    rows = stage2_rows([s], num_candidates=4, permutations=3, seed=1, stage1_scores={"q0": scores})
+    assert len(rows) == 3
+    for r in rows:
+        id_map = json.loads(r["id_map"])
+        assert [id_map[g] for g in r["gold_ids"]] == ["q0-c3"]
+        assert sorted(id_map.values()) == sorted(["q0-c3", "q0-c7", "q0-c6", "q0-c5"])
+        assert r["num_candidates"] == 4 and r["answers"] == ["ans 0"] and r["keywords"] == "kw0"
+        assert r["prompt"][-1] == {"role": "assistant", "content": "<think>"}
+    assert len({r["id_map"] for r in rows}) == 3  # distinct permutations
+
+
+def test_warmup_targets_carry_no_gold_information():
+    rng = random.Random(0)
+    verdicts = {stage1_target(rng).rsplit("<answer>", 1)[1] for _ in range(200)}
+    assert verdicts == {"yes</answer>", "no</answer>"}
+    # flipping every label (stage 1) or moving the gold and changing the answers (stage 2) changes no target
+    rows = stage1_rows([_sample(i, gold=(0,)) for i in range(10)], balance=1.0)
+    flipped = [{**r, "label": "no" if r["label"] == "yes" else "yes"} for r in rows]
+    assert warmup_examples(rows, stage=1, n=50, seed=0) == warmup_examples(flipped, stage=1, n=50, seed=0)
+    a = stage2_rows([_sample(0, gold=(2,))], num_candidates=4)
+    b = [{**r, "gold_ids": ["1", "4"], "answers": ["something else"]} for r in a]
+    assert warmup_examples(a, stage=2, n=20, seed=0) == warmup_examples(b, stage=2, n=20, seed=0)
+    tgt = stage2_target(a[0]["prompt"], 4, random.Random(1))
+    assert tgt.count("<rank>") == 1 and "ans 0" not in tgt
+    from mmrag_rft.parsing import parse_stage2
+
+    p = parse_stage2("<think>" + tgt, num_candidates=4)
+    assert p.ok, p.checks
+
+
+def test_config_loads_every_shipped_yaml_and_rejects_typos():
+    for f in sorted((ROOT / "configs").glob("stage*.yaml")):
+        cfg = load_train_config(f)
+        assert isinstance(cfg, TrainConfig)
+    with pytest.raises(ConfigError, match="num_generatoins"):
+        load_train_config(None, ["grpo.num_generatoins=4"])
+    with pytest.raises(ConfigError, match="multiple"):
+        load_train_config(None, ["grpo.num_generations=4", "grpo.per_device_train_batch_size=6"])
+
+
+def test_grpo_section_names_exist_in_trl_grpoconfig():
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from mmrag_rft.training.config import GRPOSection
+
+    trl_fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    assert {f.name for f in dataclasses.fields(GRPOSection)} <= trl_fields
+
+
+def test_prefill_is_continued_not_closed():
+    from transformers import AutoTokenizer
+
+    from mmrag_rft.training.grpo import _default_model_dir, continue_final_assistant
+
+    tok = continue_final_assistant(AutoTokenizer.from_pretrained(_default_model_dir()))
+    conv = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "<think>"}]
+    # exactly the call TRL 1.16 makes in GRPOTrainer._tokenize_prompts
+    text = tok.apply_chat_template([conv], add_generation_prompt=True, tokenize=False)[0]
+    assert text.endswith("<|im_start|>assistant\n<think>"), text
+    ids = tok.apply_chat_template([conv], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"][0]
+    assert tok.decode(ids).endswith("assistant\n<think>")
+    # a conversation without a prefill still gets the generation prompt
+    plain = tok.apply_chat_template([[{"role": "user", "content": "Q"}]], add_generation_prompt=True, tokenize=False)[0]
+    assert plain.endswith("<|im_start|>assistant\n")
