@@ -6,7 +6,7 @@ with configs/stage1_cpu.yaml for a bounded number of GRPO steps, and evaluates o
 - reason mode: greedy `<think>…</think><answer>` output -> shaped format reward, strict format rate, accuracy / F1;
 for the base model, the format-warmed-up model (format only, random verdicts) and the RL-trained model.
 
-    .venv/bin/python benchmarks/rl_stage1.py --steps 50
+    .venv/bin/python benchmarks/rl_stage1.py --steps 40
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/webqa/val_records.json.gz"))
     ap.add_argument("--config", default=str(ROOT / "configs/stage1_cpu.yaml"))
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--output", default=str(ROOT / "runs/bench_stage1"))
     ap.add_argument("--eval-pairs-per-question", type=int, default=4)
     ap.add_argument("--reason-eval", type=int, default=64, help="held-out pairs generated in reason mode")
