@@ -112,3 +112,29 @@ def test_plot_training_writes_png(stage1_run, tmp_path):
     _, res, _ = stage1_run
     png = plot_training(res.output_dir, tmp_path / "curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stage1_tiny_vlm_with_pixels(tmp_path):
+    """The tiny Qwen2-VL through its processor: PIL images in the `images` column reach TRL's generation."""
+    from mmrag_rft.data.loaders import demo_corpus_dir
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import train
+
+    imgs = sorted(p for p in (demo_corpus_dir() / "images").iterdir() if p.suffix in (".jpg", ".png"))[:3]
+    rows = []
+    for q in range(4):
+        cands = [Candidate(id=f"q{q}-i{i}", modality="image", title=f"picture {i}", image_path=str(imgs[i]))
+                 for i in range(3)]
+        rows.append(Sample(qid=f"v{q}", question=f"what is shown {q}?", answers=["x"], candidates=cands,
+                           gold_ids=[f"q{q}-i{q % 3}"]).to_dict())
+    data = tmp_path / "v.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_train_config(ROOT / "configs/stage1_tiny.yaml",
+                            ["model.path=tiny-vlm", f"data.path={data}", f"output_dir={tmp_path / 'run'}",
+                             "grpo.save_steps=5", "warmup.enabled=false"])
+    res = train(cfg, stage=1)
+    assert res.global_step == 2
+    steps = [json.loads(x) for x in Path(res.log_path).read_text().splitlines() if "train_runtime" not in x]
+    assert all(math.isfinite(r["loss"]) for r in steps)
+    assert (Path(res.merged_dir) / "preprocessor_config.json").is_file() or \
+        (Path(res.merged_dir) / "processor_config.json").is_file()

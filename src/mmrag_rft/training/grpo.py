@@ -139,20 +139,18 @@ def _is_vlm_dir(path: Path | str) -> bool:
 
 def load_processor(path: Path | str, is_vlm: bool, max_pixels: int | None = None) -> Any:
     if is_vlm:
-        proc = None
-        try:
-            from mmrag_rft.models import tiny
+        try:  # the project's torchvision-free Qwen2-VL processor
+            from transformers import AutoConfig
 
-            loader = getattr(tiny, "load_processor", None)
-            if loader is not None:
-                proc = loader(path)
+            from mmrag_rft.models.hf import load_vl_processor
+
+            proc = load_vl_processor(Path(path), AutoConfig.from_pretrained(str(path)))
         except ImportError:
-            pass
-        if proc is None:
             from transformers import AutoProcessor
 
-            kw = {"max_pixels": max_pixels} if max_pixels else {}
-            proc = AutoProcessor.from_pretrained(path, **kw)
+            proc = AutoProcessor.from_pretrained(path, **({"max_pixels": max_pixels} if max_pixels else {}))
+        if max_pixels and hasattr(getattr(proc, "image_processor", None), "max_pixels"):
+            proc.image_processor.max_pixels = max_pixels
         tok = proc.tokenizer
     else:
         from transformers import AutoTokenizer
