@@ -1,7 +1,8 @@
 """End to end: the real server on 127.0.0.1, the page driven in headless Chromium (Debian's build, via Playwright).
 
 Also a script for the README screenshot with the default model:
-    .venv/bin/python tests/test_browser.py --model default --out docs/img/serving.png
+    .venv/bin/python tests/test_browser.py --model default --out docs/img/serving.png \
+        --question "About how many galaxies does the Hubble eXtreme Deep Field show?"
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def wait_js(page: Any, expression: str, timeout_s: float = 60.0) -> None:
 
 
 def drive_page(base: str, chromium: str, *, screenshot: Path | None = None, threshold: str | None = None,
-               top_k: str | None = None) -> dict[str, Any]:
-    """Ask QUESTION on the page and read back what rendered."""
+               top_k: str | None = None, question: str = QUESTION) -> dict[str, Any]:
+    """Ask `question` on the page and read back what rendered."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -102,14 +103,14 @@ def drive_page(base: str, chromium: str, *, screenshot: Path | None = None, thre
             page.on("response", lambda r: errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
             page.goto(base + "/", wait_until="networkidle")
             wait_js(page, "document.querySelector('#service-info').textContent.includes('indexed')")
-            page.fill("#question", QUESTION)
+            page.fill("#question", question)
             if threshold is not None or top_k is not None:
                 page.click(".options summary")
                 if threshold is not None:
                     page.fill("#threshold", threshold)
                 if top_k is not None:
                     page.fill("#top_k", top_k)
-            with page.expect_response(lambda r: r.url.endswith("/v1/ask")) as answered:
+            with page.expect_response(lambda r: r.url.endswith("/v1/ask"), timeout=600_000) as answered:
                 page.click("#ask-button")
             api = answered.value.json()
             page.wait_for_selector("#result:not(.hidden)", timeout=300_000)
@@ -184,6 +185,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description="Serve the demo index and screenshot the page after one question.")
     ap.add_argument("--model", default="default")
     ap.add_argument("--out", type=Path, default=Path("docs/img/serving.png"))
+    ap.add_argument("--question", default=QUESTION)
     ap.add_argument("--work", type=Path, default=None, help="Where to build the demo index (default: a temp dir).")
     args = ap.parse_args(argv)
     chromium = find_chromium()
@@ -193,7 +195,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         with serve(build_app(args.model, work)) as base:
-            got = drive_page(base, chromium, screenshot=args.out)
+            got = drive_page(base, chromium, screenshot=args.out, question=args.question)
     print(f"answer: {got['answer']!r}; {len(got['cards'])} evidence cards; screenshot at {args.out}")
     return 0
 
