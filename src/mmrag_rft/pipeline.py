@@ -215,7 +215,7 @@ class Pipeline:
         by_id = {c.id: c for c, _ in retrieved}
         models = {"policy": getattr(self.backend, "model_id", "?")}
         if self.index is not None:
-            models["retriever"] = getattr(self.index, "embedder_name", "?")
+            models["retriever"] = str(self.index.manifest.embedder or "bm25")
         if not kept_ids:
             return Result(question=question, answer=ABSTAIN_ANSWER, rank=[], reasoning="",
                           judgements=judgements, kept_ids=[], abstained=True, qid=qid, models=models,
