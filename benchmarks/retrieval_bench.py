@@ -83,7 +83,12 @@ def build(n: int, out: Path, cfg: Any, embedder: Any, dim: int) -> dict[str, Any
     t0 = time.perf_counter()
     manifest = build_index(corpus(n), out, cfg, embedder=embedder, total=n, on_batch=on_batch)
     dt = time.perf_counter() - t0
-    return {"n": manifest.count, "seconds": round(dt, 2), "candidates_per_s": round(manifest.count / dt, 1),
+    first, last = samples[0], samples[-1]
+    per_cand = ((last["growth_minus_vectors_mib"] - first["growth_minus_vectors_mib"]) * 2 ** 20
+                / max(last["done"] - first["done"], 1))
+    return {"n": manifest.count, "seconds": round(dt, 2),
+            "bytes_per_candidate_beyond_vectors_25_to_100pct": round(per_cand, 1),
+            "vector_bytes_per_candidate": dim * 4 if cfg.use_dense else 0, "candidates_per_s": round(manifest.count / dt, 1),
             "rss_base_mib": round(base, 1), "rss_samples": samples, "rss_after_mib": round(rss_mib(), 1),
             "use_dense": cfg.use_dense, "use_bm25": cfg.use_bm25, "batch_size": cfg.batch_size}
 
@@ -126,7 +131,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import faiss
-    import numpy as np
 
     from mmrag_rft.retrieval.embed import get_embedder
     from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig
@@ -135,6 +139,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+        faiss.omp_set_num_threads(args.threads)
     desc = machine()
     desc.update({"faiss": faiss.__version__, "bm25s": __import__("bm25s").__version__,
                  "sentence_transformers": __import__("sentence_transformers").__version__})
@@ -209,7 +214,8 @@ def main() -> None:
         b = result.get(key)
         if not b:
             continue
-        print_table(f"{title}: {b['n']:,} candidates, {b['candidates_per_s']:,} cand/s, {b['seconds']} s",
+        print_table(f"{title}: {b['n']:,} candidates, {b['candidates_per_s']:,} cand/s, {b['seconds']} s; "
+                    f"{b['bytes_per_candidate_beyond_vectors_25_to_100pct']:,.0f} B/candidate beyond vectors",
                     ["% streamed", "done", "RSS MiB", "growth MiB", "vectors MiB", "growth - vectors MiB"],
                     [[s["percent"], s["done"], s["rss_mib"], s["growth_mib"], s["vectors_mib"],
                       s["growth_minus_vectors_mib"]] for s in b["rss_samples"]])

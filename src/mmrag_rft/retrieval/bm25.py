@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from pathlib import Path
 from typing import Sequence
 
@@ -25,11 +26,13 @@ class BM25Index:
 
         self.stopwords, self.k1, self.b, self.method = stopwords, k1, b, method
         self.tokenizer = Tokenizer(stopwords=stopwords)
-        self._docs: list[np.ndarray] = []
+        # all documents' token ids back to back, and each document's length: ~4 bytes per token, no per-doc objects
+        self._tokens = array("I")
+        self._lengths = array("I")
         self.retriever = None
 
     def __len__(self) -> int:
-        return len(self._docs) if self.retriever is None else int(self._num_docs)
+        return len(self._lengths) if self.retriever is None else int(self._num_docs)
 
     # -- building -----------------------------------------------------------------------------------
     def add(self, texts: Sequence[str]) -> None:
@@ -39,19 +42,23 @@ class BM25Index:
         if not texts:
             return
         ids = self.tokenizer.tokenize(list(texts), update_vocab=True, return_as="ids", show_progress=False)
-        self._docs.extend(np.asarray(d, dtype=np.uint32) for d in ids)
+        for d in ids:
+            self._tokens.extend(d)
+            self._lengths.append(len(d))
 
     def finalize(self) -> BM25Index:
         import bm25s
         from bm25s.tokenization import Tokenized
 
         retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
-        docs = [d.tolist() for d in self._docs]
+        ends = np.cumsum(np.frombuffer(self._lengths, dtype=np.uint32), dtype=np.int64)
+        flat = self._tokens
+        docs = [flat[int(e - n):int(e)].tolist() for e, n in zip(ends, self._lengths)]
         self._num_docs = len(docs)
         if docs:
             retriever.index(Tokenized(ids=docs, vocab=self.tokenizer.get_vocab_dict()), show_progress=False)
         self.retriever = retriever
-        self._docs = []
+        self._tokens, self._lengths = array("I"), array("I")
         return self
 
     @classmethod
