@@ -1,0 +1,54 @@
+"""`mmrag ask` / `mmrag evaluate` as a user runs them (tiny model; the default model runs in the demo)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from mmrag_rft.cli import app
+from mmrag_rft.data import demo_corpus_dir
+
+runner = CliRunner()
+
+
+def test_ask_json_over_built_index(tmp_path):
+    idx = tmp_path / "idx"
+    r = runner.invoke(app, ["index", str(demo_corpus_dir() / "corpus.jsonl"), "--out", str(idx)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["ask", "What colour is the triangle?", "--index", str(idx), "--model", "tiny-lm",
+                            "--top-n", "4", "--threshold", "0", "--top-k", "2", "--set", "stage2_max_new_tokens=8",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout[r.stdout.index("{"):])
+    assert len(res["judgements"]) == 4 and len(res["kept_ids"]) == 2
+    assert res["models"]["retriever"]
+
+
+def test_ask_missing_index_is_one_clear_line(tmp_path):
+    r = runner.invoke(app, ["ask", "q?", "--index", str(tmp_path / "nope"), "--model", "tiny-lm"])
+    assert r.exit_code == 2
+    assert "index" in r.output and "Traceback" not in r.output
+
+
+def test_ask_bad_config_key(tmp_path):
+    r = runner.invoke(app, ["ask", "q?", "--index", str(tmp_path), "--set", "filter.treshold=0.2"])
+    assert r.exit_code == 2 and "treshold" in r.output
+
+
+def test_evaluate_resumes_without_reloading(tmp_path, shared_data):
+    out = tmp_path / "ev"
+    args = ["evaluate", str(shared_data / "webqa" / "val_records.json.gz"), "--dataset", "webqa", "--limit", "2",
+            "--out", str(out), "--model", "tiny-lm", "--set", "top_n=4", "--set", "filter.threshold=0",
+            "--set", "filter.top_k=2", "--set", "stage2_max_new_tokens=8"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["overall"]["n"] == 2 and "retr_f1" in m["overall"] and "qa_acc" in m["overall"]
+    assert "captions stand in for pixels" in m["note"]
+    first = (out / "predictions.jsonl").read_text()
+    r = runner.invoke(app, args[:-1] + ["stage2_max_new_tokens=9"])  # a re-run only re-scores
+    assert r.exit_code == 0
+    assert (out / "predictions.jsonl").read_text() == first
+    sub = json.loads((out / "submission.json").read_text())
+    assert len(sub) == 2 and all(set(v) == {"sources", "answer"} for v in sub.values())
