@@ -11,7 +11,7 @@ from typing import Any
 from mmrag_rft.config import atomic_write_text
 from mmrag_rft.evaluation.report import markdown_table
 from mmrag_rft.metrics.mmqa import score_mmqa
-from mmrag_rft.metrics.ranking import ndcg_at_k, recall_at_k
+from mmrag_rft.metrics.ranking import ndcg_at_k, recall_at_k, set_prf
 from mmrag_rft.metrics.webqa import references_for, score_webqa
 
 CAPTION_NOTE = "captions stand in for pixels"
@@ -51,12 +51,7 @@ def score_rows(rows: Sequence[Mapping[str, Any]], *, dataset: str) -> dict[str, 
                         "qtype": (r.get("meta") or {}).get("type", ""),
                         "modality": (r.get("meta") or {}).get("answer_modality", "")} for r in rows)
         per_acc = [q["f1"] for q in m["per_question"]]
-        per_f1 = []
-        for r in rows:
-            gold = set(r.get("gold_ids") or [])
-            pred = set(r.get("rank") or [])
-            hits = len(gold & pred)
-            per_f1.append(0.0 if not hits else 2 * hits / (len(gold) + len(pred)))
+        per_f1 = [set_prf(r.get("rank") or [], r.get("gold_ids") or [])[2] for r in rows]
     else:
         m = score_webqa({"qid": r["qid"], "qcate": r.get("category") or "", "prediction": r["answer"],
                          "references": references_for((r.get("meta") or {}).get("keywords"), r.get("answers") or []),

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from mmrag_rft.metrics.ranking import set_prf
 from mmrag_rft.metrics.text import lemmatize, lemmatizer_name, word_to_num
 
 COLOR_SET = frozenset({
@@ -135,12 +136,7 @@ def qa_acc(prediction: str, references: str | Sequence[str], qcate: str, *, doma
 
 def retrieval_prf(predicted: Sequence[str], gold: Sequence[str]) -> tuple[float, float, float]:
     """Per-question (precision, recall, F1) of predicted source ids against the gold positive facts."""
-    pred, ref = set(predicted), set(gold)
-    hits = len(pred & ref)
-    if hits == 0:
-        return 0.0, 0.0, 0.0
-    p, r = hits / len(pred), hits / len(ref)
-    return p, r, 2 * p * r / (p + r)
+    return set_prf(predicted, gold)
 
 
 def _mean(xs: Sequence[float]) -> float:
