@@ -133,6 +133,22 @@ class Timer:
         self.calls[name] = self.calls.get(name, 0) + 1
 
 
+def add_threads_flag(ap: Any) -> None:
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch/OpenMP threads (0 = torch default). 1 by default: on a shared, oversubscribed "
+                         "CPU, multi-threaded kernels wait at barriers and make timings erratic")
+
+
+def set_threads(n: int) -> None:
+    """Pin intra-op threads for the timed process and any child it starts (env read at torch import)."""
+    if n and n > 0:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+        os.environ["MKL_NUM_THREADS"] = str(n)
+        import torch
+
+        torch.set_num_threads(n)
+
+
 def load_policy(spec: str = "default") -> Any:
     """The policy backend the pipeline uses (`load_backend`), or HFBackend over a folder."""
     try:

@@ -6,7 +6,8 @@ On the same WebQA candidates (captions stand in for pixels), through the pipelin
   whose yes-rate matches reason mode's;
 - separately, score mode with the shared-prefix KV reuse on vs off (same outputs: max |dP| reported).
 
-    .venv/bin/python benchmarks/stage1_modes.py                 # 5 questions x 15 candidates
+    .venv/bin/python benchmarks/stage1_modes.py                 # 3 questions x 10 candidates (~5 min)
+    .venv/bin/python benchmarks/stage1_modes.py --questions 5 --candidates 15   # the committed run (~14 min)
     .venv/bin/python benchmarks/stage1_modes.py --questions 10 --samples 5
 """
 
@@ -59,14 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(common.WEBQA_RECORDS))
     ap.add_argument("--model", default="default", help="'default' or a model folder")
-    ap.add_argument("--questions", type=int, default=5)
-    ap.add_argument("--candidates", type=int, default=15, help="candidates per question (gold included)")
+    ap.add_argument("--questions", type=int, default=3)
+    ap.add_argument("--candidates", type=int, default=10, help="candidates per question (gold included)")
     ap.add_argument("--samples", type=int, default=3, help="reason mode: sampled judgements per candidate")
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3, help="score-mode timings per question (median taken)")
+    ap.add_argument("--repeats", type=int, default=2, help="score-mode timings per question (median taken)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/stage1_modes.json)")
+    common.add_threads_flag(ap)
     args = ap.parse_args(argv)
+    common.set_threads(args.threads)
 
     import torch
 
@@ -86,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     # warm-up (first-call allocations, lazy imports) outside every timing
     warm = [(c, None) for c in pick_candidates(samples[0], min(4, args.candidates))]
     pipe.judge(samples[0].question, warm, score_cfg)
-    backend.score_yes_no([stage1_prompt(samples[0].question, c, style="score") for c, _ in warm], reuse_prefix=False)
+    backend.score_yes_no([stage1_prompt(samples[0].question, c, style="score") for c, _ in warm],
+                         reuse_prefix=False)
     pipe.judge(samples[0].question, warm[:1], PipelineConfig(stage1_mode="reason", stage1_samples=1,
                                                              stage1_max_new_tokens=4))
 
@@ -102,19 +106,18 @@ def main(argv: list[str] | None = None) -> int:
             retrieved = [(c, None) for c in cands]
             prompts = [stage1_prompt(s.question, c, style="score") for c in cands]
             score_times, reuse_times, plain_times = [], [], []
-            judg_score = None
-            p_reuse = p_plain = None
+            judg_score: list = []
+            p_plain: list[float] = []
             for _ in range(max(1, args.repeats)):  # interleaved so load changes hit all arms alike
                 a = time.perf_counter()
-                judg_score = pipe.judge(s.question, retrieved, score_cfg)
+                judg_score = pipe.judge(s.question, retrieved, score_cfg)  # backend default: prefix reuse on
                 b = time.perf_counter()
-                p_reuse = backend.score_yes_no(prompts, reuse_prefix=True)
-                c = time.perf_counter()
                 p_plain = backend.score_yes_no(prompts, reuse_prefix=False)
-                d = time.perf_counter()
+                c = time.perf_counter()
                 score_times.append(b - a)
-                reuse_times.append(c - b)
-                plain_times.append(d - c)
+                reuse_times.append(b - a)
+                plain_times.append(c - b)
+            p_reuse = [j.score for j in judg_score]
             a = time.perf_counter()
             judg_reason = pipe.judge(s.question, retrieved, reason_cfg)
             reason_time = time.perf_counter() - a

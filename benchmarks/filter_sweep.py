@@ -1,0 +1,232 @@
+"""The coarse filter's value: candidates removed and stage-2 prompt tokens saved vs gold-evidence recall kept.
+
+Stage 1 (score mode) judges every candidate of each WebQA question's own pool once; the scores are cached to a
+JSONL file (one line per question, resumable after a kill). Then thresholds x top-k are swept offline: the
+survivors (best P(yes) first) form the stage-2 prompt, tokenised with the model's own chat template and
+tokenizer, against the stage-2 prompt over the whole pool. The retriever-only ordering (`rank_pool`, top-k)
+is the baseline. Captions stand in for pixels.
+
+    .venv/bin/python benchmarks/filter_sweep.py                       # first 30 questions, default model
+    .venv/bin/python benchmarks/filter_sweep.py --limit 0             # all 293 (resumes from the cache)
+    .venv/bin/python benchmarks/filter_sweep.py --model runs/stage1_cpu/final --limit 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9]
+TOP_KS = [1, 2, 3, 5, 8, 10, 15, 0]  # 0 = no cap
+RECALL_TARGET = 0.95
+SAVED_TARGET = 0.60
+
+
+# -- cache -------------------------------------------------------------------------------------------------
+
+def read_cache(path: Path) -> dict[str, dict[str, Any]]:
+    """qid -> row; a torn last line (killed mid-write) is ignored and rewritten on the next run."""
+    rows: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+            rows[r["qid"]] = r
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return rows
+
+
+def rewrite_cache(path: Path, rows: dict[str, dict[str, Any]]) -> None:
+    from mmrag_rft.config import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows.values()))
+
+
+def model_key(spec: str, model_id: str) -> str:
+    p = Path(spec).expanduser()
+    raw = str(p.resolve()) if p.exists() else spec
+    return f"{Path(model_id).name or 'model'}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+
+
+# -- sweep -------------------------------------------------------------------------------------------------
+
+def survivors(order: list[str], scores: dict[str, float] | None, threshold: float, top_k: int) -> int:
+    """How many of `order` (best first) survive: score >= threshold, at most top_k (0 = no cap)."""
+    n = len(order) if scores is None else sum(scores[c] >= threshold for c in order)
+    return min(n, top_k) if top_k > 0 else n
+
+
+def point(qs: list[dict[str, Any]], key: str, threshold: float, top_k: int, use_scores: bool) -> dict[str, float]:
+    """Aggregate over questions: removed fraction, tokens saved, gold recall (micro), questions left empty."""
+    pool = kept = gold = gold_kept = empty = 0
+    tok_all = tok_kept = 0
+    for q in qs:
+        order = q[key]
+        n = survivors(order, q["scores"] if use_scores else None, threshold, top_k)
+        pool += len(order)
+        kept += n
+        gold += len(q["gold"])
+        gold_kept += len(set(order[:n]) & set(q["gold"]))
+        tok_all += q["tokens"][key][len(order)]
+        tok_kept += q["tokens"][key][n] if n else 0  # nothing kept: stage 2 is not run (abstention)
+        empty += n == 0
+    return {"threshold": threshold, "top_k": top_k, "removed": 1 - kept / pool, "tokens_saved": 1 - tok_kept / tok_all,
+            "gold_recall": gold_kept / gold if gold else float("nan"), "empty_questions": empty,
+            "mean_kept": kept / len(qs)}
+
+
+def best_at_recall(points: list[dict[str, float]], recall: float) -> dict[str, float] | None:
+    ok = [p for p in points if p["gold_recall"] >= recall]
+    return max(ok, key=lambda p: (p["tokens_saved"], p["gold_recall"])) if ok else None
+
+
+def plot(curves: dict[str, list[dict[str, float]]], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for name, pts in curves.items():
+        pts = sorted(pts, key=lambda p: p["gold_recall"])
+        style = "k--" if name.startswith("retriever") else "-"
+        ax.plot([p["gold_recall"] for p in pts], [p["tokens_saved"] for p in pts], style, marker=".", label=name)
+    ax.axvline(RECALL_TARGET, color="grey", lw=0.8, ls=":")
+    ax.axhline(SAVED_TARGET, color="grey", lw=0.8, ls=":")
+    ax.fill_between([RECALL_TARGET, 1.0], SAVED_TARGET, 1.0, color="green", alpha=0.08, label="goal region")
+    ax.set_xlabel("gold-evidence recall kept")
+    ax.set_ylabel("stage-2 prompt tokens saved")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(common.WEBQA_RECORDS))
+    ap.add_argument("--model", default="default", help="'default' or a (trained) stage-1 model folder")
+    ap.add_argument("--limit", type=int, default=30, help="questions (0 = all)")
+    ap.add_argument("--cache", default=None, help="stage-1 score cache JSONL (default runs/filter_sweep/<model>.jsonl)")
+    ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/filter_sweep.json)")
+    ap.add_argument("--plot", default=str(common.ROOT / "docs/img/filter_sweep.png"))
+    common.add_threads_flag(ap)
+    args = ap.parse_args(argv)
+    common.set_threads(args.threads)
+
+    from mmrag_rft.prompts import stage1_prompt, stage2_prompt
+    from mmrag_rft.retrieval.index import rank_pool
+
+    samples = common.load_webqa(args.data, limit=args.limit or None)
+    backend = common.load_policy(args.model)
+    model_id = getattr(backend, "model_id", args.model)
+    cache = Path(args.cache) if args.cache else common.ROOT / "runs/filter_sweep" / f"{model_key(args.model, model_id)}.jsonl"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    rows = read_cache(cache)
+    rewrite_cache(cache, rows)  # drops a torn tail before appending
+    todo = [s for s in samples if s.qid not in rows]
+    t0 = time.perf_counter()
+    n_scored = 0
+    with common.progress() as prog, cache.open("a", encoding="utf-8") as fh:
+        task = prog.add_task(f"stage 1 over pools ({len(rows)} cached)", total=len(todo))
+        for s in todo:
+            prompts = [stage1_prompt(s.question, c, style="score") for c in s.candidates]
+            p = backend.score_yes_no(prompts)
+            ret = [h.id for h in rank_pool(s.question, s.candidates, top_n=len(s.candidates))]
+            row = {"qid": s.qid, "model": model_id, "scores": {c.id: float(x) for c, x in zip(s.candidates, p)},
+                   "retriever_order": ret}
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            rows[s.qid] = row
+            n_scored += len(prompts)
+            prog.advance(task)
+    score_s = time.perf_counter() - t0
+
+    # stage-2 prompt tokens for every prefix of both orderings (survivors are always a prefix of one)
+    def n_tokens(question: str, cands: list[Any]) -> int:
+        return len(backend.tokenizer(backend.render(stage2_prompt(question, cands)), add_special_tokens=False)["input_ids"])
+
+    qs: list[dict[str, Any]] = []
+    with common.progress() as prog:
+        task = prog.add_task("stage-2 prompt tokens", total=len(samples))
+        for s in samples:
+            r = rows[s.qid]
+            by_id = {c.id: c for c in s.candidates}
+            scores = r["scores"]
+            s1 = sorted(by_id, key=lambda c: -scores[c])
+            ret = list(r["retriever_order"]) + [c for c in by_id if c not in set(r["retriever_order"])]
+            toks = {k: [0] + [n_tokens(s.question, [by_id[c] for c in order[:n]]) for n in range(1, len(order) + 1)]
+                    for k, order in (("stage1_order", s1), ("retriever_order", ret))}
+            qs.append({"qid": s.qid, "gold": list(s.gold_ids), "scores": scores, "stage1_order": s1,
+                       "retriever_order": ret, "tokens": toks})
+            prog.advance(task)
+
+    max_pool = max(len(q["stage1_order"]) for q in qs)
+    curves: dict[str, list[dict[str, float]]] = {}
+    for k in TOP_KS:
+        curves[f"stage 1 threshold sweep, top-k {k or 'all'}"] = [point(qs, "stage1_order", t, k, True)
+                                                                   for t in THRESHOLDS]
+    ks = list(range(1, max_pool + 1))
+    curves["stage 1 top-k only (threshold 0)"] = [point(qs, "stage1_order", 0.0, k, True) for k in ks]
+    curves["retriever top-k only (rank_pool)"] = [point(qs, "retriever_order", 0.0, k, False) for k in ks]
+    default_point = point(qs, "stage1_order", 0.5, 5, True)
+    all_stage1 = [p for name, pts in curves.items() if name.startswith("stage 1") for p in pts]
+    best_s1 = best_at_recall(all_stage1, RECALL_TARGET)
+    best_ret = best_at_recall(curves["retriever top-k only (rank_pool)"], RECALL_TARGET)
+    gold_p = [q["scores"][g] for q in qs for g in q["gold"]]
+    neg_p = [v for q in qs for c, v in q["scores"].items() if c not in set(q["gold"])]
+
+    title = (f"Coarse filter on WebQA val ({len(qs)} questions, {model_id}; {common.CAPTION_NOTE})")
+    plot({k: v for k, v in curves.items() if k.endswith(("top-k 5", "top-k 10", "top-k all")) or "only" in k},
+         Path(args.plot), title)
+    met = bool(best_s1 and best_s1["tokens_saved"] >= SAVED_TARGET)
+    res = {
+        "model": model_id, "model_spec": args.model, "note": common.CAPTION_NOTE, "questions": len(qs),
+        "candidates": sum(len(q["stage1_order"]) for q in qs), "gold": len(gold_p),
+        "stage1_scoring": {"candidates_scored_this_run": n_scored, "seconds": score_s, "cache": str(cache)},
+        "mean_p_yes": {"gold": sum(gold_p) / len(gold_p), "negatives": sum(neg_p) / len(neg_p)},
+        "pipeline_default_point(threshold 0.5, top_k 5)": default_point,
+        f"best_stage1_at_recall>={RECALL_TARGET}": best_s1,
+        f"best_retriever_at_recall>={RECALL_TARGET}": best_ret,
+        "goal": f">= {SAVED_TARGET:.0%} fewer stage-2 tokens at >= {RECALL_TARGET:.0%} gold recall (trained stage 1)",
+        "goal_met_by_this_model": met,
+        "curves": curves, "plot": str(Path(args.plot).resolve().relative_to(common.ROOT))
+        if Path(args.plot).resolve().is_relative_to(common.ROOT) else args.plot,
+    }
+    path = common.write_result("filter_sweep", res, args.out)
+
+    def row(name: str, p: dict[str, float] | None) -> list[Any]:
+        if p is None:
+            return [name, "-", "-", "never reaches the recall", "-", "-"]
+        return [name, p["threshold"], p["top_k"] or "all", p["removed"], p["tokens_saved"], p["gold_recall"]]
+
+    common.print_table(title, ["operating point", "threshold", "top-k", "removed", "tokens saved", "gold recall"], [
+        row("pipeline default", default_point),
+        row(f"best stage 1 @ recall >= {RECALL_TARGET}", best_s1),
+        row(f"best retriever @ recall >= {RECALL_TARGET}", best_ret),
+        *[row(f"stage 1, top-k {k}", point(qs, "stage1_order", 0.0, k, True)) for k in (3, 5, 10)],
+        *[row(f"retriever, top-k {k}", point(qs, "retriever_order", 0.0, k, False)) for k in (3, 5, 10)],
+    ])
+    print(f"mean P(yes): gold {res['mean_p_yes']['gold']:.3f}, negatives {res['mean_p_yes']['negatives']:.3f}")
+    print(f"goal met by {model_id}: {met}; wrote {path} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
