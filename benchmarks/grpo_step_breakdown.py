@@ -201,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in out["stages"].items():
         s = r["after_first_step"]
         rows.append([name, s["steps_counted"], s["mean_step_s"], *[f"{100 * s['share'][p]:.2f}%" for p in PHASES],
-                     f"{r['generate_calls_per_step']} x {r['generate_batch_sizes'][-1]}"])
+                     " ".join(f"{len(b)}x{'+'.join(map(str, b))}" for b in r["generate_batch_sizes"])])
     common.print_table(f"GRPO step breakdown, CPU default configs (steps after the first; {common.CAPTION_NOTE})",
-                       ["stage", "steps", "s/step", *PHASES, "generate calls x batch"], rows)
+                       ["stage", "steps", "s/step", "generate", "reward", "ref/old logp", "loss fwd", "backward",
+                        "optim+rest", "generate calls x rows"], rows)
     for name, t in targets.items():
         print(f"{name}: reward share {100 * t['reward_share']:.3f}% (target < 2%: {t['reward_below_2pct']}); "
               f"generation batched across the group: {t['generation_batched_across_group']}")
