@@ -7,18 +7,17 @@ so a corpus folder can be moved as a whole.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import json
 import logging
 import os
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from mmrag_rft.config import atomic_writer
 from mmrag_rft.data.schema import Candidate, DataError, Sample
 
 log = logging.getLogger(__name__)
@@ -165,27 +164,6 @@ def load_samples_jsonl(path: str | os.PathLike[str], *, skip_bad: bool = False,
         seen.add(s.qid)
         n += 1
         yield s
-
-
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
-    """Stream text into a temp file beside `path`, renamed over it only when the block finishes cleanly.
-
-    (config.atomic_write_text needs the whole text in memory; converting 40k samples should not.)
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _relativise(d: dict[str, Any], base: Path | None) -> dict[str, Any]:
