@@ -13,3 +13,25 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one clear line and return the exit to raise: `raise fail("...")` (never a traceback for bad input)."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def open_index_or_fail(path: object):
+    """Load an index; a stale or missing one is user input, reported in one line, not a crash."""
+    from mmrag_rft.retrieval.index import HybridIndex
+
+    try:
+        return HybridIndex.load(path)
+    except Exception as e:
+        raise fail(f"index {path}: {e}") from None
+
+
+def open_query_image_or_fail(path: object):
+    """The optional query image as RGB, or None; an unreadable file is one clear line."""
+    if path is None:
+        return None
+    from PIL import Image
+
+    try:
+        return Image.open(path).convert("RGB")
+    except Exception as e:
+        raise fail(f"query image {path}: {e}") from None

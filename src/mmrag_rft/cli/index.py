@@ -9,7 +9,7 @@ from typing import Any, Iterator, Optional
 
 import typer
 
-from mmrag_rft.cli._common import console, fail, out
+from mmrag_rft.cli._common import console, fail, open_index_or_fail, open_query_image_or_fail, out
 
 INDEX_FORMATS = ("auto", "corpus", "jsonl", "webqa", "webqa-tsv", "mmqa")
 
@@ -122,28 +122,16 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines."),
     ) -> None:
         """Query an index and print the fused ranking (dense and BM25 ranks shown side by side)."""
-        from mmrag_rft.retrieval.index import HybridIndex
-
         if mode not in ("hybrid", "dense", "bm25"):
             raise fail(f"--mode: expected hybrid, dense or bm25, got {mode!r}")
         if not query.strip():
             raise fail("query is empty")
-        try:
-            idx = HybridIndex.load(index_dir)
-        except Exception as e:  # stale/missing index is user input
-            raise fail(str(e)) from None
+        idx = open_index_or_fail(index_dir)
         if mode == "dense" and idx.dense is None:
             raise fail(f"{index_dir}: built without dense vectors (use_dense=false); use --mode bm25 or hybrid")
         if mode == "bm25" and idx.bm25 is None:
             raise fail(f"{index_dir}: built without BM25 (use_bm25=false); use --mode dense or hybrid")
-        query_image = None
-        if image is not None:
-            from PIL import Image
-
-            try:
-                query_image = Image.open(image).convert("RGB")
-            except Exception as e:
-                raise fail(f"query image {image}: {e}") from None
+        query_image = open_query_image_or_fail(image)
         try:
             hits = idx.search(query, top_n=top_n, query_image=query_image, use_dense=mode != "bm25",
                               use_bm25=mode != "dense")

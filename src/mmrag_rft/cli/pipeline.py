@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mmrag_rft.cli._common import console, fail, out
+from mmrag_rft.cli._common import console, fail, open_index_or_fail, open_query_image_or_fail, out
 
 CAPTION_NOTE = "captions stand in for pixels"
 
@@ -76,21 +76,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Answer one question over an index, with the full explanation."""
         from mmrag_rft.pipeline import Pipeline
-        from mmrag_rft.retrieval.index import HybridIndex
 
         cfg = _pipeline_config(config, set_)
-        try:
-            idx = HybridIndex.load(index)
-        except Exception as e:  # a stale or missing index is user input, not a crash
-            raise fail(f"index {index}: {e}") from None
-        query_image = None
-        if image is not None:
-            from PIL import Image
-
-            try:
-                query_image = Image.open(image).convert("RGB")
-            except Exception as e:
-                raise fail(f"query image {image}: {e}") from None
+        idx = open_index_or_fail(index)
+        query_image = open_query_image_or_fail(image)
         pipe = Pipeline(_load_backend(model), index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None)
         r = pipe.ask(question, query_image=query_image, top_n=top_n, threshold=threshold, top_k=top_k)
         if as_json:
