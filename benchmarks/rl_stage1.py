@@ -2,11 +2,13 @@
 
 Splits the shared WebQA val records by question, trains the CPU default model (SmolLM2-135M-Instruct + LoRA)
 with configs/stage1_cpu.yaml for a bounded number of GRPO steps, and evaluates on the held-out questions:
-- score mode: P(yes) >= 0.5 at the verdict position -> accuracy / F1;
+- score mode: P(yes) >= 0.5 at the verdict position -> accuracy / F1, and the AUC of P(yes) (threshold-free:
+  what the coarse filter can use), on the hard pairs (each question's own same-topic distractors) and on
+  mixed pairs (half of the negatives off-topic, from other held-out questions, as in a corpus-wide pool);
 - reason mode: greedy `<think>…</think><answer>` output -> shaped format reward, strict format rate, accuracy / F1;
 for the base model, the format-warmed-up model (format only, random verdicts) and the RL-trained model.
 
-    .venv/bin/python benchmarks/rl_stage1.py --steps 40
+    .venv/bin/python benchmarks/rl_stage1.py --steps 60
 """
 
 from __future__ import annotations
@@ -22,24 +24,36 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTE = "captions stand in for pixels"
 
 
-def evaluate(model_dir: Path, pairs, *, reason_n: int, max_new_tokens: int) -> dict:
+def score_metrics(model, tok, pairs) -> dict:
+    """Score mode on (question, candidate, label) pairs: accuracy/F1 at P(yes) >= 0.5 and the AUC of P(yes)."""
+    from mmrag_rft.metrics.ranking import roc_auc
+    from mmrag_rft.prompts import stage1_prompt
+    from mmrag_rft.training.evaluate import binary_metrics, score_yes_no
+
+    gold = [lab == "yes" for _, _, lab in pairs]
+    p_yes = score_yes_no(model, tok, [stage1_prompt(q, c, style="score") for q, c, _ in pairs])
+    out = binary_metrics([p >= 0.5 for p in p_yes], gold)
+    out["auc"] = roc_auc(p_yes, gold)
+    out["mean_p_yes_pos"] = sum(p for p, g in zip(p_yes, gold) if g) / max(1, sum(gold))
+    out["mean_p_yes_neg"] = sum(p for p, g in zip(p_yes, gold) if not g) / max(1, len(gold) - sum(gold))
+    return out
+
+
+def evaluate(model_dir: Path, pairs, *, reason_n: int, max_new_tokens: int, mixed_pairs=None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mmrag_rft.parsing import parse_stage1
     from mmrag_rft.prompts import stage1_prompt
     from mmrag_rft.rewards import stage1_format_reward
-    from mmrag_rft.training.evaluate import binary_metrics, generate, score_yes_no
+    from mmrag_rft.training.evaluate import binary_metrics, generate
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     t0 = time.time()
-    gold = [lab == "yes" for _, _, lab in pairs]
-    p_yes = score_yes_no(model, tok, [stage1_prompt(q, c, style="score") for q, c, _ in pairs])
-    score = binary_metrics([p >= 0.5 for p in p_yes], gold)
-    score["mean_p_yes_pos"] = sum(p for p, g in zip(p_yes, gold) if g) / max(1, sum(gold))
-    score["mean_p_yes_neg"] = sum(p for p, g in zip(p_yes, gold) if not g) / max(1, len(gold) - sum(gold))
+    score = score_metrics(model, tok, pairs)
+    mixed = score_metrics(model, tok, mixed_pairs) if mixed_pairs else None
     sub = pairs[:reason_n]
     prompts = [stage1_prompt(q, c, style="reason") for q, c, _ in sub]
     outs = generate(model, tok, prompts, max_new_tokens=max_new_tokens)
@@ -49,7 +63,8 @@ def evaluate(model_dir: Path, pairs, *, reason_n: int, max_new_tokens: int) -> d
                             [lab == "yes" for _, _, lab in sub])
     reason.update(format_reward=sum(fmt) / len(fmt), strict_format_rate=sum(x.ok for x in parsed) / len(parsed),
                   verdict_rate=sum(x.decision is not None for x in parsed) / len(parsed), examples=outs[:3])
-    return {"score_mode": score, "reason_mode": reason, "eval_seconds": round(time.time() - t0, 1)}
+    return {"score_mode": score, "score_mode_mixed": mixed, "reason_mode": reason,
+            "eval_seconds": round(time.time() - t0, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,18 +92,25 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [(s.question, c, lab) for s in val
              for c, lab in stage1_pairs(s, balance=1.0, max_pairs=args.eval_pairs_per_question, rng=rng)]
     rng.shuffle(pairs)
+    # the same held-out questions with half of the negatives off-topic (from other held-out questions), as in a
+    # corpus-wide retrieval pool; the hard pairs above use only each question's own same-topic distractors
+    pool = [c for s in val for c in s.candidates]
+    mixed = [(s.question, c, lab) for s in val
+             for c, lab in stage1_pairs(s, balance=1.0, max_pairs=args.eval_pairs_per_question, rng=rng,
+                                        other_negatives=0.5, other_pool=pool)]
     print(f"held-out: {len(val)} questions, {len(pairs)} (question, candidate) pairs ({NOTE})", file=sys.stderr)
     mct = cfg.grpo.max_completion_length
 
-    before = evaluate(resolve_model(cfg.model.path), pairs, reason_n=args.reason_eval, max_new_tokens=mct)
+    before = evaluate(resolve_model(cfg.model.path), pairs, reason_n=args.reason_eval, max_new_tokens=mct,
+                      mixed_pairs=mixed)
     print("before:", json.dumps(before["score_mode"]), json.dumps(before["reason_mode"]["format_reward"]),
           f"({NOTE})", file=sys.stderr)
     t0 = time.time()
     res = train(cfg, stage=1, resume=args.resume)
     train_s = time.time() - t0
-    warm = evaluate(Path(args.output) / "warmup", pairs, reason_n=args.reason_eval, max_new_tokens=mct) \
-        if cfg.warmup.enabled else None
-    after = evaluate(Path(res.merged_dir), pairs, reason_n=args.reason_eval, max_new_tokens=mct)
+    warm = evaluate(Path(args.output) / "warmup", pairs, reason_n=args.reason_eval, max_new_tokens=mct,
+                    mixed_pairs=mixed) if cfg.warmup.enabled else None
+    after = evaluate(Path(res.merged_dir), pairs, reason_n=args.reason_eval, max_new_tokens=mct, mixed_pairs=mixed)
 
     rows = [r for r in read_log(res.log_path) if "train_runtime" not in r]
     zs = [r["frac_reward_zero_std"] for r in rows if r.get("frac_reward_zero_std") is not None]
@@ -117,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in report.items() if k not in ("before", "after_warmup", "after_rl")}, indent=1))
     for name, r in (("before", before), ("after warm-up", warm), ("after RL", after)):
         if r:
-            print(f"{name:14s} score-mode acc {r['score_mode']['accuracy']:.3f} F1 {r['score_mode']['f1']:.3f} | "
+            print(f"{name:14s} score-mode acc {r['score_mode']['accuracy']:.3f} F1 {r['score_mode']['f1']:.3f} "
+                  f"AUC {r['score_mode']['auc']:.3f} (mixed negatives: AUC {r['score_mode_mixed']['auc']:.3f}) | "
                   f"reason-mode format {r['reason_mode']['format_reward']:.3f} acc {r['reason_mode']['accuracy']:.3f} "
                   f"F1 {r['reason_mode']['f1']:.3f}  ({NOTE})")
     print(f"wrote {out} and {png}")

@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     res = train(cfg, stage=2, init=init, resume=args.resume)
     train_s = time.time() - t0
+    warm = evaluate(Path(args.output) / "warmup", rows, max_new_tokens=mct) if cfg.warmup.enabled else None
     after = evaluate(Path(res.merged_dir), rows, max_new_tokens=mct)
 
     logs = [r for r in read_log(res.log_path) if "train_runtime" not in r]
@@ -93,15 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": round(train_s, 1),
         "seconds_per_step": round(sum(r.get("step_time", 0) for r in logs) / max(1, len(logs)), 2),
         "frac_reward_zero_std_mean": round(sum(zs) / max(1, len(zs)), 3),
-        "warmup": res.warmup, "before": before, "after_rl": after,
+        "warmup": res.warmup, "before": before, "after_warmup": warm, "after_rl": after,
     }
     out = ROOT / "benchmarks/results/rl_stage2.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
     png = plot_training(res.output_dir, ROOT / "docs/img/rl_stage2.png",
                         title=f"stage 2 GRPO, SmolLM2-135M + LoRA, WebQA ({NOTE})")
-    for name, r in (("before", before), ("after RL", after)):
-        print(f"{name:9s} format {r['format_reward']:.3f} strict {r['strict_format_rate']:.3f} NDCG {r['ndcg']:.3f} "
+    for name, r in (("before", before), ("after warm-up", warm), ("after RL", after)):
+        if not r:
+            continue
+        print(f"{name:14s} format {r['format_reward']:.3f} strict {r['strict_format_rate']:.3f} NDCG {r['ndcg']:.3f} "
               f"answer acc {r['answer_acc']:.3f}  ({NOTE})")
     print(f"wrote {out} and {png}")
     return 0

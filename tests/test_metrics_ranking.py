@@ -46,3 +46,26 @@ def test_report_means():
     rep = ranking_report([["a", "b"], ["x", "y"]], [["b"], ["x"]], ks=(1,))
     assert rep["n"] == 2 and rep["recall@1"] == 0.5 and rep["precision@1"] == 0.5
     assert rep["mrr"] == pytest.approx((0.5 + 1) / 2) and rep["ndcg@1"] == 0.5
+
+def test_roc_auc_counts_ordered_pairs_and_half_ties():
+    from mmrag_rft.metrics.ranking import roc_auc
+
+    assert roc_auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert roc_auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+    # pos 0.5 vs negs (0.5 tie, 0.4 win): (0.5 + 1) / 2
+    assert roc_auc([0.5, 0.5, 0.4], [True, False, False]) == 0.75
+    assert roc_auc([0.3, 0.4], [True, True]) is None
+
+
+def test_roc_auc_matches_brute_force():
+    import random
+
+    from mmrag_rft.metrics.ranking import roc_auc
+
+    rng = random.Random(0)
+    s = [round(rng.random(), 1) for _ in range(60)]
+    y = [rng.random() < 0.4 for _ in range(60)]
+    pos = [a for a, l in zip(s, y) if l]
+    neg = [a for a, l in zip(s, y) if not l]
+    brute = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg) / (len(pos) * len(neg))
+    assert abs(roc_auc(s, y) - brute) < 1e-12

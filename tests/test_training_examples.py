@@ -54,6 +54,23 @@ def test_stage1_balance_and_labels():
     assert [lab for _, lab in stage1_pairs(_sample(1, gold=()), balance=1.0)] == ["no"]
 
 
+def test_stage1_other_negatives_come_from_other_questions_only():
+    samples = [_sample(i, n=6, gold=(0, 1)) for i in range(8)]
+    pool = [c for s in samples for c in s.candidates]
+    pairs = stage1_pairs(samples[0], balance=2.0, rng=random.Random(0), other_negatives=0.5, other_pool=pool)
+    neg = [c.id for c, lab in pairs if lab == "no"]
+    assert len(neg) == 4 and len(set(neg)) == 4
+    assert sum(cid.startswith("q0-") for cid in neg) == 2  # half own distractors, half from other questions
+    assert all(cid not in ("q0-c0", "q0-c1") for cid in neg)
+    # 0 keeps the old behaviour; every row built from a split stays within that split's questions
+    assert all(c.id.startswith("q0-") for c, _ in stage1_pairs(samples[0], balance=2.0, other_pool=pool))
+    rows = stage1_rows(samples[:4], balance=1.0, other_negatives=1.0)
+    assert {r["candidate_id"].split("-")[0] for r in rows} <= {"q0", "q1", "q2", "q3"}
+    assert any(r["label"] == "no" and not r["candidate_id"].startswith(r["qid"] + "-") for r in rows)
+    with pytest.raises(ValueError, match="other_negatives"):
+        load_train_config(None, ["data.other_negatives=1.5"])
+
+
 def test_stage1_rows_are_conversational_with_prefill_and_reward_columns():
     rows = stage1_rows([_sample(0, gold=(1,))], balance=1.0, seed=0)
     assert len(rows) == 2

@@ -4,6 +4,7 @@ heavy imports (torch, transformers) happen inside the commands so `mmrag --help`
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -22,8 +23,18 @@ _MODULES = ("data", "score", "index", "pipeline", "train", "serve")
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    threads: int = typer.Option(None, "--threads", min=1, envvar="MMRAG_THREADS",
+                                help="CPU threads for torch/faiss (default: all cores). 1 avoids oversubscription "
+                                     "when several jobs share a small machine."),
+) -> None:
     """MMRAG-RFT: explainable multimodal RAG with two-stage reinforcement fine-tuning."""
+    if threads is not None:
+        # torch and faiss size their OpenMP pools from these when first imported, which the commands do lazily
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(threads)
+        if "torch" in sys.modules:  # already imported (e.g. the CLI called in-process): resize the pool now
+            sys.modules["torch"].set_num_threads(threads)
 
 
 @app.command()

@@ -87,3 +87,29 @@ def ranking_report(rankings: Sequence[Sequence[str]], golds: Sequence[Iterable[s
         out[f"ndcg@{k}"] = sum(ndcg_at_k(r, g, k) for r, g in zip(rankings, golds)) / n
     out["mrr"] = sum(mrr(r, g) for r, g in zip(rankings, golds)) / n
     return out
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Probability that a random positive outscores a random negative (ties count half); None without both.
+
+    Threshold-free, so it measures what a stage-1 model's P(yes) can separate even when its calibration
+    (the 0.5 cut) is off — the coarse filter picks its own threshold or top-k anyway.
+    """
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores but {len(labels)} labels")
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):  # average ranks over ties
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    n_pos = sum(1 for y in labels if y)
+    n_neg = len(labels) - n_pos
+    if not n_pos or not n_neg:
+        return None
+    rank_sum = sum(r for r, y in zip(ranks, labels) if y)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)

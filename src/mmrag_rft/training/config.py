@@ -34,6 +34,7 @@ class DataSection:
     # stage 1
     balance: float | None = 1.0  # negatives kept per positive (1.0 = 1:1); None keeps every pair
     max_pairs_per_question: int | None = None
+    other_negatives: float = 0.0  # share of negatives taken from other questions (off-topic, as in a corpus-wide pool)
     # stage 2
     num_candidates: int = 5  # K: gold + the hardest negatives
     permutations: int = 1  # shuffled copies of each question (against position bias)
@@ -124,6 +125,8 @@ class TrainConfig:
             raise ValueError("data.val_fraction must be within [0, 1)")
         if self.data.num_candidates < 1 or self.data.permutations < 1:
             raise ValueError("data.num_candidates and data.permutations must be >= 1")
+        if not 0.0 <= self.data.other_negatives <= 1.0:
+            raise ValueError("data.other_negatives must be within [0, 1]")
 
 
 def load_train_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> TrainConfig:

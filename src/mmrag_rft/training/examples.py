@@ -86,11 +86,15 @@ def _rows_from_prompt(prompt: ChatPrompt, with_pixels: bool) -> dict[str, Any]:
 # --- stage 1 --------------------------------------------------------------------------------------------------
 
 def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int | None = None,
-                 rng: random.Random | None = None) -> list[tuple[Candidate, str]]:
+                 rng: random.Random | None = None, other_negatives: float = 0.0,
+                 other_pool: Sequence[Candidate] = ()) -> list[tuple[Candidate, str]]:
     """(candidate, "yes"/"no") pairs of one question; negatives subsampled to `balance` per positive.
 
     A question without gold candidates keeps min(#candidates, round(balance)) negatives so that "no evidence"
-    questions still teach the model to say no.
+    questions still teach the model to say no. `other_negatives` (0..1) is the share of the negatives drawn
+    from `other_pool` (other questions' candidates) instead of this question's own distractors: a retrieval
+    pool over a whole corpus is mostly such off-topic candidates, and they teach the coarse filter what
+    "unrelated" looks like before the hard, same-topic distractors of WebQA/MMQA can.
     """
     rng = rng or random.Random(0)
     gold = sample.gold_set
@@ -98,7 +102,16 @@ def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int 
     neg = [c for c in sample.candidates if c.id not in gold]
     if balance is not None:
         n_neg = round(balance * len(pos)) if pos else max(1, round(balance))
-        neg = rng.sample(neg, min(len(neg), n_neg))
+        n_other = min(round(other_negatives * n_neg), len(other_pool)) if other_pool else 0
+        own = {c.id for c in sample.candidates}
+        others: list[Candidate] = []
+        for _ in range(4 * n_other):  # rejection-sample candidates that are not this question's own
+            if len(others) == n_other:
+                break
+            c = other_pool[rng.randrange(len(other_pool))]
+            if c.id not in own and all(c.id != o.id for o in others):
+                others.append(c)
+        neg = rng.sample(neg, min(len(neg), n_neg - len(others))) + others
     pairs = [(c, "yes") for c in pos] + [(c, "no") for c in neg]
     rng.shuffle(pairs)
     if max_pairs is not None:
@@ -107,12 +120,20 @@ def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int 
 
 
 def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_pairs_per_question: int | None = None,
-                with_pixels: bool = False, max_chars: int = 1200, seed: int = 0) -> list[dict[str, Any]]:
-    """Stage-1 rows: `prompt` (+ `images`), `label`, `prefill`, `qid`, `candidate_id`, `modality`, `dataset`."""
+                with_pixels: bool = False, max_chars: int = 1200, seed: int = 0,
+                other_negatives: float = 0.0) -> list[dict[str, Any]]:
+    """Stage-1 rows: `prompt` (+ `images`), `label`, `prefill`, `qid`, `candidate_id`, `modality`, `dataset`.
+
+    Negatives drawn from other questions (`other_negatives`) come from the same `samples`, so a train/val
+    split by question stays leak-free.
+    """
     rng = random.Random(seed)
+    samples = list(samples)
+    pool = [c for s in samples for c in s.candidates] if other_negatives > 0 else []
     rows = []
     for s in samples:
-        for cand, label in stage1_pairs(s, balance=balance, max_pairs=max_pairs_per_question, rng=rng):
+        for cand, label in stage1_pairs(s, balance=balance, max_pairs=max_pairs_per_question, rng=rng,
+                                        other_negatives=other_negatives, other_pool=pool):
             img = load_image(cand) if with_pixels else None
             p = stage1_prompt(s.question, cand, with_pixels=img is not None, image=img, style="reason",
                               max_chars=max_chars)
