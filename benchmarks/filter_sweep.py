@@ -8,7 +8,10 @@ is the baseline. Captions stand in for pixels.
 
     .venv/bin/python benchmarks/filter_sweep.py                       # first 30 questions, default model
     .venv/bin/python benchmarks/filter_sweep.py --limit 0             # all 293 (resumes from the cache)
-    .venv/bin/python benchmarks/filter_sweep.py --model runs/stage1_cpu/final --limit 0
+    .venv/bin/python benchmarks/filter_sweep.py --model runs/bench_stage1/final --heldout runs/bench_stage1 --limit 0
+
+A trained model is measured only on questions it never saw: `--heldout RUN_DIR` keeps the `val` side of that
+training run's split.json.
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(common.WEBQA_RECORDS))
     ap.add_argument("--model", default="default", help="'default' or a (trained) stage-1 model folder")
     ap.add_argument("--limit", type=int, default=30, help="questions (0 = all)")
+    ap.add_argument("--heldout", default=None, help="a training run folder: keep only its held-out (val) questions")
     ap.add_argument("--cache", default=None, help="stage-1 score cache JSONL (default runs/filter_sweep/<model>.jsonl)")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/filter_sweep.json)")
     ap.add_argument("--plot", default=str(common.ROOT / "docs/img/filter_sweep.png"))
@@ -133,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     from mmrag_rft.prompts import stage1_prompt, stage2_prompt
     from mmrag_rft.retrieval.index import rank_pool
 
-    samples = common.load_webqa(args.data, limit=args.limit or None)
+    samples = common.load_webqa(args.data, limit=None if args.heldout else args.limit or None)
+    if args.heldout:
+        split = Path(args.heldout) / "split.json"
+        if not split.is_file():
+            raise SystemExit(f"--heldout {args.heldout}: no split.json there (not a training run folder)")
+        val = set(json.loads(split.read_text())["val"])
+        samples = [s for s in samples if s.qid in val][: args.limit or None]
     backend = common.load_policy(args.model)
     model_id = getattr(backend, "model_id", args.model)
     cache = Path(args.cache) if args.cache else common.ROOT / "runs/filter_sweep" / f"{model_key(args.model, model_id)}.jsonl"
@@ -198,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     met = bool(best_s1 and best_s1["tokens_saved"] >= SAVED_TARGET)
     res = {
         "model": model_id, "model_spec": args.model, "note": common.CAPTION_NOTE, "questions": len(qs),
+        "heldout_of": args.heldout,
         "candidates": sum(len(q["stage1_order"]) for q in qs), "gold": len(gold_p),
         "stage1_scoring": {"candidates_scored_this_run": n_scored, "seconds": score_s, "cache": str(cache)},
         "mean_p_yes": {"gold": sum(gold_p) / len(gold_p), "negatives": sum(neg_p) / len(neg_p)},

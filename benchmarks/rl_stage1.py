@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTE = "captions stand in for pixels"
 
 
-def score_metrics(model, tok, pairs) -> dict:
+def score_metrics(backend, pairs) -> dict:
     """Score mode on (question, candidate, label) pairs: accuracy/F1 at P(yes) >= 0.5 and the AUC of P(yes)."""
+    from mmrag_rft.metrics.classification import binary_metrics
     from mmrag_rft.metrics.ranking import roc_auc
     from mmrag_rft.prompts import stage1_prompt
-    from mmrag_rft.training.evaluate import binary_metrics, score_yes_no
 
     gold = [lab == "yes" for _, _, lab in pairs]
-    p_yes = score_yes_no(model, tok, [stage1_prompt(q, c, style="score") for q, c, _ in pairs])
+    p_yes = backend.score_yes_no([stage1_prompt(q, c, style="score") for q, c, _ in pairs])
     out = binary_metrics([p >= 0.5 for p in p_yes], gold)
     out["auc"] = roc_auc(p_yes, gold)
     out["mean_p_yes_pos"] = sum(p for p, g in zip(p_yes, gold) if g) / max(1, sum(gold))
@@ -40,23 +40,19 @@ def score_metrics(model, tok, pairs) -> dict:
 
 
 def evaluate(model_dir: Path, pairs, *, reason_n: int, max_new_tokens: int, mixed_pairs=None) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from mmrag_rft.metrics.classification import binary_metrics
+    from mmrag_rft.models.hf import HFBackend
     from mmrag_rft.parsing import parse_stage1
     from mmrag_rft.prompts import stage1_prompt
     from mmrag_rft.rewards import stage1_format_reward
-    from mmrag_rft.training.evaluate import binary_metrics, generate
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    backend = HFBackend(model_dir, device="cpu", dtype="float32")
     t0 = time.time()
-    score = score_metrics(model, tok, pairs)
-    mixed = score_metrics(model, tok, mixed_pairs) if mixed_pairs else None
+    score = score_metrics(backend, pairs)
+    mixed = score_metrics(backend, mixed_pairs) if mixed_pairs else None
     sub = pairs[:reason_n]
     prompts = [stage1_prompt(q, c, style="reason") for q, c, _ in sub]
-    outs = generate(model, tok, prompts, max_new_tokens=max_new_tokens)
+    outs = [g[0] for g in backend.generate(prompts, max_new_tokens=max_new_tokens)]
     parsed = [parse_stage1(o, prefill=p.prefill) for o, p in zip(outs, prompts)]
     fmt = stage1_format_reward(outs, prefill=[p.prefill for p in prompts])
     reason = binary_metrics([None if x.decision is None else x.decision == "yes" for x in parsed],
@@ -71,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/webqa/val_records.json.gz"))
     ap.add_argument("--config", default=str(ROOT / "configs/stage1_cpu.yaml"))
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--output", default=str(ROOT / "runs/bench_stage1"))
     ap.add_argument("--eval-pairs-per-question", type=int, default=4)
     ap.add_argument("--reason-eval", type=int, default=64, help="held-out pairs generated in reason mode")

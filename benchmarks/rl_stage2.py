@@ -21,19 +21,14 @@ NOTE = "captions stand in for pixels"
 
 
 def evaluate(model_dir: Path, rows: list[dict], *, max_new_tokens: int) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from mmrag_rft.models.hf import HFBackend
     from mmrag_rft.prompts import ChatPrompt
     from mmrag_rft.rewards import make_answer_reward, make_ranking_reward, stage2_format_reward
-    from mmrag_rft.training.evaluate import generate
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    backend = HFBackend(model_dir, device="cpu", dtype="float32")
     t0 = time.time()
     prompts = [ChatPrompt(messages=r["prompt"][:-1], prefill=r["prefill"]) for r in rows]
-    outs = generate(model, tok, prompts, max_new_tokens=max_new_tokens)
+    outs = [g[0] for g in backend.generate(prompts, max_new_tokens=max_new_tokens)]
     cols = {k: [r[k] for r in rows] for k in ("prefill", "num_candidates", "gold_ids", "answers", "category",
                                                  "dataset", "keywords")}
     fmt = stage2_format_reward(outs, **cols)

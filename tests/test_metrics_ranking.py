@@ -69,3 +69,12 @@ def test_roc_auc_matches_brute_force():
     neg = [a for a, l in zip(s, y) if not l]
     brute = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg) / (len(pos) * len(neg))
     assert abs(roc_auc(s, y) - brute) < 1e-12
+
+
+def test_binary_metrics_count_unreadable_as_wrong():
+    from mmrag_rft.metrics.classification import binary_metrics
+
+    m = binary_metrics([True, False, None, True], [True, False, True, False])
+    assert m["accuracy"] == 0.5 and m["precision"] == 0.5 and m["recall"] == 0.5 and m["f1"] == 0.5
+    with pytest.raises(ValueError):
+        binary_metrics([True], [True, False])

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -175,27 +175,30 @@ def _relativise(d: dict[str, Any], base: Path | None) -> dict[str, Any]:
     return d
 
 
+def _write_rows(items: Iterable[Any], path: str | os.PathLike[str], to_row: Callable[[Any], dict]) -> int:
+    n = 0
+    with atomic_writer(path) as f:
+        for item in items:
+            f.write(json.dumps(to_row(item), ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
 def write_samples_jsonl(samples: Iterable[Sample], path: str | os.PathLike[str], *, with_bytes: bool = False,
                         relative_paths: bool = True) -> int:
     """Write samples atomically; returns how many. Image paths are stored relative to the output folder."""
     base = Path(path).resolve().parent if relative_paths else None
-    n = 0
-    with atomic_writer(path) as f:
-        for s in samples:
-            d = s.to_dict(with_bytes=with_bytes)
-            d["candidates"] = [_relativise(c, base) for c in d["candidates"]]
-            f.write(json.dumps(d, ensure_ascii=False) + "\n")
-            n += 1
-    return n
+
+    def row(s: Sample) -> dict:
+        d = s.to_dict(with_bytes=with_bytes)
+        d["candidates"] = [_relativise(c, base) for c in d["candidates"]]
+        return d
+
+    return _write_rows(samples, path, row)
 
 
 def write_corpus_jsonl(candidates: Iterable[Candidate], path: str | os.PathLike[str], *, with_bytes: bool = False,
                        relative_paths: bool = True) -> int:
     """Write a corpus file atomically; returns how many candidates."""
     base = Path(path).resolve().parent if relative_paths else None
-    n = 0
-    with atomic_writer(path) as f:
-        for c in candidates:
-            f.write(json.dumps(_relativise(c.to_dict(with_bytes=with_bytes), base), ensure_ascii=False) + "\n")
-            n += 1
-    return n
+    return _write_rows(candidates, path, lambda c: _relativise(c.to_dict(with_bytes=with_bytes), base))
