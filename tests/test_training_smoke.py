@@ -104,6 +104,32 @@ def test_stage2_starts_from_stage1_run(stage1_run, tmp_path):
             "rewards/answer_reward/mean"} <= set(rows[0])
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert (Path(res.merged_dir) / "config.json").is_file()
+    # negatives were ordered by the stage-1 model; its scores are cached for a resume, keyed by that model
+    cache = json.loads((tmp_path / "stage2" / "stage1_scores.json").read_text())
+    assert cache["model"].endswith("merged") and cache["scores"]
+    assert all(0.0 <= p <= 1.0 for q in cache["scores"].values() for p in q.values())
+
+
+def test_stage1_scores_cache_is_reused(stage1_run, tmp_path):
+    from mmrag_rft.training.grpo import load_model, load_processor, load_split, stage1_scores_with_model
+
+    cfg1, res1, _ = stage1_run
+    train_samples, _ = load_split(cfg1)
+    src = Path(res1.merged_dir)
+    model = load_model(src, False, "float32", None)
+    proc = load_processor(src, False, None)
+    cache = tmp_path / "s.json"
+    first = stage1_scores_with_model(model, proc, train_samples, cache=cache, model_key="m1")
+    assert set(first) == {s.qid for s in train_samples}
+    # a cached score is returned as is (a changed value proves nothing was recomputed) ...
+    saved = json.loads(cache.read_text())
+    q0 = next(iter(saved["scores"]))
+    c0 = next(iter(saved["scores"][q0]))
+    saved["scores"][q0][c0] = 0.123
+    cache.write_text(json.dumps(saved))
+    assert stage1_scores_with_model(model, proc, train_samples, cache=cache, model_key="m1")[q0][c0] == 0.123
+    # ... but only for the same model
+    assert stage1_scores_with_model(model, proc, train_samples, cache=cache, model_key="m2")[q0][c0] != 0.123
 
 
 def test_plot_training_writes_png(stage1_run, tmp_path):

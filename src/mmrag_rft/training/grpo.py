@@ -222,33 +222,41 @@ def load_split(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
     return split_by_question(samples, cfg.data.val_fraction, cfg.data.split_seed)
 
 
-def stage1_scores_with_model(model: Any, processing_class: Any, samples: list[Any], batch_size: int = 8) -> dict[str, dict[str, float]]:
-    """P(yes) of every candidate (score-style stage-1 prompt, captions only): orders stage 2's negatives."""
-    import torch
+def stage1_scores_with_model(model: Any, processing_class: Any, samples: list[Any], *, cache: Path | None = None,
+                             model_key: str = "") -> dict[str, dict[str, float]]:
+    """P(yes) of every candidate (score-style stage-1 prompt, captions only): orders stage 2's negatives.
 
+    The scores go to `cache` as they are computed (JSON, atomic, keyed by `model_key`), so a resumed or
+    re-run stage 2 does not score the whole training set again.
+    """
+    from rich.progress import Progress
+
+    from mmrag_rft.models.hf import HFBackend
     from mmrag_rft.prompts import stage1_prompt
 
-    tok = getattr(processing_class, "tokenizer", processing_class)
-    yes = tok.encode("yes", add_special_tokens=False)[0]
-    no = tok.encode("no", add_special_tokens=False)[0]
-    items = [(s.qid, c.id, stage1_prompt(s.question, c, style="score")) for s in samples for c in s.candidates]
-    out: dict[str, dict[str, float]] = {}
-    side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        for i in range(0, len(items), batch_size):
-            chunk = items[i:i + batch_size]
-            texts = [tok.apply_chat_template(p.to_conversation(), continue_final_message=True, tokenize=False)
-                     for _, _, p in chunk]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            with torch.no_grad():
-                logits = model(**enc).logits[:, -1, :].float()
-            pair = torch.softmax(logits[:, [yes, no]], dim=-1)[:, 0].tolist()
-            for (qid, cid, _), p in zip(chunk, pair):
-                out.setdefault(qid, {})[cid] = float(p)
-    finally:
-        tok.padding_side = side
-    return out
+    backend = HFBackend(model, processor=processing_class, device=str(model.device), dtype="auto")
+    scores: dict[str, dict[str, float]] = {}
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("model") == model_key:
+            scores = saved.get("scores", {})
+
+    def save() -> None:
+        if cache is not None:
+            atomic_write_text(cache, json.dumps({"model": model_key, "scores": scores}))
+
+    todo = [s for s in samples if s.qid not in scores]
+    with Progress(transient=True) as prog:
+        task = prog.add_task(f"stage-1 P(yes) for stage-2 negatives ({len(scores)} cached)", total=len(todo))
+        for i, s in enumerate(todo, 1):
+            p = backend.score_yes_no([stage1_prompt(s.question, c, style="score") for c in s.candidates])
+            scores[s.qid] = {c.id: float(x) for c, x in zip(s.candidates, p)}
+            prog.advance(task)
+            if i % 25 == 0:
+                save()
+    if todo:
+        save()
+    return {s.qid: scores[s.qid] for s in samples}
 
 
 def retrieval_order(sample: Any) -> list[str]:
@@ -331,6 +339,7 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     atomic_write_text(out / "split.json", json.dumps({"train": [s.qid for s in train_samples],
                                                       "val": [s.qid for s in val_samples]}))
 
+    init_src = src
     warm_dir = out / WARMUP_DIR
     warm_info = None
     if cfg.warmup.enabled and (warm_dir / "config.json").is_file():
@@ -339,7 +348,13 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     model = load_model(src, is_vlm, cfg.model.dtype, cfg.model.attn_implementation)
 
     if stage == 2 and cfg.data.negatives == "stage1" and stage1_scores is None:
-        stage1_scores = stage1_scores_with_model(model, processing_class, train_samples)
+        # negatives are ordered by the --init model itself, never by its format-warmed-up copy (a resumed run
+        # loads the latter; the cache normally spares reloading the former)
+        scorer = model if src == init_src else load_model(init_src, is_vlm, cfg.model.dtype,
+                                                          cfg.model.attn_implementation)
+        stage1_scores = stage1_scores_with_model(scorer, processing_class, train_samples,
+                                                 cache=out / "stage1_scores.json", model_key=str(init_src))
+        del scorer
     rows = build_rows(cfg, stage, train_samples, with_pixels=with_pixels, stage1_scores=stage1_scores)
     dataset = to_dataset(rows)
 
