@@ -40,6 +40,31 @@ def evaluate(model_dir: Path, rows: list[dict], *, max_new_tokens: int) -> dict:
             "answer_acc": sum(acc) / n, "n": n, "eval_seconds": round(time.time() - t0, 1), "examples": outs[:3]}
 
 
+def baselines(rows: list[dict]) -> dict:
+    """Model-free references on the same held-out prompts: what NDCG and answer accuracy are worth without any
+    judgement (the exact expectation over every full permutation; the prompt's own order; constant answers)."""
+    import itertools
+
+    from mmrag_rft.rewards import make_answer_reward, make_ranking_reward
+
+    cols = {k: [r[k] for r in rows] for k in ("prefill", "num_candidates", "gold_ids", "answers", "category",
+                                                 "dataset", "keywords")}
+    ndcg, acc = make_ranking_reward("ndcg"), make_answer_reward("auto")
+
+    def out(ids: list[int], answer: str = "x") -> str:
+        return "</think><rank>" + " > ".join(f"[{i}]" for i in ids) + f"</rank><answer>{answer}</answer>"
+
+    rand = 0.0
+    for i, r in enumerate(rows):
+        perms = list(itertools.permutations(range(1, r["num_candidates"] + 1)))
+        one = {k: [v[i]] * len(perms) for k, v in cols.items()}
+        rand += sum(ndcg([out(list(p)) for p in perms], **one)) / len(perms)
+    n = len(rows)
+    prompt_order = [out(list(range(1, r["num_candidates"] + 1))) for r in rows]
+    return {"ndcg_random_permutation": rand / n, "ndcg_prompt_order": sum(ndcg(prompt_order, **cols)) / n,
+            **{f"answer_acc_always_{a}": sum(acc([out([1], a)] * n, **cols)) / n for a in ("yes", "no")}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/webqa/val_records.json.gz"))
@@ -89,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": round(train_s, 1),
         "seconds_per_step": round(sum(r.get("step_time", 0) for r in logs) / max(1, len(logs)), 2),
         "frac_reward_zero_std_mean": round(sum(zs) / max(1, len(zs)), 3),
-        "warmup": res.warmup, "before": before, "after_warmup": warm, "after_rl": after,
+        "warmup": res.warmup, "baselines": baselines(rows), "before": before, "after_warmup": warm, "after_rl": after,
     }
     out = ROOT / "benchmarks/results/rl_stage2.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{name:14s} format {r['format_reward']:.3f} strict {r['strict_format_rate']:.3f} NDCG {r['ndcg']:.3f} "
               f"answer acc {r['answer_acc']:.3f}  ({NOTE})")
+    print("model-free baselines on the same prompts:", json.dumps(report["baselines"]))
     print(f"wrote {out} and {png}")
     return 0
 
