@@ -117,9 +117,9 @@ def candidate_from_row(d: dict[str, Any], base: Path) -> Candidate:
     return c
 
 
-def load_corpus(path: str | os.PathLike[str], *, skip_bad: bool = False, report: list[DataError] | None = None,
-                limit: int | None = None) -> Iterator[Candidate]:
-    """Candidates from a corpus JSONL file; `image_path` relative to the file's folder becomes absolute."""
+def _load_rows(path: str | os.PathLike[str], parse: Callable[[dict, Path], Any], key: str, key_name: str, *,
+               skip_bad: bool, report: list[DataError] | None, limit: int | None) -> Iterator[Any]:
+    """One parsed item per JSONL row, ids (`key`) unique across the file, bad rows located by file and line."""
     p = Path(path)
     base = p.resolve().parent
     seen: set[str] = set()
@@ -128,42 +128,37 @@ def load_corpus(path: str | os.PathLike[str], *, skip_bad: bool = False, report:
         if limit is not None and n >= limit:
             return
         try:
-            c = candidate_from_row(obj, base)
-            if c.id in seen:
-                raise DataError(f"duplicate candidate id {c.id!r}", field="id")
+            item = parse(obj, base)
+            if getattr(item, key) in seen:
+                raise DataError(f"duplicate {key_name} {getattr(item, key)!r}", field=key)
         except DataError as e:
             bad_row(located(e, file=str(p), row=lineno), skip_bad, report)
             continue
-        seen.add(c.id)
+        seen.add(getattr(item, key))
         n += 1
-        yield c
+        yield item
+
+
+def load_corpus(path: str | os.PathLike[str], *, skip_bad: bool = False, report: list[DataError] | None = None,
+                limit: int | None = None) -> Iterator[Candidate]:
+    """Candidates from a corpus JSONL file; `image_path` relative to the file's folder becomes absolute."""
+    return _load_rows(path, candidate_from_row, "id", "candidate id", skip_bad=skip_bad, report=report, limit=limit)
+
+
+def _sample_from_row(obj: dict, base: Path) -> Sample:
+    s = Sample.from_dict(obj)
+    for i, (c, raw) in enumerate(zip(s.candidates, obj.get("candidates") or [])):
+        try:
+            c.image_path = _resolve_path(raw.get("image_path"), base)
+        except DataError as e:
+            raise DataError(e.reason, field=f"candidates[{i}].image_path") from None
+    return s
 
 
 def load_samples_jsonl(path: str | os.PathLike[str], *, skip_bad: bool = False,
                        report: list[DataError] | None = None, limit: int | None = None) -> Iterator[Sample]:
     """Samples from our samples JSONL; inline candidates' relative image paths resolve against the file."""
-    p = Path(path)
-    base = p.resolve().parent
-    seen: set[str] = set()
-    n = 0
-    for lineno, obj in iter_json_lines(p, skip_bad=skip_bad, report=report):
-        if limit is not None and n >= limit:
-            return
-        try:
-            s = Sample.from_dict(obj)
-            for i, (c, raw) in enumerate(zip(s.candidates, obj.get("candidates") or [])):
-                try:
-                    c.image_path = _resolve_path(raw.get("image_path"), base)
-                except DataError as e:
-                    raise DataError(e.reason, field=f"candidates[{i}].image_path") from None
-            if s.qid in seen:
-                raise DataError(f"duplicate qid {s.qid!r}", field="qid")
-        except DataError as e:
-            bad_row(located(e, file=str(p), row=lineno), skip_bad, report)
-            continue
-        seen.add(s.qid)
-        n += 1
-        yield s
+    return _load_rows(path, _sample_from_row, "qid", "qid", skip_bad=skip_bad, report=report, limit=limit)
 
 
 def _relativise(d: dict[str, Any], base: Path | None) -> dict[str, Any]:
