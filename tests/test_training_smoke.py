@@ -119,7 +119,7 @@ def test_stage1_scores_cache_is_reused(stage1_run, tmp_path):
     model = load_model(src, False, "float32", None)
     proc = load_processor(src, False, None)
     cache = tmp_path / "s.json"
-    first = stage1_scores_with_model(model, proc, train_samples, cache=cache, model_key="m1")
+    first = stage1_scores_with_model(lambda: model, proc, train_samples, cache=cache, model_key="m1")
     assert set(first) == {s.qid for s in train_samples}
     # a cached score is returned as is (a changed value proves nothing was recomputed) ...
     saved = json.loads(cache.read_text())
@@ -127,9 +127,14 @@ def test_stage1_scores_cache_is_reused(stage1_run, tmp_path):
     c0 = next(iter(saved["scores"][q0]))
     saved["scores"][q0][c0] = 0.123
     cache.write_text(json.dumps(saved))
-    assert stage1_scores_with_model(model, proc, train_samples, cache=cache, model_key="m1")[q0][c0] == 0.123
+    assert stage1_scores_with_model(lambda: model, proc, train_samples, cache=cache, model_key="m1")[q0][c0] == 0.123
+    # ... without loading the model at all when every question is cached ...
+    def no_load():
+        raise AssertionError("model loaded although every score was cached")
+
+    assert stage1_scores_with_model(no_load, proc, train_samples, cache=cache, model_key="m1")[q0][c0] == 0.123
     # ... but only for the same model
-    assert stage1_scores_with_model(model, proc, train_samples, cache=cache, model_key="m2")[q0][c0] != 0.123
+    assert stage1_scores_with_model(lambda: model, proc, train_samples, cache=cache, model_key="m2")[q0][c0] != 0.123
 
 
 def test_plot_training_writes_png(stage1_run, tmp_path):

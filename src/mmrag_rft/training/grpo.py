@@ -8,8 +8,10 @@ also the KL reference of stage 2 (TRL uses the adapter-disabled model as referen
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from mmrag_rft.config import atomic_write_text, cache_dir, dump
 from mmrag_rft.training.config import TrainConfig
 from mmrag_rft.training.examples import split_by_question, stage1_rows, stage2_rows, to_dataset
 from mmrag_rft.training.logging import JsonlLogCallback
+
+log = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
 
@@ -222,22 +226,26 @@ def load_split(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
     return split_by_question(samples, cfg.data.val_fraction, cfg.data.split_seed)
 
 
-def stage1_scores_with_model(model: Any, processing_class: Any, samples: list[Any], *, cache: Path | None = None,
-                             model_key: str = "") -> dict[str, dict[str, float]]:
+def stage1_scores_with_model(get_model: Callable[[], Any], processing_class: Any, samples: list[Any], *,
+                             cache: Path | None = None, model_key: str = "") -> dict[str, dict[str, float]]:
     """P(yes) of every candidate (score-style stage-1 prompt, captions only): orders stage 2's negatives.
 
     The scores go to `cache` as they are computed (JSON, atomic, keyed by `model_key`), so a resumed or
-    re-run stage 2 does not score the whole training set again.
+    re-run stage 2 does not score the whole training set again. `get_model` is called (to load the model)
+    only if some question is not in the cache yet.
     """
     from rich.progress import Progress
 
     from mmrag_rft.models.hf import HFBackend
     from mmrag_rft.prompts import stage1_prompt
 
-    backend = HFBackend(model, processor=processing_class, device=str(model.device), dtype="auto")
     scores: dict[str, dict[str, float]] = {}
     if cache is not None and cache.is_file():
-        saved = json.loads(cache.read_text())
+        try:
+            saved = json.loads(cache.read_text())
+        except ValueError:
+            log.warning("%s is not valid JSON: stage-1 scores are computed again", cache)
+            saved = {}
         if saved.get("model") == model_key:
             scores = saved.get("scores", {})
 
@@ -246,6 +254,10 @@ def stage1_scores_with_model(model: Any, processing_class: Any, samples: list[An
             atomic_write_text(cache, json.dumps({"model": model_key, "scores": scores}))
 
     todo = [s for s in samples if s.qid not in scores]
+    if not todo:
+        return {s.qid: scores[s.qid] for s in samples}
+    model = get_model()
+    backend = HFBackend(model, processor=processing_class, device=str(model.device), dtype="auto")
     with Progress(transient=True) as prog:
         task = prog.add_task(f"stage-1 P(yes) for stage-2 negatives ({len(scores)} cached)", total=len(todo))
         for i, s in enumerate(todo, 1):
@@ -254,8 +266,7 @@ def stage1_scores_with_model(model: Any, processing_class: Any, samples: list[An
             prog.advance(task)
             if i % 25 == 0:
                 save()
-    if todo:
-        save()
+    save()
     return {s.qid: scores[s.qid] for s in samples}
 
 
@@ -349,12 +360,11 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
 
     if stage == 2 and cfg.data.negatives == "stage1" and stage1_scores is None:
         # negatives are ordered by the --init model itself, never by its format-warmed-up copy (a resumed run
-        # loads the latter; the cache normally spares reloading the former)
-        scorer = model if src == init_src else load_model(init_src, is_vlm, cfg.model.dtype,
-                                                          cfg.model.attn_implementation)
+        # loads the latter; the init model is reloaded only if the cache lacks scores)
+        scorer = (lambda: model) if src == init_src else (
+            lambda: load_model(init_src, is_vlm, cfg.model.dtype, cfg.model.attn_implementation))
         stage1_scores = stage1_scores_with_model(scorer, processing_class, train_samples,
                                                  cache=out / "stage1_scores.json", model_key=str(init_src))
-        del scorer
     rows = build_rows(cfg, stage, train_samples, with_pixels=with_pixels, stage1_scores=stage1_scores)
     dataset = to_dataset(rows)
 
