@@ -9,6 +9,8 @@ with configs/stage1_cpu.yaml for a bounded number of GRPO steps, and evaluates o
 for the base model, the format-warmed-up model (format only, random verdicts) and the RL-trained model.
 
     .venv/bin/python benchmarks/rl_stage1.py --steps 60
+    .venv/bin/python benchmarks/rl_stage1.py --config configs/stage1_cpu_nothink.yaml --steps 100 \
+        --name rl_stage1_nothink --output runs/bench_stage1_nothink      # the "no <think>" ablation
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default=str(ROOT / "runs/bench_stage1"))
     ap.add_argument("--eval-pairs-per-question", type=int, default=4)
     ap.add_argument("--reason-eval", type=int, default=64, help="held-out pairs generated in reason mode")
+    ap.add_argument("--reason-tokens", type=int, default=48, help="max new tokens of the reason-mode eval")
+    ap.add_argument("--name", default="rl_stage1", help="results/NAME.json and docs/img/NAME.png")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     args = ap.parse_args(argv)
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
              for c, lab in stage1_pairs(s, balance=1.0, max_pairs=args.eval_pairs_per_question, rng=rng,
                                         other_negatives=0.5, other_pool=pool)]
     print(f"held-out: {len(val)} questions, {len(pairs)} (question, candidate) pairs ({NOTE})", file=sys.stderr)
-    mct = cfg.grpo.max_completion_length
+    mct = args.reason_tokens
 
     before = evaluate(resolve_model(cfg.model.path), pairs, reason_n=args.reason_eval, max_new_tokens=mct,
                       mixed_pairs=mixed)
@@ -114,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ac = [r.get("rewards/stage1_accuracy_reward/mean") for r in rows]
     k = max(1, len(rows) // 5)
     report = {
-        "benchmark": "rl_stage1", "note": NOTE, "data": args.data, "model": cfg.model.path,
+        "benchmark": args.name, "note": NOTE, "think": cfg.data.think, "data": args.data, "model": cfg.model.path,
         "config": args.config, "steps": res.global_step, "train_examples": res.train_examples,
         "val_questions": len(val), "eval_pairs": len(pairs), "reason_eval_pairs": min(args.reason_eval, len(pairs)),
         "train_seconds": round(train_s, 1),
@@ -127,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         "train_accuracy_reward_last_steps": round(sum(ac[-k:]) / k, 3) if ac else None,
         "warmup": res.warmup, "before": before, "after_warmup": warm, "after_rl": after,
     }
-    out = ROOT / "benchmarks/results/rl_stage1.json"
+    out = ROOT / f"benchmarks/results/{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
-    png = plot_training(res.output_dir, ROOT / "docs/img/rl_stage1.png",
-                        title=f"stage 1 GRPO, SmolLM2-135M + LoRA, WebQA ({NOTE})")
+    png = plot_training(res.output_dir, ROOT / f"docs/img/{args.name}.png",
+                        title=f"stage 1 GRPO{'' if cfg.data.think else ' (no <think>)'}, SmolLM2-135M + LoRA, "
+                              f"WebQA ({NOTE})")
     print(json.dumps({k: v for k, v in report.items() if k not in ("before", "after_warmup", "after_rl")}, indent=1))
     for name, r in (("before", before), ("after warm-up", warm), ("after RL", after)):
         if r:

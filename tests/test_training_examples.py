@@ -81,6 +81,22 @@ def test_stage1_rows_are_conversational_with_prefill_and_reward_columns():
     assert "images" not in r  # a text model sees captions only
 
 
+def test_stage1_rows_without_think_prefill_the_score_prompt_and_reward_the_verdict_alone():
+    from mmrag_rft.prompts import STAGE1_PREFILL_SCORE
+    from mmrag_rft.rewards import stage1_accuracy_reward, stage1_format_reward
+
+    rows = stage1_rows([_sample(0, gold=(1,))], balance=1.0, seed=0, think=False)
+    assert all(r["prefill"] == STAGE1_PREFILL_SCORE == r["prompt"][-1]["content"] for r in rows)
+    pf = [rows[0]["prefill"]] * 3
+    assert stage1_format_reward(["yes</answer>", "no</answer>", "maybe"], prefill=pf) == [1.0, 1.0, 0.25]
+    lab = rows[0]["label"]
+    other = "no" if lab == "yes" else "yes"
+    assert stage1_accuracy_reward([f"{lab}</answer>", f"{other}</answer>"], prefill=pf[:2], label=[lab] * 2) == [1.0, 0.0]
+    # the format warm-up continues such a prefill with the verdict alone
+    ex = warmup_examples(rows, stage=1, n=10, seed=0)
+    assert {t for _, t in ex} <= {"yes</answer>", "no</answer>"}
+
+
 def test_stage1_rows_with_pixels_use_placeholders_and_images_column():
     from PIL import Image
 

@@ -35,6 +35,9 @@ class DataSection:
     balance: float | None = 1.0  # negatives kept per positive (1.0 = 1:1); None keeps every pair
     max_pairs_per_question: int | None = None
     other_negatives: float = 0.0  # share of negatives taken from other questions (off-topic, as in a corpus-wide pool)
+    # False = the "no <think>" ablation: the prefill closes an empty think block and the policy writes only the
+    # verdict, i.e. RL trains exactly the distribution the coarse filter reads P(yes) from (score mode)
+    think: bool = True
     # stage 2
     num_candidates: int = 5  # K: gold + the hardest negatives
     permutations: int = 1  # shuffled copies of each question (against position bias)

@@ -121,8 +121,10 @@ def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int 
 
 def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_pairs_per_question: int | None = None,
                 with_pixels: bool = False, max_chars: int = 1200, seed: int = 0,
-                other_negatives: float = 0.0) -> list[dict[str, Any]]:
+                other_negatives: float = 0.0, think: bool = True) -> list[dict[str, Any]]:
     """Stage-1 rows: `prompt` (+ `images`), `label`, `prefill`, `qid`, `candidate_id`, `modality`, `dataset`.
+
+    `think=False` builds the score-style prompt (empty think block prefilled): the policy writes only the verdict.
 
     Negatives drawn from other questions (`other_negatives`) come from the same `samples`, so a train/val
     split by question stays leak-free.
@@ -135,8 +137,8 @@ def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_p
         for cand, label in stage1_pairs(s, balance=balance, max_pairs=max_pairs_per_question, rng=rng,
                                         other_negatives=other_negatives, other_pool=pool):
             img = load_image(cand) if with_pixels else None
-            p = stage1_prompt(s.question, cand, with_pixels=img is not None, image=img, style="reason",
-                              max_chars=max_chars)
+            p = stage1_prompt(s.question, cand, with_pixels=img is not None, image=img,
+                              style="reason" if think else "score", max_chars=max_chars)
             row = _rows_from_prompt(p, with_pixels)
             row.update(label=label, prefill=p.prefill, qid=s.qid, candidate_id=cand.id, modality=cand.modality,
                        dataset=s.dataset)

@@ -282,7 +282,7 @@ def build_rows(cfg: TrainConfig, stage: int, samples: list[Any], *, with_pixels:
     if stage == 1:
         return stage1_rows(samples, balance=d.balance, max_pairs_per_question=d.max_pairs_per_question,
                            with_pixels=with_pixels, max_chars=d.max_chars, seed=d.seed,
-                           other_negatives=d.other_negatives)
+                           other_negatives=d.other_negatives, think=d.think)
     order_fn = retrieval_order if d.negatives == "retrieval" else None
     return stage2_rows(samples, num_candidates=d.num_candidates, permutations=d.permutations, with_pixels=with_pixels,
                        max_chars=d.max_chars, seed=d.seed, stage1_scores=stage1_scores, order_fn=order_fn)

@@ -37,9 +37,13 @@ STAGE2_FILLER = (
 )
 
 
-def stage1_target(rng: random.Random) -> str:
-    """Continuation after the `<think>` prefill: format only, verdict random."""
-    return f"{rng.choice(FILLER)}</think><answer>{rng.choice(('yes', 'no'))}</answer>"
+def stage1_target(rng: random.Random, prefill: str = "<think>") -> str:
+    """Continuation of the prefill: format only, verdict random. A prefill that already opens <answer> (the
+    no-think prompt) is continued with the verdict alone."""
+    verdict = rng.choice(("yes", "no"))
+    if prefill.rstrip().endswith("<answer>"):
+        return f"{verdict}</answer>"
+    return f"{rng.choice(FILLER)}</think><answer>{verdict}</answer>"
 
 
 def _prompt_text(prompt: list[dict[str, Any]]) -> str:
@@ -81,7 +85,7 @@ def warmup_examples(rows: list[dict[str, Any]], *, stage: int, n: int, seed: int
     for _ in range(n):
         row = rows[rng.randrange(len(rows))]
         prompt = _text_only(row["prompt"])
-        tgt = stage1_target(rng) if stage == 1 else stage2_target(prompt, int(row["num_candidates"]), rng)
+        tgt = stage1_target(rng, row.get("prefill") or "<think>") if stage == 1 else stage2_target(prompt, int(row["num_candidates"]), rng)
         out.append((prompt, tgt))
     return out
 
