@@ -137,6 +137,23 @@ def test_stage1_scores_cache_is_reused(stage1_run, tmp_path):
     assert stage1_scores_with_model(lambda: model, proc, train_samples, cache=cache, model_key="m2")[q0][c0] != 0.123
 
 
+def test_rerun_into_a_run_folder_redoes_a_warmup_made_for_other_settings(stage1_run, tmp_path):
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import train
+
+    cfg1, _, _ = stage1_run
+    base = [f"data.path={cfg1.data.path}", f"output_dir={tmp_path / 'run'}", "grpo.max_steps=1",
+            "grpo.save_steps=100", "warmup.steps=2"]
+    first = train(load_train_config(ROOT / "configs/stage1_tiny.yaml", base), stage=1)
+    info = tmp_path / "run" / "warmup" / "warmup.json"
+    assert first.warmup["key"]["steps"] == 2 and json.loads(info.read_text())["key"] == first.warmup["key"]
+    stamp = info.stat().st_mtime_ns
+    same = train(load_train_config(ROOT / "configs/stage1_tiny.yaml", base), stage=1)
+    assert info.stat().st_mtime_ns == stamp and same.warmup == first.warmup  # same setup: reused
+    other = train(load_train_config(ROOT / "configs/stage1_tiny.yaml", [*base, "warmup.steps=3"]), stage=1)
+    assert other.warmup["key"]["steps"] == 3 and json.loads(info.read_text())["key"]["steps"] == 3  # redone
+
+
 def test_plot_training_writes_png(stage1_run, tmp_path):
     from mmrag_rft.training.plot import plot_training
 

@@ -288,6 +288,15 @@ def build_rows(cfg: TrainConfig, stage: int, samples: list[Any], *, with_pixels:
                        max_chars=d.max_chars, seed=d.seed, stage1_scores=stage1_scores, order_fn=order_fn)
 
 
+def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:
+    """What a saved format warm-up depends on: a rerun into the same folder reuses it only if all of it matches."""
+    d, w = cfg.data, cfg.warmup
+    return {"stage": stage, "model": str(init_src), "data": d.path, "limit": d.limit, "think": d.think,
+            "num_candidates": d.num_candidates, "max_chars": d.max_chars, "split": [d.val_fraction, d.split_seed],
+            "steps": w.steps, "learning_rate": w.learning_rate, "batch_size": w.batch_size, "seed": w.seed,
+            "lora": [cfg.lora.r, cfg.lora.alpha, list(cfg.lora.target_modules)]}
+
+
 # --- trainer --------------------------------------------------------------------------------------------------
 
 def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float]) -> Any:
@@ -353,9 +362,14 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     init_src = src
     warm_dir = out / WARMUP_DIR
     warm_info = None
+    key = warmup_key(cfg, stage, init_src)
     if cfg.warmup.enabled and (warm_dir / "config.json").is_file():
-        src = warm_dir  # resumed run (or a rerun): the warmed-up base is already on disk
-        warm_info = json.loads((warm_dir / "warmup.json").read_text()) if (warm_dir / "warmup.json").is_file() else {}
+        info = json.loads((warm_dir / "warmup.json").read_text()) if (warm_dir / "warmup.json").is_file() else {}
+        if resume or info.get("key") == key:
+            src = warm_dir  # resumed run (or a rerun of the same setup): the warmed-up base is already on disk
+            warm_info = info
+        else:
+            log.warning("%s was warmed up for another model, data or warm-up setting: warming up again", warm_dir)
     model = load_model(src, is_vlm, cfg.model.dtype, cfg.model.attn_implementation)
 
     if stage == 2 and cfg.data.negatives == "stage1" and stage1_scores is None:
@@ -370,7 +384,7 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
 
     if cfg.warmup.enabled and warm_info is None:
         warm_info = format_warmup(model, processing_class, rows, stage=stage, cfg=cfg.warmup, lora=cfg.lora,
-                                  is_vlm=is_vlm, out_dir=warm_dir)
+                                  is_vlm=is_vlm, out_dir=warm_dir, key=key)
         model = load_model(warm_dir, is_vlm, cfg.model.dtype, cfg.model.attn_implementation)
 
     model = add_lora(model, cfg, is_vlm)

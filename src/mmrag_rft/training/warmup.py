@@ -91,7 +91,7 @@ def warmup_examples(rows: list[dict[str, Any]], *, stage: int, n: int, seed: int
 
 
 def format_warmup(model: Any, processing_class: Any, rows: list[dict[str, Any]], *, stage: int, cfg: WarmupSection,
-                  lora: LoraSection, is_vlm: bool, out_dir: Path) -> dict[str, Any]:
+                  lora: LoraSection, is_vlm: bool, out_dir: Path, key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a temporary LoRA on format targets for `cfg.steps` steps, merge it, save the model to `out_dir`."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -141,7 +141,8 @@ def format_warmup(model: Any, processing_class: Any, rows: list[dict[str, Any]],
     processing_class.save_pretrained(tmp)
     info = {"steps": cfg.steps, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-            "targets": "format only: random verdict / random ids and a random candidate span; no gold labels"}
+            "targets": "format only: random verdict / random ids and a random candidate span; no gold labels",
+            "key": key}
     atomic_write_text(tmp / "warmup.json", json.dumps(info, indent=2))
     if out_dir.exists():
         import shutil
