@@ -9,7 +9,7 @@ with configs/stage1_cpu.yaml for a bounded number of GRPO steps, and evaluates o
 for the base model, the format-warmed-up model (format only, random verdicts) and the RL-trained model.
 
     .venv/bin/python benchmarks/rl_stage1.py --steps 60
-    .venv/bin/python benchmarks/rl_stage1.py --config configs/stage1_cpu_nothink.yaml --steps 100 \
+    .venv/bin/python benchmarks/rl_stage1.py --config configs/stage1_cpu_nothink.yaml --steps 50 \
         --name rl_stage1_nothink --output runs/bench_stage1_nothink      # the "no <think>" ablation
 """
 
