@@ -94,6 +94,9 @@ class LoraSection:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     freeze_vision: bool = True  # no LoRA and no gradient for the vision tower of a VLM
+    # LoRA on the last N decoder layers only (None = all): autograd then stops at the lowest adapted layer, so the
+    # backward pass covers N layers instead of all of them (the cheap lever for CPU steps).
+    top_layers: int | None = None
 
 
 @dataclass
