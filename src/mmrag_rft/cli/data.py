@@ -17,6 +17,13 @@ def _loader_options(images_tsv: Optional[Path], image_dir: Optional[Path]) -> di
     return {"images_tsv": images_tsv, "image_dir": image_dir}
 
 
+def _check_format(format: str) -> None:
+    from mmrag_rft.data.loaders import FORMATS
+
+    if format not in FORMATS:
+        raise fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
+
+
 def _report_skipped(report: list) -> None:
     if report:
         console.print(f"[yellow]skipped {len(report)} bad row(s)[/]; first: {report[0]}", highlight=False,
@@ -34,11 +41,10 @@ def stats(
     """Print JSON counts: samples, candidates per sample (overall and by modality), gold per sample, categories."""
     from mmrag_rft.config import atomic_write_text
     from mmrag_rft.data.jsonl import load_corpus
-    from mmrag_rft.data.loaders import FORMATS, detect_format, load_samples, summarize, summarize_corpus
+    from mmrag_rft.data.loaders import detect_format, load_samples, summarize, summarize_corpus
     from mmrag_rft.data.schema import DataError
 
-    if format not in FORMATS:
-        raise fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
+    _check_format(format)
     report: list[DataError] = []
     try:
         fmt = detect_format(path) if format == "auto" else format
@@ -73,11 +79,10 @@ def convert(
 ) -> None:
     """Convert a benchmark file into our samples JSONL (docs/data-format.md)."""
     from mmrag_rft.data.jsonl import write_samples_jsonl
-    from mmrag_rft.data.loaders import FORMATS, load_samples
+    from mmrag_rft.data.loaders import load_samples
     from mmrag_rft.data.schema import DataError
 
-    if format not in FORMATS:
-        raise fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
+    _check_format(format)
     report: list[DataError] = []
     try:
         samples = load_samples(path, format, skip_bad=skip_bad, report=report, limit=limit,
