@@ -14,6 +14,8 @@ The format warm-up is switched off and checkpoints are not saved inside the time
 
     .venv/bin/python benchmarks/grpo_step_breakdown.py                  # 3 steps per stage
     .venv/bin/python benchmarks/grpo_step_breakdown.py --steps 5 --stages 1
+    .venv/bin/python benchmarks/grpo_step_breakdown.py --stages 1 --config configs/stage1_cpu_nothink_top8.yaml \
+        --out benchmarks/results/grpo_steps_nothink_top8.json      # another config (one stage at a time)
 """
 
 from __future__ import annotations
@@ -143,9 +145,10 @@ def run_stage(stage: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import train
 
-    cfg_path = common.ROOT / f"configs/stage{stage}_cpu.yaml"
+    cfg_path = Path(args.config).resolve() if args.config else common.ROOT / f"configs/stage{stage}_cpu.yaml"
     overrides = [f"data.path={args.data}", f"data.limit={args.questions}", f"grpo.max_steps={args.steps}",
-                 "warmup.enabled=false", f"grpo.save_steps={10 ** 6}", f"output_dir={tmp / f'stage{stage}'}"]
+                 "warmup.enabled=false", f"grpo.save_steps={10 ** 6}", f"output_dir={tmp / f'stage{stage}'}",
+                 *args.overrides]
     if stage == 2:
         overrides.append(f"data.negatives={args.stage2_negatives}")
     cfg = load_train_config(cfg_path, overrides)
@@ -163,6 +166,7 @@ def run_stage(stage: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
         "num_generations": g.num_generations, "per_device_train_batch_size": g.per_device_train_batch_size,
         "prompts_per_step": g.per_device_train_batch_size // g.num_generations,
         "max_completion_length": g.max_completion_length, "beta": g.beta, "lora": cfg.lora.enabled,
+        "lora_top_layers": cfg.lora.top_layers,
         "train_examples": res.train_examples, "wall_s_including_setup": wall,
         "steps": steps, "all_steps": summarise(steps, False), "after_first_step": summarise(steps, True),
         "generation_batched_across_group": batched,
@@ -179,9 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stages", default="1,2")
     ap.add_argument("--stage2-negatives", default="retrieval", choices=["stage1", "retrieval", "pool"],
                     help="stage-2 negatives ('stage1' would first score every pool with the model: setup, not steps)")
+    ap.add_argument("--config", default=None, help="training YAML instead of configs/stage{N}_cpu.yaml (one stage only)")
+    ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override KEY=VALUE")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/grpo_steps.json)")
     common.add_threads_flag(ap)
     args = ap.parse_args(argv)
+    if args.config and "," in args.stages:
+        ap.error("--config applies to one stage: give --stages 1 or --stages 2")
     common.set_threads(args.threads)
 
     stages = [int(s) for s in args.stages.split(",") if s.strip()]
@@ -202,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         s = r["after_first_step"]
         rows.append([name, s["steps_counted"], s["mean_step_s"], *[f"{100 * s['share'][p]:.2f}%" for p in PHASES],
                      " ".join(f"{len(b)}x{'+'.join(map(str, b))}" for b in r["generate_batch_sizes"])])
-    common.print_table(f"GRPO step breakdown, CPU default configs (steps after the first; {common.CAPTION_NOTE})",
+    common.print_table(f"GRPO step breakdown, {args.config or 'CPU default configs'} (steps after the first; "
+                       f"{common.CAPTION_NOTE})",
                        ["stage", "steps", "s/step", "generate", "reward", "ref/old logp", "loss fwd", "backward",
                         "optim+rest", "generate calls x rows"], rows)
     for name, t in targets.items():
