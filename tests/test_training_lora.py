@@ -44,3 +44,11 @@ def test_all_layers_by_default():
     peft = add_lora(model, TrainConfig(), False)
     layers = {int(name.split(".layers.")[1].split(".")[0]) for name, _ in peft.named_parameters() if ".lora_A" in name}
     assert layers == set(range(n))
+
+
+def test_top_layers_below_one_is_a_config_error():
+    from mmrag_rft.config import ConfigError
+    from mmrag_rft.training.config import load_train_config
+
+    with pytest.raises(ConfigError, match="lora.top_layers must be >= 1"):
+        load_train_config(None, ["lora.top_layers=0"])
