@@ -52,3 +52,4 @@ def test_top_layers_below_one_is_a_config_error():
 
     with pytest.raises(ConfigError, match="lora.top_layers must be >= 1"):
         load_train_config(None, ["lora.top_layers=0"])
+

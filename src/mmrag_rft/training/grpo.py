@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -342,9 +343,17 @@ def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float]) -
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return Path(p) if output_dir.is_dir() and (p := get_last_checkpoint(str(output_dir))) else None
+    """The newest *complete* checkpoint-N. The Trainer writes trainer_state.json after the weights, optimizer and
+    RNG state, so a folder without it was torn by a kill mid-save; resuming from it would fail, so skip it."""
+    if not output_dir.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), d) for d in output_dir.iterdir()
+                    if d.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", d.name))), reverse=True)
+    for _, d in found:
+        if (d / "trainer_state.json").is_file():
+            return d
+        log.warning("%s is incomplete (no trainer_state.json: killed while saving?); skipping it", d)
+    return None
 
 
 def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: bool = False,
