@@ -147,10 +147,10 @@ def run_stage(stage: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
 
     cfg_path = Path(args.config).resolve() if args.config else common.ROOT / f"configs/stage{stage}_cpu.yaml"
     overrides = [f"data.path={args.data}", f"data.limit={args.questions}", f"grpo.max_steps={args.steps}",
-                 "warmup.enabled=false", f"grpo.save_steps={10 ** 6}", f"output_dir={tmp / f'stage{stage}'}",
-                 *args.overrides]
+                 "warmup.enabled=false", f"grpo.save_steps={10 ** 6}", f"output_dir={tmp / f'stage{stage}'}"]
     if stage == 2:
         overrides.append(f"data.negatives={args.stage2_negatives}")
+    overrides += args.overrides  # last, so an explicit --set wins
     cfg = load_train_config(cfg_path, overrides)
     times = StepTimes()
     t0 = time.perf_counter()
