@@ -26,14 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTE = "captions stand in for pixels"
 
 
-def score_metrics(backend, pairs) -> dict:
+def score_metrics(backend, pairs, layout: str = "default") -> dict:
     """Score mode on (question, candidate, label) pairs: accuracy/F1 at P(yes) >= 0.5 and the AUC of P(yes)."""
     from mmrag_rft.metrics.classification import binary_metrics
     from mmrag_rft.metrics.ranking import roc_auc
     from mmrag_rft.prompts import stage1_prompt
 
     gold = [lab == "yes" for _, _, lab in pairs]
-    p_yes = backend.score_yes_no([stage1_prompt(q, c, style="score") for q, c, _ in pairs])
+    p_yes = backend.score_yes_no([stage1_prompt(q, c, style="score", layout=layout) for q, c, _ in pairs])
     out = binary_metrics([p >= 0.5 for p in p_yes], gold)
     out["auc"] = roc_auc(p_yes, gold)
     out["mean_p_yes_pos"] = sum(p for p, g in zip(p_yes, gold) if g) / max(1, sum(gold))
@@ -41,7 +41,8 @@ def score_metrics(backend, pairs) -> dict:
     return out
 
 
-def evaluate(model_dir: Path, pairs, *, reason_n: int, max_new_tokens: int, mixed_pairs=None) -> dict:
+def evaluate(model_dir: Path, pairs, *, reason_n: int, max_new_tokens: int, mixed_pairs=None,
+             layout: str = "default") -> dict:
     from mmrag_rft.metrics.classification import binary_metrics
     from mmrag_rft.models.hf import HFBackend
     from mmrag_rft.parsing import parse_stage1
@@ -50,10 +51,10 @@ def evaluate(model_dir: Path, pairs, *, reason_n: int, max_new_tokens: int, mixe
 
     backend = HFBackend(model_dir, device="cpu", dtype="float32")
     t0 = time.time()
-    score = score_metrics(backend, pairs)
-    mixed = score_metrics(backend, mixed_pairs) if mixed_pairs else None
+    score = score_metrics(backend, pairs, layout)
+    mixed = score_metrics(backend, mixed_pairs, layout) if mixed_pairs else None
     sub = pairs[:reason_n]
-    prompts = [stage1_prompt(q, c, style="reason") for q, c, _ in sub]
+    prompts = [stage1_prompt(q, c, style="reason", layout=layout) for q, c, _ in sub]
     outs = [g[0] for g in backend.generate(prompts, max_new_tokens=max_new_tokens)]
     parsed = [parse_stage1(o, prefill=p.prefill) for o, p in zip(outs, prompts)]
     fmt = stage1_format_reward(outs, prefill=[p.prefill for p in prompts])
@@ -102,15 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     mct = args.reason_tokens
 
     before = evaluate(resolve_model(cfg.model.path), pairs, reason_n=args.reason_eval, max_new_tokens=mct,
-                      mixed_pairs=mixed)
+                      mixed_pairs=mixed, layout=cfg.data.layout)
     print("before:", json.dumps(before["score_mode"]), json.dumps(before["reason_mode"]["format_reward"]),
           f"({NOTE})", file=sys.stderr)
     t0 = time.time()
     res = train(cfg, stage=1, resume=args.resume)
     train_s = time.time() - t0
     warm = evaluate(Path(args.output) / "warmup", pairs, reason_n=args.reason_eval, max_new_tokens=mct,
-                    mixed_pairs=mixed) if cfg.warmup.enabled else None
-    after = evaluate(Path(res.merged_dir), pairs, reason_n=args.reason_eval, max_new_tokens=mct, mixed_pairs=mixed)
+                    mixed_pairs=mixed, layout=cfg.data.layout) if cfg.warmup.enabled else None
+    after = evaluate(Path(res.merged_dir), pairs, reason_n=args.reason_eval, max_new_tokens=mct, mixed_pairs=mixed,
+                     layout=cfg.data.layout)
 
     rows = [r for r in read_log(res.log_path) if "train_runtime" not in r]
     zs = [r["frac_reward_zero_std"] for r in rows if r.get("frac_reward_zero_std") is not None]
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ac = [r.get("rewards/stage1_accuracy_reward/mean") for r in rows]
     k = max(1, len(rows) // 5)
     report = {
-        "benchmark": args.name, "note": NOTE, "think": cfg.data.think, "data": args.data, "model": cfg.model.path,
+        "benchmark": args.name, "note": NOTE, "think": cfg.data.think, "layout": cfg.data.layout,
+        "data": args.data, "model": cfg.model.path,
         "config": args.config, "steps": res.global_step, "train_examples": res.train_examples,
         "val_questions": len(val), "eval_pairs": len(pairs), "reason_eval_pairs": min(args.reason_eval, len(pairs)),
         "train_seconds": round(train_s, 1),

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import string
+from pathlib import Path
+
+import pytest
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,14 +12,18 @@ from mmrag_rft.data.schema import Candidate
 from mmrag_rft.parsing import parse_rank_ids, parse_stage1, parse_stage2, with_prefill
 from mmrag_rft.prompts import (
     STAGE1_PREFILL_REASON,
+    STAGE1_LAYOUTS,
     STAGE1_PREFILL_SCORE,
     STAGE1_SYSTEM,
+    STAGE1_SYSTEM_PLAIN,
     STAGE2_PREFILL,
     stage1_prompt,
     stage2_prompt,
     to_real_ids,
     to_short_ids,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CANDS = [
     Candidate(id="img-7", modality="image", title="Tower", text="A red tower at dusk."),
@@ -36,8 +43,40 @@ def test_stage1_prompts_share_prefix_and_put_candidate_last():
     assert texts[0].endswith("Tower. A red tower at dusk.") and "(image caption)" in texts[0]
     assert texts[2].endswith("height | 330 m")
     assert ps[0].prefill == STAGE1_PREFILL_REASON == "<think>"
-    assert ps[0].meta == {"stage": 1, "style": "reason", "candidate_id": "img-7"}
+    assert ps[0].meta == {"stage": 1, "style": "reason", "candidate_id": "img-7", "layout": "default"}
     assert "<answer>yes</answer>" in STAGE1_SYSTEM  # the one-shot example shows the format
+
+
+def test_stage1_layouts():
+    q = "How tall is the tower?"
+    restate = [stage1_prompt(q, c, layout="restate").messages[1]["content"] for c in CANDS]
+    # the question is asked again last, and the candidates still share the question prefix
+    assert all(t.startswith(f"Question: {q}\nEvidence (") for t in restate)
+    assert all(t.endswith(f'help to answer the question "{q}"? Answer yes or no.') for t in restate)
+    assert "height | 330 m\nDoes" in restate[2]
+    ev = stage1_prompt(q, CANDS[1], layout="evidence_first").messages[1]["content"]
+    assert ev.startswith("Evidence (text): History. The tower was built in 1889.\nQuestion: " + q)
+    plain = stage1_prompt(q, CANDS[1], layout="plain", style="score")
+    assert plain.messages[0]["content"] == STAGE1_SYSTEM_PLAIN and "<answer>" in STAGE1_SYSTEM_PLAIN
+    assert plain.messages[1]["content"] == restate[1] and plain.prefill == STAGE1_PREFILL_SCORE
+    # pixels go before the caption in every layout, the restated question after it
+    parts = stage1_prompt(q, CANDS[0], with_pixels=True, image=object(), layout="restate").messages[1]["content"]
+    assert [x["type"] for x in parts] == ["text", "image", "text"] and parts[2]["text"].endswith("yes or no.")
+    assert set(STAGE1_LAYOUTS) == {"default", "restate", "evidence_first", "plain"}
+    with pytest.raises(ValueError, match="layout must be one of"):
+        stage1_prompt(q, CANDS[0], layout="sideways")
+
+
+def test_stage1_layout_is_checked_in_configs():
+    from mmrag_rft.config import ConfigError, build
+    from mmrag_rft.pipeline import PipelineConfig
+    from mmrag_rft.training.config import load_train_config
+
+    assert load_train_config(ROOT / "configs/stage1_tiny.yaml", ["data.layout=restate"]).data.layout == "restate"
+    with pytest.raises(ConfigError, match="data.layout must be one of"):
+        load_train_config(ROOT / "configs/stage1_tiny.yaml", ["data.layout=sideways"])
+    with pytest.raises(ConfigError, match="stage1_layout must be one of"):
+        build(PipelineConfig, {"stage1_layout": "sideways"})
 
 
 def test_stage1_score_style_prefill_ends_at_the_verdict():

@@ -84,8 +84,23 @@ def candidate_label(candidate: Any) -> str:
     return _MODALITY_LABEL.get(getattr(candidate, "modality", "text"), "text")
 
 
+STAGE1_SYSTEM_PLAIN = (
+    "Decide whether a piece of evidence helps to answer a question. First think briefly inside <think></think>, "
+    "then give exactly yes or no inside <answer></answer>."
+)
+
+# How the user turn is laid out (the output format is the same for all; see benchmarks/stage1_prompt_probe.py):
+#   default         question, then the evidence (the shared prefix is question + instructions)
+#   restate         as default, then the question asked again right before the verdict (a small model attends
+#                   most to the last tokens; the shared prefix is kept)
+#   evidence_first  the evidence, then the question (no prefix shared across candidates beyond the system turn)
+#   plain           restate, with a short system turn without the worked example
+STAGE1_LAYOUTS = ("default", "restate", "evidence_first", "plain")
+
+
 def stage1_prompt(question: str, candidate: Any, *, with_pixels: bool = False, image: Any = None,
-                  style: Literal["reason", "score"] = "reason", max_chars: int = 1200) -> ChatPrompt:
+                  style: Literal["reason", "score"] = "reason", max_chars: int = 1200,
+                  layout: str = "default") -> ChatPrompt:
     """One question and one candidate -> `<think>…</think><answer>yes|no</answer>`.
 
     Captions/titles are always given as text; the pixels are added (before the caption) only for a
@@ -93,17 +108,26 @@ def stage1_prompt(question: str, candidate: Any, *, with_pixels: bool = False, i
     """
     if style not in ("reason", "score"):
         raise ValueError(f"style must be 'reason' or 'score', got {style!r}")
-    head = f"Question: {question.strip()}\nEvidence ({candidate_label(candidate)}): "
+    if layout not in STAGE1_LAYOUTS:
+        raise ValueError(f"stage-1 layout must be one of {', '.join(STAGE1_LAYOUTS)}; got {layout!r}")
+    q = question.strip()
+    evidence = f"Evidence ({candidate_label(candidate)}): "
     body = _clip(candidate.display_text(), max_chars) or "(no text)"
+    ask = f"\nDoes this evidence help to answer the question \"{q}\"? Answer yes or no."
+    if layout == "evidence_first":
+        head, tail = evidence, f"\nQuestion: {q}\nDoes this evidence help to answer the question? Answer yes or no."
+    else:
+        head, tail = f"Question: {q}\n{evidence}", ("" if layout == "default" else ask)
     if with_pixels and image is not None and candidate.modality == "image":
         content: Any = [{"type": "text", "text": head}, {"type": "image", "image": image},
-                        {"type": "text", "text": body}]
+                        {"type": "text", "text": body + tail}]
     else:
-        content = head + body
+        content = head + body + tail
+    system = STAGE1_SYSTEM_PLAIN if layout == "plain" else STAGE1_SYSTEM
     return ChatPrompt(
-        messages=[{"role": "system", "content": STAGE1_SYSTEM}, {"role": "user", "content": content}],
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": content}],
         prefill=STAGE1_PREFILL_SCORE if style == "score" else STAGE1_PREFILL_REASON,
-        meta={"stage": 1, "style": style, "candidate_id": candidate.id},
+        meta={"stage": 1, "style": style, "candidate_id": candidate.id, "layout": layout},
     )
 
 

@@ -121,7 +121,8 @@ def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int 
 
 def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_pairs_per_question: int | None = None,
                 with_pixels: bool = False, max_chars: int = 1200, seed: int = 0,
-                other_negatives: float = 0.0, think: bool = True) -> list[dict[str, Any]]:
+                other_negatives: float = 0.0, think: bool = True,
+                layout: str = "default") -> list[dict[str, Any]]:
     """Stage-1 rows: `prompt` (+ `images`), `label`, `prefill`, `qid`, `candidate_id`, `modality`, `dataset`.
 
     `think=False` builds the score-style prompt (empty think block prefilled): the policy writes only the verdict.
@@ -138,7 +139,8 @@ def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_p
                                         other_negatives=other_negatives, other_pool=pool):
             img = load_image(cand) if with_pixels else None
             p = stage1_prompt(s.question, cand, with_pixels=img is not None, image=img,
-                              style="reason" if think else "score", max_chars=max_chars)
+                              style="reason" if think else "score", max_chars=max_chars,
+                              layout=layout)
             row = _rows_from_prompt(p, with_pixels)
             row.update(label=label, prefill=p.prefill, qid=s.qid, candidate_id=cand.id, modality=cand.modality,
                        dataset=s.dataset)

@@ -301,7 +301,7 @@ def build_rows(cfg: TrainConfig, stage: int, samples: list[Any], *, with_pixels:
     if stage == 1:
         return stage1_rows(samples, balance=d.balance, max_pairs_per_question=d.max_pairs_per_question,
                            with_pixels=with_pixels, max_chars=d.max_chars, seed=d.seed,
-                           other_negatives=d.other_negatives, think=d.think)
+                           other_negatives=d.other_negatives, think=d.think, layout=d.layout)
     order_fn = retrieval_order if d.negatives == "retrieval" else None
     return stage2_rows(samples, num_candidates=d.num_candidates, permutations=d.permutations, with_pixels=with_pixels,
                        max_chars=d.max_chars, seed=d.seed, stage1_scores=stage1_scores, order_fn=order_fn)
@@ -311,6 +311,7 @@ def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:
     """What a saved format warm-up depends on: a rerun into the same folder reuses it only if all of it matches."""
     d, w = cfg.data, cfg.warmup
     return {"stage": stage, "model": str(init_src), "data": d.path, "limit": d.limit, "think": d.think,
+            "layout": d.layout,
             "num_candidates": d.num_candidates, "max_chars": d.max_chars, "split": [d.val_fraction, d.split_seed],
             "steps": w.steps, "learning_rate": w.learning_rate, "batch_size": w.batch_size, "seed": w.seed,
             "lora": [cfg.lora.r, cfg.lora.alpha, list(cfg.lora.target_modules)]}
