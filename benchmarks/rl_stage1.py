@@ -66,6 +66,23 @@ def evaluate(model_dir: Path, pairs, *, reason_n: int, max_new_tokens: int, mixe
             "eval_seconds": round(time.time() - t0, 1)}
 
 
+def heldout_pairs(val, per_question: int):
+    """(hard pairs, mixed pairs) of the held-out questions, the same for every run and reference."""
+    from mmrag_rft.training.examples import stage1_pairs
+
+    rng = random.Random(123)
+    pairs = [(s.question, c, lab) for s in val
+             for c, lab in stage1_pairs(s, balance=1.0, max_pairs=per_question, rng=rng)]
+    rng.shuffle(pairs)
+    # the same held-out questions with half of the negatives off-topic (from other held-out questions), as in a
+    # corpus-wide retrieval pool; the hard pairs above use only each question's own same-topic distractors
+    pool = [c for s in val for c in s.candidates]
+    mixed = [(s.question, c, lab) for s in val
+             for c, lab in stage1_pairs(s, balance=1.0, max_pairs=per_question, rng=rng,
+                                        other_negatives=0.5, other_pool=pool)]
+    return pairs, mixed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/webqa/val_records.json.gz"))
@@ -81,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from mmrag_rft.training.config import load_train_config
-    from mmrag_rft.training.examples import stage1_pairs
     from mmrag_rft.training.grpo import load_split, resolve_model, train
     from mmrag_rft.training.logging import read_log
     from mmrag_rft.training.plot import plot_training
@@ -89,16 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_train_config(args.config, [f"data.path={args.data}", f"grpo.max_steps={args.steps}",
                                           f"output_dir={args.output}", *args.overrides])
     _, val = load_split(cfg)
-    rng = random.Random(123)
-    pairs = [(s.question, c, lab) for s in val
-             for c, lab in stage1_pairs(s, balance=1.0, max_pairs=args.eval_pairs_per_question, rng=rng)]
-    rng.shuffle(pairs)
-    # the same held-out questions with half of the negatives off-topic (from other held-out questions), as in a
-    # corpus-wide retrieval pool; the hard pairs above use only each question's own same-topic distractors
-    pool = [c for s in val for c in s.candidates]
-    mixed = [(s.question, c, lab) for s in val
-             for c, lab in stage1_pairs(s, balance=1.0, max_pairs=args.eval_pairs_per_question, rng=rng,
-                                        other_negatives=0.5, other_pool=pool)]
+    pairs, mixed = heldout_pairs(val, args.eval_pairs_per_question)
     print(f"held-out: {len(val)} questions, {len(pairs)} (question, candidate) pairs ({NOTE})", file=sys.stderr)
     mct = args.reason_tokens
 
