@@ -97,6 +97,15 @@ def test_stage1_rows_without_think_prefill_the_score_prompt_and_reward_the_verdi
     assert {t for _, t in ex} <= {"yes</answer>", "no</answer>"}
 
 
+def test_stage1_rows_use_the_configured_layout():
+    rows = stage1_rows([_sample(0, gold=(1,))], balance=1.0, seed=0, think=False, layout="restate")
+    users = [next(m for m in r["prompt"] if m["role"] == "user")["content"] for r in rows]
+    assert users and all(u.endswith("Answer yes or no.") for u in users)
+    plain = stage1_rows([_sample(0, gold=(1,))], balance=1.0, seed=0, layout="default")
+    assert not any(next(m for m in r["prompt"] if m["role"] == "user")["content"].endswith("yes or no.")
+                   for r in plain)
+
+
 def test_stage1_rows_with_pixels_use_placeholders_and_images_column():
     from PIL import Image
 
@@ -193,3 +202,13 @@ def test_prefill_is_continued_not_closed():
     # a conversation without a prefill still gets the generation prompt
     plain = tok.apply_chat_template([[{"role": "user", "content": "Q"}]], add_generation_prompt=True, tokenize=False)[0]
     assert plain.endswith("<|im_start|>assistant\n")
+
+
+def test_warmup_key_names_a_non_default_layout_only():
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import warmup_key
+
+    cfg = load_train_config(ROOT / "configs/stage1_tiny.yaml")
+    assert "layout" not in warmup_key(cfg, 1, "m")  # keys saved before layouts existed still match
+    other = load_train_config(ROOT / "configs/stage1_tiny.yaml", ["data.layout=plain"])
+    assert warmup_key(other, 1, "m")["layout"] == "plain" and warmup_key(other, 1, "m") != warmup_key(cfg, 1, "m")

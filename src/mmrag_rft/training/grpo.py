@@ -311,10 +311,11 @@ def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:
     """What a saved format warm-up depends on: a rerun into the same folder reuses it only if all of it matches."""
     d, w = cfg.data, cfg.warmup
     return {"stage": stage, "model": str(init_src), "data": d.path, "limit": d.limit, "think": d.think,
-            "layout": d.layout,
             "num_candidates": d.num_candidates, "max_chars": d.max_chars, "split": [d.val_fraction, d.split_seed],
             "steps": w.steps, "learning_rate": w.learning_rate, "batch_size": w.batch_size, "seed": w.seed,
-            "lora": [cfg.lora.r, cfg.lora.alpha, list(cfg.lora.target_modules)]}
+            "lora": [cfg.lora.r, cfg.lora.alpha, list(cfg.lora.target_modules)],
+            # named only when not the default, so warm-ups saved before layouts existed still match
+            **({"layout": d.layout} if d.layout != "default" else {})}
 
 
 # --- trainer --------------------------------------------------------------------------------------------------
