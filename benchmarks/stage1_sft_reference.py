@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=None, help="default: the config's grpo.learning_rate")
     ap.add_argument("--eval-pairs-per-question", type=int, default=4)
     ap.add_argument("--name", default="stage1_sft_reference")
+    ap.add_argument("--save", default=None, help="also save the merged model here (e.g. for filter_sweep.py --model)")
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     common.add_threads_flag(ap)
     args = ap.parse_args(argv)
@@ -104,6 +105,16 @@ def main(argv: list[str] | None = None) -> int:
             bar.advance(task, len(batch))
     train_seconds = time.time() - t0
     after = evaluate()
+    if args.save:
+        import shutil
+
+        final = Path(args.save)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.merge_and_unload().save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
 
     rows_t = [[name, r["hard"]["auc"], r["mixed"]["auc"], r["hard"]["accuracy"], r["hard"]["mean_p_yes_pos"],
                r["hard"]["mean_p_yes_neg"]] for name, r in (("before", before), ("after supervised", after))]
@@ -113,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         ["model", "AUC hard", "AUC mixed", "acc hard", "P(yes) gold", "P(yes) neg"], rows_t)
     path = common.write_result(args.name, {
         "note": NOTE, "config": args.config, "overrides": args.overrides, "examples": len(rows),
-        "batch_size": args.batch_size, "learning_rate": lr, "lora_top_layers": cfg.lora.top_layers,
+        "batch_size": args.batch_size, "learning_rate": lr, "saved_to": args.save, "lora_top_layers": cfg.lora.top_layers,
         "val_questions": len(val), "eval_pairs": len(pairs), "train_seconds": round(train_seconds, 1),
         "loss_first10": sum(losses[:10]) / max(1, len(losses[:10])),
         "loss_last10": sum(losses[-10:]) / max(1, len(losses[-10:])),
