@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmrag_rft.models.loading import load_for_training
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import adapted_layers, build_rows, load_split, lora_target
+    from mmrag_rft.training.warmup import completion_batch
 
     cfg = load_train_config(args.config, [f"data.path={args.data}", *args.overrides])
     if cfg.data.think:
@@ -76,26 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         target_modules=lora_target(cfg.lora.target_modules, False, True, layers)))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
-    eos = tok.eos_token or ""
     losses, t0 = [], time.time()
     model.train()
     with common.progress() as bar:
         task = bar.add_task("supervised verdicts", total=len(rows))
         for i in range(0, len(rows), args.batch_size):
             batch = rows[i:i + args.batch_size]
-            ids, labels = [], []
-            for r in batch:
-                conv = list(r["prompt"])
-                ptxt = tok.apply_chat_template(conv, continue_final_message=True, tokenize=False)
-                p_ids = tok(ptxt, add_special_tokens=False)["input_ids"]
-                t_ids = tok(f"{r['label']}</answer>{eos}", add_special_tokens=False)["input_ids"]
-                ids.append(p_ids + t_ids)
-                labels.append([-100] * len(p_ids) + t_ids)
-            width = max(len(x) for x in ids)
-            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-            attn = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-            lab = torch.tensor([x + [-100] * (width - len(x)) for x in labels])
+            input_ids, attn, lab = completion_batch(tok, [(list(r["prompt"]), f"{r['label']}</answer>") for r in batch])
             loss = model(input_ids=input_ids, attention_mask=attn, labels=lab).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -212,3 +212,23 @@ def test_warmup_key_names_a_non_default_layout_only():
     assert "layout" not in warmup_key(cfg, 1, "m")  # keys saved before layouts existed still match
     other = load_train_config(ROOT / "configs/stage1_tiny.yaml", ["data.layout=plain"])
     assert warmup_key(other, 1, "m")["layout"] == "plain" and warmup_key(other, 1, "m") != warmup_key(cfg, 1, "m")
+
+
+def test_completion_batch_masks_the_prompt_and_pads_right():
+    from transformers import AutoTokenizer
+
+    from mmrag_rft.models.tiny import build_tiny_lm
+    from mmrag_rft.training.warmup import completion_batch
+
+    tok = AutoTokenizer.from_pretrained(str(build_tiny_lm()))
+    short = [{"role": "user", "content": "q?"}, {"role": "assistant", "content": "<answer>"}]
+    long = [{"role": "user", "content": "a much longer question with many words?"},
+            {"role": "assistant", "content": "<answer>"}]
+    ids, attn, lab = completion_batch(tok, [(short, "yes</answer>"), (long, "no</answer>")])
+    assert ids.shape == attn.shape == lab.shape and ids.shape[0] == 2
+    for row in range(2):
+        target = tok.decode([t for t in lab[row].tolist() if t != -100])
+        assert target.startswith(("yes</answer>", "no</answer>")[row])  # only the target (+ end of turn) is learned
+        n = int(attn[row].sum())
+        assert attn[row, :n].all() and not attn[row, n:].any()  # right padding
+        assert (lab[row, n:] == -100).all()

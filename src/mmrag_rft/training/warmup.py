@@ -90,6 +90,26 @@ def warmup_examples(rows: list[dict[str, Any]], *, stage: int, n: int, seed: int
     return out
 
 
+def completion_batch(tok: Any, batch: list[tuple[list[dict[str, Any]], str]]) -> tuple[Any, Any, Any]:
+    """(input_ids, attention_mask, labels) for (conversation ending in a prefill, target) pairs: right-padded,
+    the prompt masked out of the loss, the target closed with the end-of-turn token."""
+    import torch
+
+    eos = tok.eos_token or ""
+    ids, labels = [], []
+    for conv, tgt in batch:
+        ptxt = tok.apply_chat_template(conv, continue_final_message=True, tokenize=False)
+        p_ids = tok(ptxt, add_special_tokens=False)["input_ids"]
+        t_ids = tok(tgt + eos, add_special_tokens=False)["input_ids"]
+        ids.append(p_ids + t_ids)
+        labels.append([-100] * len(p_ids) + t_ids)
+    width = max(len(x) for x in ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    return (torch.tensor([x + [pad] * (width - len(x)) for x in ids]),
+            torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids]),
+            torch.tensor([x + [-100] * (width - len(x)) for x in labels]))
+
+
 def format_warmup(model: Any, processing_class: Any, rows: list[dict[str, Any]], *, stage: int, cfg: WarmupSection,
                   lora: LoraSection, is_vlm: bool, out_dir: Path, key: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a temporary LoRA on format targets for `cfg.steps` steps, merge it, save the model to `out_dir`."""
@@ -107,25 +127,13 @@ def format_warmup(model: Any, processing_class: Any, rows: list[dict[str, Any]],
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate)
     examples = warmup_examples(rows, stage=stage, n=cfg.steps * cfg.batch_size, seed=cfg.seed)
-    eos = tok.eos_token or ""
     peft_model.train()
     losses = []
     with Progress(transient=True) as bar:
         task = bar.add_task("format warm-up", total=cfg.steps)
         for step in range(cfg.steps):
             batch = examples[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            ids, labels = [], []
-            for conv, tgt in batch:
-                ptxt = tok.apply_chat_template(conv, continue_final_message=True, tokenize=False)
-                p_ids = tok(ptxt, add_special_tokens=False)["input_ids"]
-                t_ids = tok(tgt + eos, add_special_tokens=False)["input_ids"]
-                ids.append(p_ids + t_ids)
-                labels.append([-100] * len(p_ids) + t_ids)
-            width = max(len(x) for x in ids)
-            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-            attn = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])
-            lab = torch.tensor([x + [-100] * (width - len(x)) for x in labels])
+            input_ids, attn, lab = completion_batch(tok, batch)
             loss = peft_model(input_ids=input_ids.to(peft_model.device), attention_mask=attn.to(peft_model.device),
                               labels=lab.to(peft_model.device)).loss
             loss.backward()
