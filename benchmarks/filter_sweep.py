@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=None, help="stage-1 score cache JSONL (default runs/filter_sweep/<model>.jsonl)")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/filter_sweep.json)")
     ap.add_argument("--plot", default=str(common.ROOT / "docs/img/filter_sweep.png"))
+    ap.add_argument("--layout", default="default", help="stage-1 prompt layout the model was trained with")
     common.add_threads_flag(ap)
     args = ap.parse_args(argv)
     common.set_threads(args.threads)
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         samples = [s for s in samples if s.qid in val][: args.limit or None]
     backend = common.load_policy(args.model)
     model_id = getattr(backend, "model_id", args.model)
-    cache = Path(args.cache) if args.cache else common.ROOT / "runs/filter_sweep" / f"{model_key(args.model, model_id)}.jsonl"
+    name = model_key(args.model, model_id) + ("" if args.layout == "default" else f"-{args.layout}")
+    cache = Path(args.cache) if args.cache else common.ROOT / "runs/filter_sweep" / f"{name}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
     rows = read_cache(cache)
     rewrite_cache(cache, rows)  # drops a torn tail before appending
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     with common.progress() as prog, cache.open("a", encoding="utf-8") as fh:
         task = prog.add_task(f"stage 1 over pools ({len(rows)} cached)", total=len(todo))
         for s in todo:
-            prompts = [stage1_prompt(s.question, c, style="score") for c in s.candidates]
+            prompts = [stage1_prompt(s.question, c, style="score", layout=args.layout) for c in s.candidates]
             p = backend.score_yes_no(prompts)
             ret = [h.id for h in rank_pool(s.question, s.candidates, top_n=len(s.candidates))]
             row = {"qid": s.qid, "model": model_id, "scores": {c.id: float(x) for c, x in zip(s.candidates, p)},

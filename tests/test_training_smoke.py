@@ -135,6 +135,10 @@ def test_stage1_scores_cache_is_reused(stage1_run, tmp_path):
     assert stage1_scores_with_model(no_load, proc, train_samples, cache=cache, model_key="m1")[q0][c0] == 0.123
     # ... but only for the same model
     assert stage1_scores_with_model(lambda: model, proc, train_samples, cache=cache, model_key="m2")[q0][c0] != 0.123
+    # the stage-1 prompt layout reaches the scorer (another layout, another prompt, other scores)
+    plain = stage1_scores_with_model(lambda: model, proc, train_samples[:2], layout="plain")
+    default = stage1_scores_with_model(lambda: model, proc, train_samples[:2])
+    assert plain.keys() == default.keys() and plain != default
 
 
 def test_rerun_into_a_run_folder_redoes_a_warmup_made_for_other_settings(stage1_run, tmp_path):

@@ -246,8 +246,11 @@ def load_split(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
 
 
 def stage1_scores_with_model(get_model: Callable[[], Any], processing_class: Any, samples: list[Any], *,
-                             cache: Path | None = None, model_key: str = "") -> dict[str, dict[str, float]]:
+                             cache: Path | None = None, model_key: str = "",
+                             layout: str = "default") -> dict[str, dict[str, float]]:
     """P(yes) of every candidate (score-style stage-1 prompt, captions only): orders stage 2's negatives.
+
+    `layout` is the stage-1 prompt layout the scoring model was trained with (stage 2's `data.layout`).
 
     The scores go to `cache` as they are computed (JSON, atomic, keyed by `model_key`), so a resumed or
     re-run stage 2 does not score the whole training set again. `get_model` is called (to load the model)
@@ -280,7 +283,7 @@ def stage1_scores_with_model(get_model: Callable[[], Any], processing_class: Any
     with Progress(transient=True) as prog:
         task = prog.add_task(f"stage-1 P(yes) for stage-2 negatives ({len(scores)} cached)", total=len(todo))
         for i, s in enumerate(todo, 1):
-            p = backend.score_yes_no([stage1_prompt(s.question, c, style="score") for c in s.candidates])
+            p = backend.score_yes_no([stage1_prompt(s.question, c, style="score", layout=layout) for c in s.candidates])
             scores[s.qid] = {c.id: float(x) for c, x in zip(s.candidates, p)}
             prog.advance(task)
             if i % 25 == 0:
@@ -406,8 +409,10 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
         # loads the latter; the init model is reloaded only if the cache lacks scores)
         scorer = (lambda: model) if src == init_src else (
             lambda: load_model(init_src, is_vlm, cfg.model.dtype, cfg.model.attn_implementation))
+        layout = cfg.data.layout  # the stage-1 model's prompt layout; named in the cache key only when not default
+        scores_key = str(init_src) if layout == "default" else f"{init_src}|layout={layout}"
         stage1_scores = stage1_scores_with_model(scorer, processing_class, train_samples,
-                                                 cache=out / "stage1_scores.json", model_key=str(init_src))
+                                                 cache=out / "stage1_scores.json", model_key=scores_key, layout=layout)
     rows = build_rows(cfg, stage, train_samples, with_pixels=with_pixels, stage1_scores=stage1_scores)
     dataset = to_dataset(rows)
 
