@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from mmrag_rft.prompts import Stage1Layout
+
 
 @dataclass
 class FilterConfig:
@@ -19,7 +21,7 @@ class FilterConfig:
 class PipelineConfig:
     top_n: int = 20  # candidates retrieved (or taken from the sample's own pool)
     stage1_mode: Literal["score", "reason"] = "score"
-    stage1_layout: str = "default"  # `prompts.STAGE1_LAYOUTS`: use the layout the stage-1 model was trained with
+    stage1_layout: Stage1Layout = "default"  # `prompts.STAGE1_LAYOUTS`: use the layout the stage-1 model was trained with
     stage1_samples: int = 3  # reason mode: sampled judgements per candidate, majority vote
     stage1_max_new_tokens: int = 64
     stage1_batch_size: int = 16
@@ -27,12 +29,6 @@ class PipelineConfig:
     stage2_max_new_tokens: int = 160
     stage2_temperature: float = 0.0
     use_pixels: bool = True  # pass image pixels to a vision-language backend (captions are always given)
-
-    def __post_init__(self) -> None:
-        from mmrag_rft.prompts import STAGE1_LAYOUTS
-
-        if self.stage1_layout not in STAGE1_LAYOUTS:
-            raise ValueError(f"stage1_layout must be one of {', '.join(STAGE1_LAYOUTS)}; got {self.stage1_layout!r}")
 
 
 @dataclass

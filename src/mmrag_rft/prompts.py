@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 
 @dataclass
@@ -95,12 +95,13 @@ STAGE1_SYSTEM_PLAIN = (
 #                   most to the last tokens; the shared prefix is kept)
 #   evidence_first  the evidence, then the question (no prefix shared across candidates beyond the system turn)
 #   plain           restate, with a short system turn without the worked example
-STAGE1_LAYOUTS = ("default", "restate", "evidence_first", "plain")
+Stage1Layout = Literal["default", "restate", "evidence_first", "plain"]  # configs take it; their loader checks it
+STAGE1_LAYOUTS: tuple[str, ...] = get_args(Stage1Layout)
 
 
 def stage1_prompt(question: str, candidate: Any, *, with_pixels: bool = False, image: Any = None,
                   style: Literal["reason", "score"] = "reason", max_chars: int = 1200,
-                  layout: str = "default") -> ChatPrompt:
+                  layout: Stage1Layout = "default") -> ChatPrompt:
     """One question and one candidate -> `<think>…</think><answer>yes|no</answer>`.
 
     Captions/titles are always given as text; the pixels are added (before the caption) only for a

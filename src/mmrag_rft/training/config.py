@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mmrag_rft.config import load as _load
+from mmrag_rft.prompts import Stage1Layout
 from mmrag_rft.rewards import RewardConfig
 
 
@@ -39,7 +40,7 @@ class DataSection:
     # verdict, i.e. RL trains exactly the distribution the coarse filter reads P(yes) from (score mode)
     think: bool = True
     # how the stage-1 user turn is laid out (`prompts.STAGE1_LAYOUTS`); the pipeline must use the same layout
-    layout: str = "default"
+    layout: Stage1Layout = "default"
     # stage 2
     num_candidates: int = 5  # K: gold + the hardest negatives
     permutations: int = 1  # shuffled copies of each question (against position bias)
@@ -137,10 +138,6 @@ class TrainConfig:
             raise ValueError("data.other_negatives must be within [0, 1]")
         if self.lora.top_layers is not None and self.lora.top_layers < 1:
             raise ValueError("lora.top_layers must be >= 1 (or null for all layers)")
-        from mmrag_rft.prompts import STAGE1_LAYOUTS
-
-        if self.data.layout not in STAGE1_LAYOUTS:
-            raise ValueError(f"data.layout must be one of {', '.join(STAGE1_LAYOUTS)}; got {self.data.layout!r}")
 
 
 def load_train_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> TrainConfig:
