@@ -11,7 +11,8 @@ import pytest
 from mmrag_rft.config import ConfigError
 from mmrag_rft.data.schema import Candidate, Sample
 from mmrag_rft.training.config import TrainConfig, load_train_config
-from mmrag_rft.training.examples import split_by_question, stage1_pairs, stage1_rows, stage2_candidates, stage2_rows
+from mmrag_rft.training.examples import (interleave_by_label, split_by_question, stage1_pairs, stage1_rows,
+                                         stage2_candidates, stage2_rows)
 from mmrag_rft.training.warmup import stage1_target, stage2_target, warmup_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,3 +233,31 @@ def test_completion_batch_masks_the_prompt_and_pads_right():
         n = int(attn[row].sum())
         assert attn[row, :n].all() and not attn[row, n:].any()  # right padding
         assert (lab[row, n:] == -100).all()
+
+
+def test_balanced_steps_give_every_grpo_step_as_many_relevant_as_irrelevant_prompts(tmp_path):
+    from trl.trainer.grpo_trainer import RepeatSampler
+
+    from mmrag_rft.training.grpo import grpo_args
+
+    rows = stage1_rows([_sample(i, gold=(0, 1) if i % 3 else (0,)) for i in range(30)], balance=1.0, seed=0)
+    n_yes = sum(r["label"] == "yes" for r in rows)
+    assert n_yes == len(rows) - n_yes  # balance 1.0
+    order = interleave_by_label(rows, seed=0)
+    assert sorted(map(id, order)) == sorted(map(id, rows))  # a reordering: nothing dropped or repeated
+    assert interleave_by_label(rows, seed=0) == order and interleave_by_label(rows, seed=1) != order
+    # exactly the sampler TRL reads the dataset with when its shuffle is off: 4 prompts x 4 completions per step
+    sampler = RepeatSampler(data_source=order, mini_repeat_count=4, batch_size=4, repeat_count=1, shuffle=False)
+    idx = list(sampler)
+    steps = [idx[i:i + 16] for i in range(0, len(idx) - 15, 16)]
+    assert steps and all(sum(order[j]["label"] == "yes" for j in st) == 8 for st in steps)
+    # the random order this replaces has unbalanced steps
+    rnd = random.Random(0).sample(rows, len(rows))
+    assert any(sum(r["label"] == "yes" for r in rnd[i:i + 4]) != 2 for i in range(0, len(rnd) - 3, 4))
+    # an uneven ratio is spread over the whole order, not left as a tail of one label
+    skew = interleave_by_label(rows + [{**r, "label": "no"} for r in rows[:10]], seed=0)
+    assert sum(r["label"] == "yes" for r in skew[-len(skew) // 3:]) >= 0.25 * len(skew) // 3
+    cfg = load_train_config(ROOT / "configs/stage1_tiny.yaml", ["data.balanced_steps=true"])
+    assert cfg.data.balanced_steps
+    assert grpo_args(cfg, tmp_path, [1.0, 1.0], shuffle=False).shuffle_dataset is False
+    assert grpo_args(cfg, tmp_path, [1.0, 1.0]).shuffle_dataset is True

@@ -41,6 +41,9 @@ class DataSection:
     think: bool = True
     # how the stage-1 user turn is laid out (`prompts.STAGE1_LAYOUTS`); the pipeline must use the same layout
     layout: Stage1Layout = "default"
+    # fixed order with relevant and irrelevant prompts alternating, so every GRPO step is label-balanced
+    # (`examples.interleave_by_label`; TRL's shuffle is turned off); False = TRL's shuffled order
+    balanced_steps: bool = False
     # stage 2
     num_candidates: int = 5  # K: gold + the hardest negatives
     permutations: int = 1  # shuffled copies of each question (against position bias)

@@ -148,6 +148,26 @@ def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_p
     return rows
 
 
+
+def interleave_by_label(rows: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """Stage-1 rows in a fixed order where relevant and irrelevant prompts are spread evenly (1:1 alternates).
+
+    GRPO's advantage is relative within a prompt's group, but Adam normalises every step: a step of mostly
+    "no" prompts moves the shared yes/no prior as far as a balanced step moves the discriminative direction.
+    With a balanced data set and random order such steps are common at 4 prompts per step, and once the
+    prior tips every group answers alike, the reward variance is zero and nothing brings it back. Read
+    in this order (TRL's shuffle off), every window of consecutive prompts holds the data set's label ratio.
+    """
+    rng = random.Random(seed)
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_label.setdefault(str(r["label"]), []).append(r)
+    keyed = []
+    for rank, (label, group) in enumerate(sorted(by_label.items(), key=lambda kv: kv[0] != "yes")):
+        rng.shuffle(group)
+        keyed += [((i + 0.5) / len(group), rank, i, r) for i, r in enumerate(group)]
+    return [r for *_, r in sorted(keyed, key=lambda k: k[:3])]
+
 # --- stage 2 --------------------------------------------------------------------------------------------------
 
 def hardest_negatives(sample: Sample, *, stage1_scores: dict[str, float] | None = None,

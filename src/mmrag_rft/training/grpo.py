@@ -19,7 +19,7 @@ from typing import Any
 
 from mmrag_rft.config import atomic_write_text, cache_dir, dump
 from mmrag_rft.training.config import TrainConfig
-from mmrag_rft.training.examples import split_by_question, stage1_rows, stage2_rows, to_dataset
+from mmrag_rft.training.examples import interleave_by_label, split_by_question, stage1_rows, stage2_rows, to_dataset
 from mmrag_rft.training.logging import JsonlLogCallback
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:
 
 # --- trainer --------------------------------------------------------------------------------------------------
 
-def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float]) -> Any:
+def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float], shuffle: bool = True) -> Any:
     import torch
     from trl import GRPOConfig
 
@@ -344,6 +344,7 @@ def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float]) -
         vllm_enable_sleep_mode=g.vllm_enable_sleep_mode, ds3_gather_for_generation=g.ds3_gather_for_generation,
         log_completions=g.log_completions, report_to=g.report_to, reward_weights=reward_weights,
         use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=False,
+        shuffle_dataset=shuffle,
     )
 
 
@@ -421,9 +422,13 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
                                   is_vlm=is_vlm, out_dir=warm_dir, key=key)
         model = load_model(warm_dir, is_vlm, cfg.model.dtype, cfg.model.attn_implementation)
 
+    balanced = stage == 1 and cfg.data.balanced_steps
+    if balanced:  # after the warm-up, which samples rows of its own: its saved copy stays valid either way
+        dataset = to_dataset(interleave_by_label(rows, seed=cfg.data.seed))
+
     model = add_lora(model, cfg, is_vlm)
     funcs, weights = make_reward_funcs(stage, cfg.rewards)
-    args = grpo_args(cfg, out, weights)
+    args = grpo_args(cfg, out, weights, shuffle=not balanced)
     log_cb = JsonlLogCallback(out / LOG_NAME, stage=stage)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                           processing_class=processing_class, callbacks=[log_cb, *(callbacks or [])])
