@@ -83,6 +83,45 @@ def heldout_pairs(val, per_question: int):
     return pairs, mixed
 
 
+def eval_checkpoints(args, argv) -> int:
+    """Held-out score mode of a run's saved checkpoints: where a run that later collapsed had got to."""
+    from mmrag_rft.config import to_dict
+    from mmrag_rft.models.loading import load_backend
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import load_split
+    from mmrag_rft.training.logging import read_log
+
+    run = Path(args.output)
+    cfg = load_train_config(run / "config.yaml")
+    _, val = load_split(cfg)
+    pairs, mixed = heldout_pairs(val, args.eval_pairs_per_question)
+    rows = [r for r in read_log(run / "log.jsonl") if "step_time" in r] if (run / "log.jsonl").is_file() else []
+    points = []
+    for step in [0, *args.checkpoints]:
+        path = run / "warmup" if step == 0 else run / f"checkpoint-{step}"
+        if not path.is_dir():
+            raise SystemExit(f"{path}: no such folder (checkpoints kept: "
+                             f"{sorted(p.name for p in run.glob('checkpoint-*'))})")
+        backend = load_backend(str(path), device="cpu", dtype="float32")
+        hard = score_metrics(backend, pairs, cfg.data.layout)
+        mix = score_metrics(backend, mixed, cfg.data.layout)
+        seen = [r for r in rows if r["step"] <= step]
+        tail = seen[-10:]
+        points.append({"step": step, "model": str(path), "score_mode": hard, "score_mode_mixed": mix,
+                       "train_accuracy_reward_last10": round(sum(r.get("rewards/stage1_accuracy_reward/mean", 0)
+                                                                 for r in tail) / len(tail), 3) if tail else None,
+                       "frac_reward_zero_std_last10": round(sum(r.get("frac_reward_zero_std", 0)
+                                                                for r in tail) / len(tail), 3) if tail else None})
+        print(f"step {step:4d}  AUC {hard['auc']:.3f} (mixed {mix['auc']:.3f})  acc {hard['accuracy']:.3f}  "
+              f"P(yes) gold {hard['mean_p_yes_pos']:.2f} / other {hard['mean_p_yes_neg']:.2f}  ({NOTE})")
+    report = {"benchmark": args.name, "note": NOTE, "run": str(run), "config": to_dict(cfg), "command": " ".join([".venv/bin/python", "benchmarks/rl_stage1.py", *(argv or sys.argv[1:])]),
+              "val_questions": len(val), "eval_pairs": len(pairs), "logged_steps": len(rows), "checkpoints": points}
+    out = ROOT / f"benchmarks/results/{args.name}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/webqa/val_records.json.gz"))
@@ -95,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="rl_stage1", help="results/NAME.json and docs/img/NAME.png")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--set", action="append", default=[], dest="overrides")
+    ap.add_argument("--checkpoints", type=int, nargs="+", metavar="STEP",
+                    help="no training: score-mode eval of these checkpoint-STEP folders of --output (and its "
+                         "warm-up), e.g. the last ones before a run collapsed")
     args = ap.parse_args(argv)
+    if args.checkpoints:
+        return eval_checkpoints(args, argv)
 
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import load_split, resolve_model, train
