@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": args.name, "command": " ".join([".venv/bin/python", "benchmarks/rl_stage1.py", *(argv or sys.argv[1:])]), "note": NOTE, "think": cfg.data.think, "layout": cfg.data.layout,
         "data": args.data, "model": cfg.model.path,
         "config": args.config, "overrides": args.overrides, "balanced_steps": cfg.data.balanced_steps,
-        "learning_rate": cfg.grpo.learning_rate, "steps": res.global_step, "train_examples": res.train_examples,
+        "learning_rate": cfg.grpo.learning_rate, "steps": res.global_step, "stopped_early": res.stopped_early, "train_examples": res.train_examples,
         "val_questions": len(val), "eval_pairs": len(pairs), "reason_eval_pairs": min(args.reason_eval, len(pairs)),
         "train_seconds": round(train_s, 1),
         "seconds_per_step": round(sum(r.get("step_time", 0) for r in rows) / max(1, len(rows)), 2),

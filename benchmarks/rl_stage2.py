@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     zs = [r["frac_reward_zero_std"] for r in logs if r.get("frac_reward_zero_std") is not None]
     report = {
         "benchmark": "rl_stage2", "note": NOTE, "data": args.data, "init": init, "config": args.config,
-        "steps": res.global_step, "train_examples": res.train_examples, "val_questions": len(val),
+        "steps": res.global_step, "stopped_early": res.stopped_early, "train_examples": res.train_examples,
+        "val_questions": len(val),
         "train_seconds": round(train_s, 1),
         "seconds_per_step": round(sum(r.get("step_time", 0) for r in logs) / max(1, len(logs)), 2),
         "frac_reward_zero_std_mean": round(sum(zs) / max(1, len(zs)), 3),

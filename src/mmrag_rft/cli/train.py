@@ -42,6 +42,9 @@ def _run(stage: int, config: Path, overrides: list[str] | None, resume: bool, ou
     out.print_json(json.dumps(res.to_dict(), default=str))
     console.print(f"stage {stage}: {res.global_step} steps; merged model in {res.merged_dir}; "
                   f"log {res.log_path} (draw it with `mmrag plot-training {res.output_dir}`)")
+    if res.stopped_early:
+        console.print(f"[yellow]stopped early at {res.stopped_early}[/yellow]; the checkpoints before it are in "
+                      f"{res.output_dir} (stop_after_zero_std_steps: null never stops)")
 
 
 @train_app.command("stage1")

@@ -125,9 +125,14 @@ class TrainConfig:
     rewards: RewardConfig = field(default_factory=RewardConfig)
     warmup: WarmupSection = field(default_factory=WarmupSection)
     output_dir: str = "runs/train"
+    # stop after this many logged steps in a row on which every group had zero reward variance (a collapsed
+    # policy: the gradient is 0 without a KL term); null never stops early
+    stop_after_zero_std_steps: int | None = 10
 
     def __post_init__(self) -> None:
         g = self.grpo
+        if self.stop_after_zero_std_steps is not None and self.stop_after_zero_std_steps < 1:
+            raise ValueError("stop_after_zero_std_steps must be >= 1 (or null to never stop early)")
         if g.num_generations < 2:
             raise ValueError("grpo.num_generations must be >= 2 (a group needs variance)")
         if (g.per_device_train_batch_size * g.gradient_accumulation_steps) % g.num_generations:

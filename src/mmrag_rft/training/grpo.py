@@ -20,7 +20,7 @@ from typing import Any
 from mmrag_rft.config import atomic_write_text, cache_dir, dump
 from mmrag_rft.training.config import TrainConfig
 from mmrag_rft.training.examples import interleave_by_label, split_by_question, stage1_rows, stage2_rows, to_dataset
-from mmrag_rft.training.logging import JsonlLogCallback
+from mmrag_rft.training.logging import JsonlLogCallback, ZeroVarianceStop
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class RunResult:
     resumed_from: str | None = None
     warmup: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    stopped_early: str | None = None  # why training ended before max_steps / the epochs, if it did
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -430,8 +431,10 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     funcs, weights = make_reward_funcs(stage, cfg.rewards)
     args = grpo_args(cfg, out, weights, shuffle=not balanced)
     log_cb = JsonlLogCallback(out / LOG_NAME, stage=stage)
+    guard = ZeroVarianceStop(cfg.stop_after_zero_std_steps) if cfg.stop_after_zero_std_steps else None
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
-                          processing_class=processing_class, callbacks=[log_cb, *(callbacks or [])])
+                          processing_class=processing_class,
+                          callbacks=[log_cb, *([guard] if guard else []), *(callbacks or [])])
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
 
     adapter_dir = None
@@ -450,6 +453,9 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     res = RunResult(output_dir=str(out), stage=stage, global_step=trainer.state.global_step,
                     adapter_dir=str(adapter_dir) if adapter_dir else None, merged_dir=str(merged),
                     log_path=str(out / LOG_NAME), train_examples=len(rows), val_questions=len(val_samples),
-                    resumed_from=str(ckpt) if ckpt else None, warmup=warm_info, metrics=metrics)
+                    resumed_from=str(ckpt) if ckpt else None, warmup=warm_info, metrics=metrics,
+                    stopped_early=(f"step {guard.stopped_at}: zero reward variance in every group for "
+                                   f"{guard.patience} logged steps in a row (collapsed policy)")
+                    if guard and guard.stopped_at is not None else None)
     atomic_write_text(out / "result.json", json.dumps(res.to_dict(), indent=2, default=str))
     return res

@@ -1,8 +1,10 @@
-"""Per-step JSONL training log: one flushed line per logging step, so a killed run keeps every step it logged."""
+"""Per-step JSONL training log (one flushed line per logging step, so a killed run keeps every step it logged),
+and the stop that reads it: a run whose every group has stopped varying cannot learn any more."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from mmrag_rft.config import atomic_write_text
+
+log = logging.getLogger(__name__)
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
@@ -81,3 +85,30 @@ class JsonlLogCallback(TrainerCallback):
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, default=str) + "\n")
             f.flush()
+
+
+class ZeroVarianceStop(TrainerCallback):
+    """Stops training after `patience` logged steps in a row with `frac_reward_zero_std` == 1.
+
+    Then every group gave all its completions the same reward, every advantage is 0 and, without a KL term, the
+    gradient is exactly 0: the policy has collapsed (e.g. one verdict for every prompt) and further steps only
+    spend compute. A step or two at 1 happens in healthy runs, hence the patience. The checkpoints written so
+    far stay; `stopped_at` says where and why for the run's result.json.
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.run = 0
+        self.stopped_at: int | None = None
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        v = (logs or {}).get("frac_reward_zero_std")
+        if v is None:
+            return
+        self.run = self.run + 1 if v >= 1.0 else 0
+        if self.run >= self.patience and self.stopped_at is None:
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+            log.warning("step %d: every group had zero reward variance for %d logged steps in a row (the policy "
+                        "gives every completion the same reward, so the gradient is 0): stopping",
+                        state.global_step, self.run)

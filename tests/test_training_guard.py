@@ -1,0 +1,42 @@
+"""The zero-variance stop, replayed over the per-step logs of real CPU runs (no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import TrainerControl, TrainerState
+
+from mmrag_rft.training.config import load_train_config
+from mmrag_rft.training.logging import ZeroVarianceStop, read_log
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks/results"
+
+
+def _replay(log: str, patience: int) -> tuple[int | None, int]:
+    """(step the guard stopped at, last step the trainer would have run)."""
+    guard, state = ZeroVarianceStop(patience), TrainerState()
+    for row in read_log(RESULTS / log):
+        state.global_step = row["step"]
+        control = TrainerControl()
+        guard.on_log(None, state, control, logs=row)
+        if control.should_training_stop:
+            return guard.stopped_at, row["step"]
+    return guard.stopped_at, state.global_step
+
+
+def test_stops_a_collapsed_run_but_not_a_run_with_isolated_zero_variance_steps():
+    # label-balanced lr-5e-4 run: isolated all-zero-variance steps at 25, 33, 53, 55; collapsed from step 59 on
+    assert _replay("rl_stage1_nothink_top8_balanced_lr5e-4.log.jsonl", 10) == (68, 68)
+    assert _replay("rl_stage1_nothink_top8_balanced_lr5e-4.log.jsonl", 1) == (25, 25)
+    # lr-1e-3 run: collapsed from step 7, stopped by hand at 14 (8 steps at 1.0)
+    assert _replay("rl_stage1_nothink_top8_lr1e-3.log.jsonl", 10) == (None, 14)
+    assert _replay("rl_stage1_nothink_top8_lr1e-3.log.jsonl", 8) == (14, 14)
+
+
+def test_patience_is_configured_and_checked():
+    assert load_train_config(ROOT / "configs/stage1_tiny.yaml").stop_after_zero_std_steps == 10
+    assert load_train_config(None, ["stop_after_zero_std_steps=null"]).stop_after_zero_std_steps is None
+    with pytest.raises(Exception, match="stop_after_zero_std_steps"):
+        load_train_config(None, ["stop_after_zero_std_steps=0"])
