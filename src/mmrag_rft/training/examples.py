@@ -148,7 +148,6 @@ def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_p
     return rows
 
 
-
 def interleave_by_label(rows: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
     """Stage-1 rows in a fixed order where relevant and irrelevant prompts are spread evenly (1:1 alternates).
 
@@ -167,6 +166,7 @@ def interleave_by_label(rows: Sequence[dict[str, Any]], seed: int = 0) -> list[d
         rng.shuffle(group)
         keyed += [((i + 0.5) / len(group), rank, i, r) for i, r in enumerate(group)]
     return [r for *_, r in sorted(keyed, key=lambda k: k[:3])]
+
 
 # --- stage 2 --------------------------------------------------------------------------------------------------
 
