@@ -22,6 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTE = "captions stand in for pixels"
 
@@ -83,7 +87,7 @@ def heldout_pairs(val, per_question: int):
     return pairs, mixed
 
 
-def eval_checkpoints(args, argv) -> int:
+def eval_checkpoints(args) -> int:
     """Held-out score mode of a run's saved checkpoints: where a run that later collapsed had got to."""
     from mmrag_rft.config import to_dict
     from mmrag_rft.models.loading import load_backend
@@ -95,29 +99,30 @@ def eval_checkpoints(args, argv) -> int:
     cfg = load_train_config(run / "config.yaml")
     _, val = load_split(cfg)
     pairs, mixed = heldout_pairs(val, args.eval_pairs_per_question)
-    rows = [r for r in read_log(run / "log.jsonl") if "step_time" in r] if (run / "log.jsonl").is_file() else []
+    rows = [r for r in read_log(run / "log.jsonl") if "step_time" in r]  # [] when the run has no log
+    folders = {step: run / "warmup" if step == 0 else run / f"checkpoint-{step}" for step in [0, *args.checkpoints]}
+    missing = [str(f) for f in folders.values() if not f.is_dir()]
+    if missing:  # before any model is loaded, not after minutes of scoring the others
+        raise SystemExit(f"no such folder: {', '.join(missing)} (checkpoints kept: "
+                         f"{sorted(p.name for p in run.glob('checkpoint-*'))})")
+
+    def last10(key: str, step: int) -> float | None:
+        tail = [r.get(key, 0) for r in rows if r["step"] <= step][-10:]
+        return round(sum(tail) / len(tail), 3) if tail else None
+
     points = []
-    for step in [0, *args.checkpoints]:
-        path = run / "warmup" if step == 0 else run / f"checkpoint-{step}"
-        if not path.is_dir():
-            raise SystemExit(f"{path}: no such folder (checkpoints kept: "
-                             f"{sorted(p.name for p in run.glob('checkpoint-*'))})")
+    for step, path in folders.items():
         backend = load_backend(str(path), device="cpu", dtype="float32")
         hard = score_metrics(backend, pairs, cfg.data.layout)
         mix = score_metrics(backend, mixed, cfg.data.layout)
-        seen = [r for r in rows if r["step"] <= step]
-        tail = seen[-10:]
         points.append({"step": step, "model": str(path), "score_mode": hard, "score_mode_mixed": mix,
-                       "train_accuracy_reward_last10": round(sum(r.get("rewards/stage1_accuracy_reward/mean", 0)
-                                                                 for r in tail) / len(tail), 3) if tail else None,
-                       "frac_reward_zero_std_last10": round(sum(r.get("frac_reward_zero_std", 0)
-                                                                for r in tail) / len(tail), 3) if tail else None})
+                       "train_accuracy_reward_last10": last10("rewards/stage1_accuracy_reward/mean", step),
+                       "frac_reward_zero_std_last10": last10("frac_reward_zero_std", step)})
         print(f"step {step:4d}  AUC {hard['auc']:.3f} (mixed {mix['auc']:.3f})  acc {hard['accuracy']:.3f}  "
               f"P(yes) gold {hard['mean_p_yes_pos']:.2f} / other {hard['mean_p_yes_neg']:.2f}  ({NOTE})")
-    report = {"benchmark": args.name, "note": NOTE, "run": str(run), "config": to_dict(cfg), "command": " ".join([".venv/bin/python", "benchmarks/rl_stage1.py", *(argv or sys.argv[1:])]),
-              "val_questions": len(val), "eval_pairs": len(pairs), "logged_steps": len(rows), "checkpoints": points}
-    out = ROOT / f"benchmarks/results/{args.name}.json"
-    out.write_text(json.dumps(report, indent=2, default=str))
+    out = common.write_result(args.name, {
+        "note": NOTE, "run": str(run), "config": to_dict(cfg), "val_questions": len(val), "eval_pairs": len(pairs),
+        "logged_steps": len(rows), "checkpoints": points})
     print(f"wrote {out}")
     return 0
 
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                          "warm-up), e.g. the last ones before a run collapsed")
     args = ap.parse_args(argv)
     if args.checkpoints:
-        return eval_checkpoints(args, argv)
+        return eval_checkpoints(args)
 
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import load_split, resolve_model, train
@@ -171,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     ac = [r.get("rewards/stage1_accuracy_reward/mean") for r in rows]
     k = max(1, len(rows) // 5)
     report = {
-        "benchmark": args.name, "command": " ".join([".venv/bin/python", "benchmarks/rl_stage1.py", *(argv or sys.argv[1:])]), "note": NOTE, "think": cfg.data.think, "layout": cfg.data.layout,
-        "data": args.data, "model": cfg.model.path,
+        "note": NOTE, "think": cfg.data.think, "layout": cfg.data.layout, "data": args.data, "model": cfg.model.path,
         "config": args.config, "overrides": args.overrides, "balanced_steps": cfg.data.balanced_steps,
-        "learning_rate": cfg.grpo.learning_rate, "steps": res.global_step, "stopped_early": res.stopped_early, "train_examples": res.train_examples,
+        "learning_rate": cfg.grpo.learning_rate, "steps": res.global_step, "stopped_early": res.stopped_early,
+        "train_examples": res.train_examples,
         "val_questions": len(val), "eval_pairs": len(pairs), "reason_eval_pairs": min(args.reason_eval, len(pairs)),
         "train_seconds": round(train_s, 1),
         "seconds_per_step": round(sum(r.get("step_time", 0) for r in rows) / max(1, len(rows)), 2),
@@ -186,9 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_accuracy_reward_last_steps": round(sum(ac[-k:]) / k, 3) if ac else None,
         "warmup": res.warmup, "before": before, "after_warmup": warm, "after_rl": after,
     }
-    out = ROOT / f"benchmarks/results/{args.name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
+    out = common.write_result(args.name, report)
     png = plot_training(res.output_dir, ROOT / f"docs/img/{args.name}.png",
                         title=f"stage 1 GRPO{'' if cfg.data.think else ' (no <think>)'}, SmolLM2-135M + LoRA, "
                               f"WebQA ({NOTE})")

@@ -16,6 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTE = "captions stand in for pixels"
 
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = [r for r in read_log(res.log_path) if "train_runtime" not in r]
     zs = [r["frac_reward_zero_std"] for r in logs if r.get("frac_reward_zero_std") is not None]
     report = {
-        "benchmark": "rl_stage2", "note": NOTE, "data": args.data, "init": init, "config": args.config,
+        "note": NOTE, "data": args.data, "init": init, "config": args.config,
         "steps": res.global_step, "stopped_early": res.stopped_early, "train_examples": res.train_examples,
         "val_questions": len(val),
         "train_seconds": round(train_s, 1),
@@ -117,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "frac_reward_zero_std_mean": round(sum(zs) / max(1, len(zs)), 3),
         "warmup": res.warmup, "baselines": baselines(rows), "before": before, "after_warmup": warm, "after_rl": after,
     }
-    out = ROOT / "benchmarks/results/rl_stage2.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str))
+    out = common.write_result("rl_stage2", report)
     png = plot_training(res.output_dir, ROOT / "docs/img/rl_stage2.png",
                         title=f"stage 2 GRPO, SmolLM2-135M + LoRA, WebQA ({NOTE})")
     for name, r in (("before", before), ("after warm-up", warm), ("after RL", after)):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from transformers import TrainerControl, TrainerState
 
+from mmrag_rft.config import ConfigError
 from mmrag_rft.training.config import load_train_config
 from mmrag_rft.training.logging import ZeroVarianceStop, read_log
 
@@ -38,5 +39,5 @@ def test_stops_a_collapsed_run_but_not_a_run_with_isolated_zero_variance_steps()
 def test_patience_is_configured_and_checked():
     assert load_train_config(ROOT / "configs/stage1_tiny.yaml").stop_after_zero_std_steps == 10
     assert load_train_config(None, ["stop_after_zero_std_steps=null"]).stop_after_zero_std_steps is None
-    with pytest.raises(Exception, match="stop_after_zero_std_steps"):
+    with pytest.raises(ConfigError, match="stop_after_zero_std_steps must be >= 1"):
         load_train_config(None, ["stop_after_zero_std_steps=0"])

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mmrag_rft.data.schema import Candidate, Sample
 
@@ -155,8 +156,6 @@ def test_rerun_into_a_run_folder_redoes_a_warmup_made_for_other_settings(stage1_
     # label-balanced steps only reorder the RL prompts (TRL's shuffle off): the warm-up is still the same setup
     same = train(load_train_config(ROOT / "configs/stage1_tiny.yaml", [*base, "data.balanced_steps=true"]), stage=1)
     assert info.stat().st_mtime_ns == stamp and same.warmup == first.warmup  # same setup: reused
-    import yaml
-
     assert same.global_step == 1
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["balanced_steps"] is True
     other = train(load_train_config(ROOT / "configs/stage1_tiny.yaml", [*base, "warmup.steps=3"]), stage=1)
