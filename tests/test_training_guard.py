@@ -15,9 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"
 
 
-def _replay(log: str, patience: int) -> tuple[int | None, int]:
+def _replay(log: str, patience: int, threshold: float = 0.95) -> tuple[int | None, int]:
     """(step the guard stopped at, last step the trainer would have run)."""
-    guard, state = ZeroVarianceStop(patience), TrainerState()
+    guard, state = ZeroVarianceStop(patience, threshold), TrainerState()
     for row in read_log(RESULTS / log):
         state.global_step = row["step"]
         control = TrainerControl()
@@ -36,8 +36,17 @@ def test_stops_a_collapsed_run_but_not_a_run_with_isolated_zero_variance_steps()
     assert _replay("rl_stage1_nothink_top8_lr1e-3.log.jsonl", 8) == (14, 14)
 
 
+def test_a_window_mean_stops_a_collapse_that_a_run_of_ones_misses():
+    # 8 completions per group: collapsed from step 35, but steps 41 and 47 had one varying group (0.75)
+    assert _replay("rl_stage1_nothink_top8_balanced_g8.log.jsonl", 10, threshold=1.0) == (None, 51)
+    assert _replay("rl_stage1_nothink_top8_balanced_g8.log.jsonl", 10) == (43, 43)
+
+
 def test_patience_is_configured_and_checked():
     assert load_train_config(ROOT / "configs/stage1_tiny.yaml").stop_after_zero_std_steps == 10
     assert load_train_config(None, ["stop_after_zero_std_steps=null"]).stop_after_zero_std_steps is None
     with pytest.raises(ConfigError, match="stop_after_zero_std_steps must be >= 1"):
         load_train_config(None, ["stop_after_zero_std_steps=0"])
+    assert load_train_config(None, []).stop_zero_std_mean == 0.95
+    with pytest.raises(ConfigError, match="stop_zero_std_mean must be in"):
+        load_train_config(None, ["stop_zero_std_mean=1.5"])

@@ -125,14 +125,17 @@ class TrainConfig:
     rewards: RewardConfig = field(default_factory=RewardConfig)
     warmup: WarmupSection = field(default_factory=WarmupSection)
     output_dir: str = "runs/train"
-    # stop after this many logged steps in a row on which every group had zero reward variance (a collapsed
-    # policy: the gradient is 0 without a KL term); null never stops early
+    # stop once the share of zero-reward-variance groups, averaged over the last this-many logged steps, reaches
+    # stop_zero_std_mean (a collapsed policy: the gradient is ~0 without a KL term); null never stops early
     stop_after_zero_std_steps: int | None = 10
+    stop_zero_std_mean: float = 0.95
 
     def __post_init__(self) -> None:
         g = self.grpo
         if self.stop_after_zero_std_steps is not None and self.stop_after_zero_std_steps < 1:
             raise ValueError("stop_after_zero_std_steps must be >= 1 (or null to never stop early)")
+        if not 0.0 < self.stop_zero_std_mean <= 1.0:
+            raise ValueError("stop_zero_std_mean must be in (0, 1]")
         if g.num_generations < 2:
             raise ValueError("grpo.num_generations must be >= 2 (a group needs variance)")
         if (g.per_device_train_batch_size * g.gradient_accumulation_steps) % g.num_generations:

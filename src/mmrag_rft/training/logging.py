@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -88,27 +89,30 @@ class JsonlLogCallback(TrainerCallback):
 
 
 class ZeroVarianceStop(TrainerCallback):
-    """Stops training after `patience` logged steps in a row with `frac_reward_zero_std` == 1.
+    """Stops training once `frac_reward_zero_std` averaged over the last `patience` logged steps reaches `threshold`.
 
-    Then every group gave all its completions the same reward, every advantage is 0 and, without a KL term, the
+    At 1 every group gave all its completions the same reward, every advantage is 0 and, without a KL term, the
     gradient is exactly 0: the policy has collapsed (e.g. one verdict for every prompt) and further steps only
-    spend compute. A step or two at 1 happens in healthy runs, hence the patience. The checkpoints written so
-    far stay; `stopped_at` says where and why for the run's result.json.
+    spend compute. A step or two at 1 happens in healthy runs, hence the window; a collapsed run still has a
+    step now and then with one varying group, hence a mean below 1 (the default 0.95). The checkpoints written
+    so far stay; `stopped_at` says where and why for the run's result.json.
     """
 
-    def __init__(self, patience: int):
+    def __init__(self, patience: int, threshold: float = 0.95):
         self.patience = patience
-        self.run = 0
+        self.threshold = threshold
+        self.window: deque[float] = deque(maxlen=patience)
         self.stopped_at: int | None = None
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         v = (logs or {}).get("frac_reward_zero_std")
         if v is None:
             return
-        self.run = self.run + 1 if v >= 1.0 else 0
-        if self.run >= self.patience and self.stopped_at is None:
+        self.window.append(float(v))
+        mean = sum(self.window) / len(self.window)
+        if len(self.window) == self.patience and mean >= self.threshold and self.stopped_at is None:
             self.stopped_at = state.global_step
             control.should_training_stop = True
-            log.warning("step %d: every group had zero reward variance for %d logged steps in a row (the policy "
-                        "gives every completion the same reward, so the gradient is 0): stopping",
-                        state.global_step, self.run)
+            log.warning("step %d: %.0f%% of the groups had zero reward variance over the last %d logged steps (the "
+                        "policy gives nearly every completion the same reward, so the gradient is ~0): stopping",
+                        state.global_step, 100 * mean, self.patience)
