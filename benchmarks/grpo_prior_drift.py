@@ -28,13 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-
-
-def auc(scores: list[float], labels: list[int]) -> float:
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / max(1, len(pos) * len(neg))
+from mmrag_rft.metrics.ranking import roc_auc  # noqa: E402
 
 
 def run(*, objective: str, beta: float, lr: float, seed: int, args: argparse.Namespace) -> dict:
@@ -84,7 +78,7 @@ def run(*, objective: str, beta: float, lr: float, seed: int, args: argparse.Nam
     with torch.no_grad():
         x, y = draw(args.eval_pairs)
         p = torch.sigmoid(b.sum() + x @ w)
-    return {"absorbed_at": absorbed_at, "p_yes": float(p.mean()), "auc": auc(p.tolist(), y.int().tolist()),
+    return {"absorbed_at": absorbed_at, "p_yes": float(p.mean()), "auc": roc_auc(p.tolist(), [bool(v) for v in y.tolist()]),
             "frac_zero_std_last10": sum(zero_fracs[-10:]) / 10}
 
 
