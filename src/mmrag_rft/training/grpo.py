@@ -431,7 +431,8 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     funcs, weights = make_reward_funcs(stage, cfg.rewards)
     args = grpo_args(cfg, out, weights, shuffle=not balanced)
     log_cb = JsonlLogCallback(out / LOG_NAME, stage=stage)
-    guard = ZeroVarianceStop(cfg.stop_after_zero_std_steps, cfg.stop_zero_std_mean) if cfg.stop_after_zero_std_steps else None
+    guard = (ZeroVarianceStop(cfg.stop_after_zero_std_steps, cfg.stop_zero_std_mean)
+             if cfg.stop_after_zero_std_steps else None)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                           processing_class=processing_class,
                           callbacks=[log_cb, *([guard] if guard else []), *(callbacks or [])])
