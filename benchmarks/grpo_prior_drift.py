@@ -7,14 +7,14 @@ group-relative advantage (and with it the whole gradient) is zero: an absorbing 
 supervised reference) is curved along the prior and pulls it back; so is a KL term to the reference policy
 (GRPO's `beta`), which is the lever this script measures.
 
-The model is a logistic judge, P(yes | x) = sigmoid(sum(b) + w . x) (b: `--prior-params` weights, because
-Adam moves each of the many weights that shift a network's prior by about lr per step), with
-x = y * signal * e0 + N(0, I) in `--dims` dimensions (y = +1 relevant, -1 not). Training follows TRL's GRPO for a
-one-token completion: `--prompts` prompts per step (relevant and irrelevant alternating, as
-`data.balanced_steps`), `--generations` sampled verdicts each, reward 1 when the verdict matches the label, advantage (r - group mean) / (group std + 1e-4), loss
--mean(A * log pi) + beta * k3-KL to the starting policy, Adam. Many seeds per setting; reports the share of runs
-absorbed (every group unanimous for `--patience` steps in a row), the final P(yes) and the held-out AUC. No
-language model is involved: it isolates the dynamics, it does not predict the LLM's numbers.
+The model is a logistic judge, P(yes | x) = sigmoid(sum(b) + w . x) (b: `--prior-params` weights, because Adam moves
+each of the many weights that shift a network's prior by about lr per step), with x = y * signal * e0 + N(0, I) in
+`--dims` dimensions (y = +1 relevant, -1 not). Training follows TRL's GRPO for a one-token completion: `--prompts`
+prompts per step (relevant and irrelevant alternating, as `data.balanced_steps`), `--generations` sampled verdicts
+each, reward 1 when the verdict matches the label, advantage (r - group mean) / (group std + 1e-4), loss -mean(A *
+log pi) + beta * k3-KL to the starting policy, Adam. Many seeds per setting; reports the share of runs absorbed
+(every group unanimous for `--patience` steps in a row), the final P(yes) and the held-out AUC. No language model is
+involved: it isolates the dynamics, it does not predict the LLM's numbers.
 
     .venv/bin/python benchmarks/grpo_prior_drift.py
 """
