@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTE = "captions stand in for pixels"
+ROOT = common.ROOT
+NOTE = common.CAPTION_NOTE
 
 
 def score_metrics(backend, pairs, layout: str = "default") -> dict:
@@ -129,7 +129,7 @@ def eval_checkpoints(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/webqa/val_records.json.gz"))
+    ap.add_argument("--data", default=str(common.WEBQA_RECORDS))
     ap.add_argument("--config", default=str(ROOT / "configs/stage1_cpu.yaml"))
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--output", default=str(ROOT / "runs/bench_stage1"))

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTE = "captions stand in for pixels"
+ROOT = common.ROOT
+NOTE = common.CAPTION_NOTE
 
 
 def evaluate(model_dir: Path, rows: list[dict], *, max_new_tokens: int) -> dict:
@@ -71,7 +71,7 @@ def baselines(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/webqa/val_records.json.gz"))
+    ap.add_argument("--data", default=str(common.WEBQA_RECORDS))
     ap.add_argument("--config", default=str(ROOT / "configs/stage2_cpu.yaml"))
     ap.add_argument("--init", default=str(ROOT / "runs/bench_stage1"), help="stage-1 run folder or model folder")
     ap.add_argument("--steps", type=int, default=20)
