@@ -41,7 +41,42 @@ def evaluate(model_dir: Path, rows: list[dict], *, max_new_tokens: int) -> dict:
     acc = make_answer_reward("auto")(outs, **cols)
     n = len(rows)
     return {"format_reward": sum(fmt) / n, "strict_format_rate": sum(strict) / n, "ndcg": sum(ndcg) / n,
-            "answer_acc": sum(acc) / n, "n": n, "eval_seconds": round(time.time() - t0, 1), "examples": outs[:3]}
+            "answer_acc": sum(acc) / n, "n": n, "eval_seconds": round(time.time() - t0, 1), "examples": outs[:3],
+            "selection": selection_vs_chance(outs, rows, ndcg), "outputs": outs}
+
+
+def selection_vs_chance(outs: list[str], rows: list[dict], ndcg: list[float]) -> dict:
+    """Does the model pick and order evidence better than chance *given how many ids it lists*?
+
+    A model that lists two of four candidates is not comparable with a full random permutation; the fair chance
+    reference draws the same number of distinct in-range ids at random (exact expectation over every such list).
+    Also: how often the first-listed id is gold, against the share of gold among the candidates (what a random
+    first pick gets), and how often the first-listed id is the one shown first (position bias).
+    """
+    import itertools
+
+    from mmrag_rft.parsing import parse_stage2
+    from mmrag_rft.rewards import rank_score
+
+    chance, first_gold, first_gold_chance, first_is_1, lens, n_ranked = 0.0, 0, 0.0, 0, [], 0
+    for out, r, got in zip(outs, rows, ndcg):
+        k, gold = r["num_candidates"], [str(g) for g in r["gold_ids"]]
+        ids = parse_stage2(out, prefill=r["prefill"], num_candidates=k).raw_ids
+        valid = list(dict.fromkeys(i for i in ids if i.isdigit() and 1 <= int(i) <= k))
+        if not valid:
+            continue
+        n_ranked += 1
+        share = len(valid) / len(ids)  # rank_score's penalty for invalid or repeated ids, kept for the reference
+        lists = list(itertools.permutations([str(i) for i in range(1, k + 1)], len(valid)))
+        chance += share * sum(rank_score(list(p), gold, num_candidates=k) for p in lists) / len(lists)
+        first_gold += valid[0] in gold
+        first_gold_chance += len(set(gold)) / k
+        first_is_1 += valid[0] == "1"
+        lens.append(len(valid))
+    n = max(1, n_ranked)
+    return {"ranked": n_ranked, "ndcg_same_length_chance": chance / max(1, len(rows)),
+            "first_is_gold": first_gold / n, "first_is_gold_chance": first_gold_chance / n,
+            "first_is_prompt_first": first_is_1 / n, "mean_listed": sum(lens) / n}
 
 
 def baselines(rows: list[dict]) -> dict:
@@ -77,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--output", default=str(ROOT / "runs/bench_stage2"))
     ap.add_argument("--eval-questions", type=int, default=40)
+    ap.add_argument("--name", default="rl_stage2", help="results/NAME.json and docs/img/NAME.png")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     args = ap.parse_args(argv)
@@ -103,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     mct = cfg.grpo.max_completion_length
     start = resolve_model(init) if init else resolve_model(cfg.model.path)
     before = evaluate(Path(start), rows, max_new_tokens=mct)
-    print("before:", json.dumps({k: v for k, v in before.items() if k != "examples"}), f"({NOTE})", file=sys.stderr)
+    brief = {k: v for k, v in before.items() if k not in ("examples", "outputs")}
+    print("before:", json.dumps(brief), f"({NOTE})", file=sys.stderr)
     t0 = time.time()
     res = train(cfg, stage=2, init=init, resume=args.resume)
     train_s = time.time() - t0
@@ -121,14 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         "frac_reward_zero_std_mean": round(sum(zs) / max(1, len(zs)), 3),
         "warmup": res.warmup, "baselines": baselines(rows), "before": before, "after_warmup": warm, "after_rl": after,
     }
-    out = common.write_result("rl_stage2", report)
-    png = plot_training(res.output_dir, ROOT / "docs/img/rl_stage2.png",
+    out = common.write_result(args.name, report)
+    png = plot_training(res.output_dir, ROOT / f"docs/img/{args.name}.png",
                         title=f"stage 2 GRPO, SmolLM2-135M + LoRA, WebQA ({NOTE})")
     for name, r in (("before", before), ("after warm-up", warm), ("after RL", after)):
         if not r:
             continue
         print(f"{name:14s} format {r['format_reward']:.3f} strict {r['strict_format_rate']:.3f} NDCG {r['ndcg']:.3f} "
-              f"answer acc {r['answer_acc']:.3f}  ({NOTE})")
+              f"answer acc {r['answer_acc']:.3f}  (NDCG of random lists as long as the model's: "
+              f"{r['selection']['ndcg_same_length_chance']:.3f}; {NOTE})")
     print("model-free baselines on the same prompts:", json.dumps(report["baselines"]))
     print(f"wrote {out} and {png}")
     return 0

@@ -73,7 +73,7 @@ def test_stage1_layout_is_checked_in_configs():
     from mmrag_rft.training.config import load_train_config
 
     assert load_train_config(ROOT / "configs/stage1_tiny.yaml", ["data.layout=restate"]).data.layout == "restate"
-    with pytest.raises(ConfigError, match="data.layout: must be one of"):
+    with pytest.raises(ConfigError, match="override data.layout=sideways: must be one of"):
         load_train_config(ROOT / "configs/stage1_tiny.yaml", ["data.layout=sideways"])
     with pytest.raises(ConfigError, match="stage1_layout: must be one of"):
         build(PipelineConfig, {"stage1_layout": "sideways"})

@@ -50,3 +50,34 @@ def test_patience_is_configured_and_checked():
     assert load_train_config(None, []).stop_zero_std_mean == 0.95
     with pytest.raises(ConfigError, match="stop_zero_std_mean must be in"):
         load_train_config(None, ["stop_zero_std_mean=1.5"])
+
+
+def test_a_resumed_run_refills_the_window_from_the_steps_it_keeps(tmp_path):
+    import json
+
+    log = tmp_path / "log.jsonl"
+    rows = [{"step": s, "frac_reward_zero_std": 1.0} for s in range(1, 10)]
+    rows += [{"step": s, "frac_reward_zero_std": 0.0} for s in (10, 11)]  # after the checkpoint: re-run, not read
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    state = TrainerState()
+    state.global_step = 9  # resuming from checkpoint-9
+    fresh, resumed = ZeroVarianceStop(10), ZeroVarianceStop(10, log_path=log)
+    for guard in (fresh, resumed):
+        guard.on_train_begin(None, state, TrainerControl())
+    state.global_step = 10
+    for guard in (fresh, resumed):
+        guard.on_log(None, state, TrainerControl(), logs={"frac_reward_zero_std": 1.0})
+    assert fresh.stopped_at is None and fresh.reason is None
+    assert resumed.stopped_at == 10
+    assert resumed.reason.startswith("step 10: 100% of the groups had zero reward variance over the last 10")
+
+
+def test_a_bad_override_is_named_as_typed(tmp_path):
+    with pytest.raises(ConfigError, match=r"^override grpo\.learning_rate=abc: expected float"):
+        load_train_config(ROOT / "configs/stage1_cpu.yaml", ["grpo.learning_rate=abc"])
+    with pytest.raises(ConfigError, match=r"must be in .*\(with overrides stop_zero_std_mean=1\.5\)"):
+        load_train_config(ROOT / "configs/stage1_cpu.yaml", ["stop_zero_std_mean=1.5"])
+    bad = tmp_path / "bad.yaml"  # a bad value in the file is still the file's
+    bad.write_text("grpo:\n  learning_rate: abc\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml\.grpo\.learning_rate: expected float"):
+        load_train_config(bad, ["grpo.max_steps=3"])

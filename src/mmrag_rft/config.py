@@ -123,12 +123,25 @@ def load(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: li
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         data = loaded
+    given: dict[str, str] = {}
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r}: expected key=value")
         k, v = ov.split("=", 1)
         _set_dotted(data, k.strip(), yaml.safe_load(v))
-    return build(cls, data, where=str(path) if path else "config")
+        given[k.strip()] = v
+    where = str(path) if path else "config"
+    try:
+        return build(cls, data, where=where)
+    except ConfigError as e:
+        # a bad value given on the command line is named as the user typed it, not as if the file held it
+        msg = str(e)
+        for k, v in given.items():
+            if msg.startswith(f"{where}.{k}:"):
+                raise ConfigError(f"override {k}={v}:{msg[len(where) + len(k) + 2:]}") from None
+        if given:  # a cross-field check: the file and the overrides together broke it
+            raise ConfigError(f"{msg} (with overrides {', '.join(f'{k}={v}' for k, v in given.items())})") from None
+        raise
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -431,7 +431,7 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     funcs, weights = make_reward_funcs(stage, cfg.rewards)
     args = grpo_args(cfg, out, weights, shuffle=not balanced)
     log_cb = JsonlLogCallback(out / LOG_NAME, stage=stage)
-    guard = (ZeroVarianceStop(cfg.stop_after_zero_std_steps, cfg.stop_zero_std_mean)
+    guard = (ZeroVarianceStop(cfg.stop_after_zero_std_steps, cfg.stop_zero_std_mean, log_path=out / LOG_NAME)
              if cfg.stop_after_zero_std_steps else None)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                           processing_class=processing_class,
@@ -455,8 +455,6 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
                     adapter_dir=str(adapter_dir) if adapter_dir else None, merged_dir=str(merged),
                     log_path=str(out / LOG_NAME), train_examples=len(rows), val_questions=len(val_samples),
                     resumed_from=str(ckpt) if ckpt else None, warmup=warm_info, metrics=metrics,
-                    stopped_early=(f"step {guard.stopped_at}: zero reward variance in every group for "
-                                   f"{guard.patience} logged steps in a row (collapsed policy)")
-                    if guard and guard.stopped_at is not None else None)
+                    stopped_early=guard.reason if guard else None)
     atomic_write_text(out / "result.json", json.dumps(res.to_dict(), indent=2, default=str))
     return res

@@ -98,11 +98,29 @@ class ZeroVarianceStop(TrainerCallback):
     so far stay; `stopped_at` says where and why for the run's result.json.
     """
 
-    def __init__(self, patience: int, threshold: float = 0.95):
+    def __init__(self, patience: int, threshold: float = 0.95, *, log_path: str | Path | None = None):
         self.patience = patience
         self.threshold = threshold
+        self.log_path = Path(log_path) if log_path else None  # a resumed run's earlier steps refill the window
         self.window: deque[float] = deque(maxlen=patience)
         self.stopped_at: int | None = None
+        self.mean_at_stop: float | None = None
+
+    @property
+    def reason(self) -> str | None:
+        if self.stopped_at is None:
+            return None
+        return (f"step {self.stopped_at}: {100 * (self.mean_at_stop or 0):.0f}% of the groups had zero reward "
+                f"variance over the last {self.patience} logged steps (collapsed policy)")
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.log_path is None:
+            return
+        self.window.clear()
+        for row in read_log(self.log_path):
+            v = row.get("frac_reward_zero_std")
+            if v is not None and int(row.get("step", 0)) <= state.global_step:
+                self.window.append(float(v))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         v = (logs or {}).get("frac_reward_zero_std")
@@ -112,6 +130,7 @@ class ZeroVarianceStop(TrainerCallback):
         mean = sum(self.window) / len(self.window)
         if len(self.window) == self.patience and mean >= self.threshold and self.stopped_at is None:
             self.stopped_at = state.global_step
+            self.mean_at_stop = mean
             control.should_training_stop = True
             log.warning("step %d: %.0f%% of the groups had zero reward variance over the last %d logged steps (the "
                         "policy gives nearly every completion the same reward, so the gradient is ~0): stopping",
