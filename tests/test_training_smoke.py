@@ -72,6 +72,17 @@ def test_stage1_resumes_after_kill_and_logs_rewards(stage1_run):
     assert (Path(res.output_dir) / "checkpoint-2").is_dir()
 
 
+def test_resuming_a_finished_run_trains_nothing(stage1_run):
+    from mmrag_rft.training.grpo import train
+
+    cfg, res, _ = stage1_run
+    log_before = Path(res.log_path).read_text()
+    again = train(cfg, stage=1, resume=True)
+    assert again.global_step == 2 and again.merged_dir == res.merged_dir
+    assert not (Path(res.output_dir) / "checkpoint-3").exists()  # the Trainer alone would run a third step
+    assert Path(res.log_path).read_text() == log_before
+
+
 def test_stage1_checkpoint_and_merged_model_reload(stage1_run):
     import torch
     from peft import PeftModel

@@ -363,6 +363,26 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
+def _finished_run(out: Path, ckpt: Path, cfg: TrainConfig) -> RunResult | None:
+    """The saved result when `--resume` finds the run already done (last checkpoint at max_steps, model exported).
+
+    The Trainer checks max_steps only after a step, so resuming a finished run would train one step past it and
+    overwrite the exported model; a finished run is returned as it is instead.
+    """
+    if cfg.grpo.max_steps <= 0 or not (out / "result.json").is_file() or not (out / "merged/config.json").is_file():
+        return None
+    try:
+        step = int(json.loads((ckpt / "trainer_state.json").read_text())["global_step"])
+        saved = RunResult(**json.loads((out / "result.json").read_text()))
+    except (ValueError, KeyError, TypeError):
+        return None
+    if step < cfg.grpo.max_steps or saved.global_step != step:
+        return None
+    log.warning("%s already finished at step %d (max_steps %d): nothing to resume; raise grpo.max_steps to train "
+                "further", out, step, cfg.grpo.max_steps)
+    return saved
+
+
 def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: bool = False,
           stage1_scores: dict[str, dict[str, float]] | None = None, callbacks: list[Any] | None = None) -> RunResult:
     """Run one RL stage; `resume` continues from the last `checkpoint-*` in `config.output_dir`."""
@@ -380,6 +400,8 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     ckpt = last_checkpoint(out) if resume else None
     if resume and ckpt is None:
         raise FileNotFoundError(f"{out}: --resume given but no checkpoint-* folder to resume from")
+    if ckpt is not None and (done := _finished_run(out, ckpt, cfg)) is not None:
+        return done
     if not resume and ckpt is None and (out / LOG_NAME).exists():
         (out / LOG_NAME).unlink()  # a fresh run in a reused folder starts a fresh log
     dump(cfg, out / "config.yaml")
