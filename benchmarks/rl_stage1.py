@@ -30,12 +30,6 @@ ROOT = common.ROOT
 NOTE = common.CAPTION_NOTE
 
 
-def _step(name: str) -> int:
-    """checkpoint-90 before checkpoint-100 (name order puts 100 first)."""
-    tail = name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
-
-
 def score_metrics(backend, pairs, layout: str = "default") -> dict:
     """Score mode on (question, candidate, label) pairs: accuracy/F1 at P(yes) >= 0.5 and the AUC of P(yes)."""
     from mmrag_rft.metrics.classification import binary_metrics
@@ -98,7 +92,7 @@ def eval_checkpoints(args) -> int:
     from mmrag_rft.config import to_dict
     from mmrag_rft.models.loading import load_backend
     from mmrag_rft.training.config import load_train_config
-    from mmrag_rft.training.grpo import load_split
+    from mmrag_rft.training.grpo import checkpoints, load_split
     from mmrag_rft.training.logging import read_log
 
     run = Path(args.output)
@@ -110,7 +104,7 @@ def eval_checkpoints(args) -> int:
     missing = [str(f) for f in folders.values() if not f.is_dir()]
     if missing:  # before any model is loaded, not after minutes of scoring the others
         raise SystemExit(f"no such folder: {', '.join(missing)} (checkpoints kept: "
-                         f"{sorted((p.name for p in run.glob('checkpoint-*')), key=_step)})")
+                         f"{[p.name for p in checkpoints(run)]})")
 
     def last10(key: str, step: int) -> float | None:
         tail = [r.get(key, 0) for r in rows if r["step"] <= step][-10:]

@@ -42,10 +42,10 @@ def evaluate(model_dir: Path, rows: list[dict], *, max_new_tokens: int) -> dict:
     n = len(rows)
     return {"format_reward": sum(fmt) / n, "strict_format_rate": sum(strict) / n, "ndcg": sum(ndcg) / n,
             "answer_acc": sum(acc) / n, "n": n, "eval_seconds": round(time.time() - t0, 1), "examples": outs[:3],
-            "selection": selection_vs_chance(outs, rows, ndcg), "outputs": outs}
+            "selection": selection_vs_chance(outs, rows), "outputs": outs}
 
 
-def selection_vs_chance(outs: list[str], rows: list[dict], ndcg: list[float]) -> dict:
+def selection_vs_chance(outs: list[str], rows: list[dict]) -> dict:
     """Does the model pick and order evidence better than chance *given how many ids it lists*?
 
     A model that lists two of four candidates is not comparable with a full random permutation; the fair chance
@@ -59,7 +59,7 @@ def selection_vs_chance(outs: list[str], rows: list[dict], ndcg: list[float]) ->
     from mmrag_rft.rewards import rank_score
 
     chance, first_gold, first_gold_chance, first_is_1, lens, n_ranked = 0.0, 0, 0.0, 0, [], 0
-    for out, r, got in zip(outs, rows, ndcg):
+    for out, r in zip(outs, rows):
         k, gold = r["num_candidates"], [str(g) for g in r["gold_ids"]]
         ids = parse_stage2(out, prefill=r["prefill"], num_candidates=k).raw_ids
         valid = list(dict.fromkeys(i for i in ids if i.isdigit() and 1 <= int(i) <= k))

@@ -52,20 +52,15 @@ def test_patience_is_configured_and_checked():
         load_train_config(None, ["stop_zero_std_mean=1.5"])
 
 
-def test_a_resumed_run_refills_the_window_from_the_steps_it_keeps(tmp_path):
-    import json
-
-    log = tmp_path / "log.jsonl"
-    rows = [{"step": s, "frac_reward_zero_std": 1.0} for s in range(1, 10)]
-    rows += [{"step": s, "frac_reward_zero_std": 0.0} for s in (10, 11)]  # after the checkpoint: re-run, not read
-    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    state = TrainerState()
-    state.global_step = 9  # resuming from checkpoint-9
-    fresh, resumed = ZeroVarianceStop(10), ZeroVarianceStop(10, log_path=log)
-    for guard in (fresh, resumed):
+def test_a_resumed_run_refills_the_window_from_the_steps_it_keeps():
+    fresh_state, resumed_state = TrainerState(), TrainerState()
+    # resuming from checkpoint-9: the Trainer restores its state, log history included, before on_train_begin
+    resumed_state.log_history = [{"step": s, "frac_reward_zero_std": 1.0} for s in range(1, 10)]
+    fresh_state.global_step = resumed_state.global_step = 9
+    fresh, resumed = ZeroVarianceStop(10), ZeroVarianceStop(10)
+    for guard, state in ((fresh, fresh_state), (resumed, resumed_state)):
         guard.on_train_begin(None, state, TrainerControl())
-    state.global_step = 10
-    for guard in (fresh, resumed):
+        state.global_step = 10
         guard.on_log(None, state, TrainerControl(), logs={"frac_reward_zero_std": 1.0})
     assert fresh.stopped_at is None and fresh.reason is None
     assert resumed.stopped_at == 10

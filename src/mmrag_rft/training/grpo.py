@@ -349,14 +349,19 @@ def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float], s
     )
 
 
+def checkpoints(output_dir: Path) -> list[Path]:
+    """The run's checkpoint-N folders in step order (name order would put checkpoint-100 before checkpoint-90)."""
+    if not output_dir.is_dir():
+        return []
+    found = sorted((int(m.group(1)), d) for d in output_dir.iterdir()
+                   if d.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", d.name)))
+    return [d for _, d in found]
+
+
 def last_checkpoint(output_dir: Path) -> Path | None:
     """The newest *complete* checkpoint-N. The Trainer writes trainer_state.json after the weights, optimizer and
     RNG state, so a folder without it was torn by a kill mid-save; resuming from it would fail, so skip it."""
-    if not output_dir.is_dir():
-        return None
-    found = sorted(((int(m.group(1)), d) for d in output_dir.iterdir()
-                    if d.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", d.name))), reverse=True)
-    for _, d in found:
+    for d in reversed(checkpoints(output_dir)):
         if (d / "trainer_state.json").is_file():
             return d
         log.warning("%s is incomplete (no trainer_state.json: killed while saving?); skipping it", d)
@@ -453,7 +458,7 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     funcs, weights = make_reward_funcs(stage, cfg.rewards)
     args = grpo_args(cfg, out, weights, shuffle=not balanced)
     log_cb = JsonlLogCallback(out / LOG_NAME, stage=stage)
-    guard = (ZeroVarianceStop(cfg.stop_after_zero_std_steps, cfg.stop_zero_std_mean, log_path=out / LOG_NAME)
+    guard = (ZeroVarianceStop(cfg.stop_after_zero_std_steps, cfg.stop_zero_std_mean)
              if cfg.stop_after_zero_std_steps else None)
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                           processing_class=processing_class,

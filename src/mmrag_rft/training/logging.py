@@ -98,10 +98,9 @@ class ZeroVarianceStop(TrainerCallback):
     so far stay; `stopped_at` says where and why for the run's result.json.
     """
 
-    def __init__(self, patience: int, threshold: float = 0.95, *, log_path: str | Path | None = None):
+    def __init__(self, patience: int, threshold: float = 0.95):
         self.patience = patience
         self.threshold = threshold
-        self.log_path = Path(log_path) if log_path else None  # a resumed run's earlier steps refill the window
         self.window: deque[float] = deque(maxlen=patience)
         self.stopped_at: int | None = None
         self.mean_at_stop: float | None = None
@@ -114,13 +113,11 @@ class ZeroVarianceStop(TrainerCallback):
                 f"variance over the last {self.patience} logged steps (collapsed policy)")
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.log_path is None:
-            return
+        # a resumed run's state comes back from its checkpoint with the log of the steps it keeps: refill the window
         self.window.clear()
-        for row in read_log(self.log_path):
-            v = row.get("frac_reward_zero_std")
-            if v is not None and int(row.get("step", 0)) <= state.global_step:
-                self.window.append(float(v))
+        for row in state.log_history:
+            if row.get("frac_reward_zero_std") is not None:
+                self.window.append(float(row["frac_reward_zero_std"]))
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         v = (logs or {}).get("frac_reward_zero_std")
