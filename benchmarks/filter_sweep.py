@@ -32,6 +32,12 @@ THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.
 TOP_KS = [1, 2, 3, 5, 8, 10, 15, 0]  # 0 = no cap
 RECALL_TARGET = 0.95
 SAVED_TARGET = 0.60
+WEIGHTS = [0.25, 0.5, 1.0, 2.0, 4.0]  # retrieval weights of the fused order's sensitivity check
+FUSED_CURVE = "fused stage 1 + retriever, top-k only"
+
+
+def fused_key(weight: float) -> str:
+    return f"fused_order_w{weight:g}"
 
 
 # -- cache -------------------------------------------------------------------------------------------------
@@ -89,6 +95,23 @@ def point(qs: list[dict[str, Any]], key: str, threshold: float, top_k: int, use_
             "mean_kept": kept / len(qs)}
 
 
+def kept_point(qs: list[dict[str, Any]], name: str, f: Any) -> dict[str, float]:
+    """Like `point`, for a kept set that need not be a prefix of one order (the fused filter with a threshold)."""
+    pool = kept = gold = gold_kept = empty = tok_all = tok_kept = 0
+    for q in qs:
+        ids = q["default_kept"][name]["ids"]
+        pool += len(q["stage1_order"])
+        kept += len(ids)
+        gold += len(q["gold"])
+        gold_kept += len(set(ids) & set(q["gold"]))
+        tok_all += q["tokens"]["stage1_order"][-1]
+        tok_kept += q["default_kept"][name]["tokens"]
+        empty += not ids
+    return {"threshold": f.threshold, "top_k": f.top_k, "order": f.order, "removed": 1 - kept / pool,
+            "tokens_saved": 1 - tok_kept / tok_all, "gold_recall": gold_kept / gold if gold else float("nan"),
+            "empty_questions": empty, "mean_kept": kept / len(qs)}
+
+
 def best_at_recall(points: list[dict[str, float]], recall: float) -> dict[str, float] | None:
     ok = [p for p in points if p["gold_recall"] >= recall]
     return max(ok, key=lambda p: (p["tokens_saved"], p["gold_recall"])) if ok else None
@@ -131,12 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/filter_sweep.json)")
     ap.add_argument("--plot", default=str(common.ROOT / "docs/img/filter_sweep.png"))
     ap.add_argument("--layout", default="default", help="stage-1 prompt layout the model was trained with")
+    ap.add_argument("--rrf-k", type=int, default=60, help="fused order: reciprocal-rank fusion constant")
+    ap.add_argument("--retrieval-weight", type=float, default=1.0, help="fused order: weight of the retriever's")
     common.add_threads_flag(ap)
     args = ap.parse_args(argv)
     common.set_threads(args.threads)
 
     from mmrag_rft.prompts import stage1_prompt, stage2_prompt
-    from mmrag_rft.retrieval.index import rank_pool
+    from mmrag_rft.pipeline import FilterConfig, Judgement, coarse_filter
+    from mmrag_rft.retrieval.index import rank_pool, reciprocal_rank_fusion
+
+    DEFAULT_FILTERS = {"stage1": FilterConfig(),
+                       "fused": FilterConfig(order="fused", rrf_k=args.rrf_k, retrieval_weight=args.retrieval_weight)}
 
     samples = common.load_webqa(args.data, limit=None if args.heldout else args.limit or None)
     if args.heldout:
@@ -172,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # stage-2 prompt tokens for every prefix of both orderings (survivors are always a prefix of one)
     def n_tokens(question: str, cands: list[Any]) -> int:
-        return len(backend.tokenizer(backend.render(stage2_prompt(question, cands)), add_special_tokens=False)["input_ids"])
+        text = backend.render(stage2_prompt(question, cands))
+        return len(backend.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     qs: list[dict[str, Any]] = []
     with common.progress() as prog:
@@ -183,10 +213,19 @@ def main(argv: list[str] | None = None) -> int:
             scores = r["scores"]
             s1 = sorted(by_id, key=lambda c: -scores[c])
             ret = list(r["retriever_order"]) + [c for c in by_id if c not in set(r["retriever_order"])]
+            orders = {"stage1_order": s1, "retriever_order": ret}
+            for w in sorted({args.retrieval_weight, *WEIGHTS}):
+                orders[fused_key(w)] = [c for c, _ in reciprocal_rank_fusion([s1, ret], k=args.rrf_k, weights=[1, w])]
             toks = {k: [0] + [n_tokens(s.question, [by_id[c] for c in order[:n]]) for n in range(1, len(order) + 1)]
-                    for k, order in (("stage1_order", s1), ("retriever_order", ret))}
-            qs.append({"qid": s.qid, "gold": list(s.gold_ids), "scores": scores, "stage1_order": s1,
-                       "retriever_order": ret, "tokens": toks})
+                    for k, order in orders.items()}
+            js = [Judgement(id=c, score=scores[c], relevant=False, kept=False, retrieval_rank=i + 1)
+                  for i, c in enumerate(ret)]
+            default_kept = {}
+            for name, f in DEFAULT_FILTERS.items():  # the pipeline's own filter code at its default operating point
+                ids = coarse_filter(js, f)
+                default_kept[name] = {"ids": ids, "tokens": n_tokens(s.question, [by_id[c] for c in ids]) if ids else 0}
+            qs.append({"qid": s.qid, "gold": list(s.gold_ids), "scores": scores, **orders, "tokens": toks,
+                       "default_kept": default_kept})
             prog.advance(task)
 
     max_pool = max(len(q["stage1_order"]) for q in qs)
@@ -197,10 +236,19 @@ def main(argv: list[str] | None = None) -> int:
     ks = list(range(1, max_pool + 1))
     curves["stage 1 top-k only (threshold 0)"] = [point(qs, "stage1_order", 0.0, k, True) for k in ks]
     curves["retriever top-k only (rank_pool)"] = [point(qs, "retriever_order", 0.0, k, False) for k in ks]
+    fused = fused_key(args.retrieval_weight)
+    curves[FUSED_CURVE] = [point(qs, fused, 0.0, k, False) for k in ks]
+    weight_sweep = {}
+    for w in WEIGHTS:
+        b = best_at_recall([point(qs, fused_key(w), 0.0, k, False) for k in ks], RECALL_TARGET)
+        weight_sweep[str(w)] = b
     default_point = point(qs, "stage1_order", 0.5, 5, True)
+    default_points = {name: kept_point(qs, name, f) for name, f in DEFAULT_FILTERS.items()}
+    assert abs(default_points["stage1"]["tokens_saved"] - default_point["tokens_saved"]) < 1e-9, "filter drift"
     all_stage1 = [p for name, pts in curves.items() if name.startswith("stage 1") for p in pts]
     best_s1 = best_at_recall(all_stage1, RECALL_TARGET)
     best_ret = best_at_recall(curves["retriever top-k only (rank_pool)"], RECALL_TARGET)
+    best_fused = best_at_recall(curves[FUSED_CURVE], RECALL_TARGET)
     gold_p = [q["scores"][g] for q in qs for g in q["gold"]]
     neg_p = [v for q in qs for c, v in q["scores"].items() if c not in set(q["gold"])]
 
@@ -208,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     plot({k: v for k, v in curves.items() if k.endswith(("top-k 5", "top-k 10", "top-k all")) or "only" in k},
          Path(args.plot), title)
     met = bool(best_s1 and best_s1["tokens_saved"] >= SAVED_TARGET)
+    met_fused = bool(best_fused and best_fused["tokens_saved"] >= SAVED_TARGET)
     res = {
         "model": model_id, "model_spec": args.model, "note": common.CAPTION_NOTE, "questions": len(qs),
         "heldout_of": args.heldout,
@@ -215,10 +264,18 @@ def main(argv: list[str] | None = None) -> int:
         "stage1_scoring": {"candidates_scored_this_run": n_scored, "seconds": score_s, "cache": str(cache)},
         "mean_p_yes": {"gold": sum(gold_p) / len(gold_p), "negatives": sum(neg_p) / len(neg_p)},
         "pipeline_default_point(threshold 0.5, top_k 5)": default_point,
+        "pipeline_default_point_fused(threshold 0.5, top_k 5, filter.order fused)": default_points["fused"],
         f"best_stage1_at_recall>={RECALL_TARGET}": best_s1,
         f"best_retriever_at_recall>={RECALL_TARGET}": best_ret,
+        f"best_fused_at_recall>={RECALL_TARGET}": best_fused,
+        "fused": {"rrf_k": args.rrf_k, "retrieval_weight": args.retrieval_weight,
+                  "what": "filter.order: fused (reciprocal-rank fusion of stage 1's order and the retriever's), top-k"},
+        "fused_weight_sensitivity": {"note": "best point at the recall target per retrieval weight, on these same "
+                                             "questions: a sensitivity check, not a tuned setting",
+                                     "points": weight_sweep},
         "goal": f">= {SAVED_TARGET:.0%} fewer stage-2 tokens at >= {RECALL_TARGET:.0%} gold recall (trained stage 1)",
         "goal_met_by_this_model": met,
+        "goal_met_by_this_model_fused_with_retriever": met_fused,
         "curves": curves, "plot": str(Path(args.plot).resolve().relative_to(common.ROOT))
         if Path(args.plot).resolve().is_relative_to(common.ROOT) else args.plot,
     }
@@ -231,13 +288,17 @@ def main(argv: list[str] | None = None) -> int:
 
     common.print_table(title, ["operating point", "threshold", "top-k", "removed", "tokens saved", "gold recall"], [
         row("pipeline default", default_point),
+        row("pipeline default, filter.order fused", default_points["fused"]),
         row(f"best stage 1 @ recall >= {RECALL_TARGET}", best_s1),
         row(f"best retriever @ recall >= {RECALL_TARGET}", best_ret),
+        row(f"best fused (stage 1 + retriever) @ recall >= {RECALL_TARGET}", best_fused),
         *[row(f"stage 1, top-k {k}", point(qs, "stage1_order", 0.0, k, True)) for k in (3, 5, 10)],
         *[row(f"retriever, top-k {k}", point(qs, "retriever_order", 0.0, k, False)) for k in (3, 5, 10)],
     ])
     print(f"mean P(yes): gold {res['mean_p_yes']['gold']:.3f}, negatives {res['mean_p_yes']['negatives']:.3f}")
-    print(f"goal met by {model_id}: {met}; wrote {path} and {args.plot}")
+    print("fused, best tokens saved at the recall target by retrieval weight: "
+          + ", ".join(f"{w}: {p['tokens_saved']:.3f}" if p else f"{w}: -" for w, p in weight_sweep.items()))
+    print(f"goal met by {model_id}: {met} (fused with the retriever: {met_fused}); wrote {path} and {args.plot}")
     return 0
 
 

@@ -47,8 +47,15 @@ def test_evaluate_resumes_without_reloading(tmp_path, shared_data):
     assert m["overall"]["n"] == 2 and "retr_f1" in m["overall"] and "qa_acc" in m["overall"]
     assert "captions stand in for pixels" in m["note"]
     first = (out / "predictions.jsonl").read_text()
-    r = runner.invoke(app, args[:-1] + ["stage2_max_new_tokens=9"])  # a re-run only re-scores
+    r = runner.invoke(app, args)  # a re-run with the same settings only re-scores
     assert r.exit_code == 0
     assert (out / "predictions.jsonl").read_text() == first
+    # other settings would be reported as if they had made the old predictions: refused, naming what changed
+    r = runner.invoke(app, args[:-1] + ["stage2_max_new_tokens=9"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "stage2_max_new_tokens: 8 -> 9" in " ".join(r.output.split())
+    assert (out / "predictions.jsonl").read_text() == first
+    r = runner.invoke(app, args[:-2] + ["--model", "tiny-vlm"] + args[-2:])
+    assert r.exit_code == 2 and "model: 'tiny-lm' -> 'tiny-vlm'" in " ".join(r.output.split())
     sub = json.loads((out / "submission.json").read_text())
     assert len(sub) == 2 and all(set(v) == {"sources", "answer"} for v in sub.values())

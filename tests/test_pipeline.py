@@ -46,7 +46,7 @@ def test_tiny_vlm_pipeline_with_pixels(demo_index, demo_questions):
     _check_result(r, demo_index, 6)
     assert len(r.kept_ids) == 3  # threshold 0 keeps the top_k best
     assert not r.abstained
-    # random weights cannot follow the template: the ranking must fall back to stage-1 order, and say so
+    # random weights cannot follow the template: the ranking must fall back to the filter's order, and say so
     if r.fallback:
         assert r.rank == r.kept_ids
 
@@ -112,3 +112,62 @@ def test_default_model_answers_demo_question(demo_index, demo_questions):
     assert r.models["policy"]
     # retrieval put the gold evidence into the pool
     assert set(s.gold_ids) & {j.id for j in r.judgements}
+
+
+def _js(scores):
+    """Judgements in retriever order (rank 1 first) with the given P(yes)."""
+    from mmrag_rft.pipeline import Judgement
+
+    return [Judgement(id=f"c{i}", score=s, relevant=s >= 0.5, kept=False, retrieval_rank=i + 1)
+            for i, s in enumerate(scores)]
+
+
+def test_fused_filter_keeps_what_both_orders_agree_on():
+    from mmrag_rft.pipeline import coarse_filter
+
+    # stage 1 prefers c3 then c2; the retriever put c0 first; c1 is neither's favourite
+    js = _js([0.5, 0.1, 0.8, 0.9])
+    assert coarse_filter(js, FilterConfig(threshold=0.0, top_k=2, order="stage1")) == ["c3", "c2"]
+    fused = FilterConfig(threshold=0.0, top_k=2, order="fused", rrf_k=0)
+    # rrf k=0: c0 1/3 + 1/1, c2 1/2 + 1/3, c3 1/1 + 1/4 -> c0 (1.33), c3 (1.25)
+    assert coarse_filter(js, fused) == ["c0", "c3"]
+    # the threshold still reads P(yes): c1 (0.1) never passes 0.5, however high the retriever put it
+    js2 = _js([0.1, 0.9, 0.6])
+    assert "c0" not in coarse_filter(js2, FilterConfig(threshold=0.5, top_k=3, order="fused", retrieval_weight=10))
+    # a retrieval weight of 0 gives stage 1's order back
+    assert coarse_filter(js, FilterConfig(threshold=0.0, top_k=4, order="fused", retrieval_weight=0)) == \
+        coarse_filter(js, FilterConfig(threshold=0.0, top_k=4, order="stage1"))
+
+
+def test_fused_filter_without_retrieval_ranks_falls_back_to_stage1():
+    from mmrag_rft.pipeline import Judgement, coarse_filter
+
+    js = [Judgement(id=f"c{i}", score=s, relevant=False, kept=False) for i, s in enumerate([0.2, 0.9, 0.5])]
+    assert coarse_filter(js, FilterConfig(threshold=0.0, top_k=2, order="fused")) == ["c1", "c2"]
+
+
+def test_fused_filter_config_is_checked():
+    with pytest.raises(ValueError, match="rrf_k"):
+        FilterConfig(order="fused", rrf_k=-1)
+
+
+def test_pool_mode_with_fused_filter_ranks_the_pool(shared_data):
+    from mmrag_rft.data.loaders import load_samples
+
+    class Flat:
+        """Every candidate scores the same: the fused order is then the retriever's."""
+
+        model_id = "flat"
+        supports_images = False
+
+        def score_yes_no(self, prompts, reuse_prefix=True):
+            return [0.7 for _ in prompts]
+
+        def generate(self, prompts, **kw):
+            return [["ok.</think><rank>[1]</rank><answer>x</answer>"] for _ in prompts]
+
+    s = next(load_samples(shared_data / "webqa" / "val_records.json.gz", format="webqa", limit=1))
+    cfg = PipelineConfig(top_n=len(s.candidates), filter=FilterConfig(threshold=0.5, top_k=3, order="fused"))
+    r = Pipeline(Flat(), config=cfg).ask(s.question, candidates=s.candidates)
+    assert [j.retrieval_rank for j in r.judgements] == list(range(1, len(s.candidates) + 1))
+    assert r.kept_ids == [j.id for j in r.judgements[:3]]  # ties in P(yes): the retriever decides

@@ -124,6 +124,10 @@ def test_rrf_ties_keep_first_seen_order_and_k_matters():
     assert dict(reciprocal_rank_fusion([["x", "y"], ["y", "x"]], k=0))["x"] == pytest.approx(1.5)
     # with k=0 a single first place (1.0) beats two second places (0.5 + 0.5 = 1.0)? equal: first seen wins
     assert [k for k, _ in reciprocal_rank_fusion([["p", "q"], ["r", "q"]], k=0)] == ["p", "q", "r"]
+    # weights scale each list's votes: the second list outvotes the first at weight 3
+    assert [k for k, _ in reciprocal_rank_fusion([["x", "y"], ["y", "x"]], k=0, weights=[1, 3])] == ["y", "x"]
+    with pytest.raises(ValueError, match="2 rankings"):
+        reciprocal_rank_fusion([["x"], ["y"]], weights=[1])
 
 
 def test_embedder_is_normalised_and_shared(embedder):

@@ -70,8 +70,12 @@ def test_ask_returns_the_full_explanation(client, index, backend):
     expected_ids = [h.id for h in index.search(QUESTION, top_n=5)]
     assert [j["id"] for j in d["judgements"]] == expected_ids  # judged in retrieval order
     assert all(0.0 <= j["score"] <= 1.0 for j in d["judgements"])
-    # threshold 0 lets everyone pass, so top_k=2 keeps exactly the two best P(yes)
-    best_two = [j["id"] for j in sorted(d["judgements"], key=lambda j: -j["score"])[:2]]
+    # threshold 0 lets everyone pass, so top_k=2 keeps the two best of the default fused order:
+    # 1/(60 + place by P(yes)) + 1/(60 + place in retrieval), ties to the better P(yes)
+    by_p = [j["id"] for j in sorted(d["judgements"], key=lambda j: -j["score"])]
+    fused = {i: 1 / (61 + by_p.index(i)) + 1 / (61 + expected_ids.index(i)) for i in expected_ids}
+    best_two = sorted(by_p, key=lambda i: -fused[i])[:2]
+    assert [j["retrieval_rank"] for j in d["judgements"]] == [1, 2, 3, 4, 5]
     assert d["kept_ids"] == best_two
     assert [j["id"] for j in d["judgements"] if j["kept"]] == [i for i in expected_ids if i in best_two]
     assert not d["abstained"] and d["answer"] != ABSTAIN_ANSWER

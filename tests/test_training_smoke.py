@@ -83,6 +83,49 @@ def test_resuming_a_finished_run_trains_nothing(stage1_run):
     assert Path(res.log_path).read_text() == log_before
 
 
+def test_kill_between_the_last_save_and_the_export_resumes_without_training(tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import train
+
+    out = tmp_path / "run"
+    cfg = load_train_config(ROOT / "configs/stage1_tiny.yaml",
+                            [f"data.path={_data(tmp_path)}", f"output_dir={out}", "grpo.max_steps=1"])
+
+    class KillAtTheFinalSave(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            raise Killed(f"killed after saving step {state.global_step}, before the export")
+
+    with pytest.raises(Killed):
+        train(cfg, stage=1, callbacks=[KillAtTheFinalSave()])
+    assert (out / "checkpoint-1").is_dir() and not (out / "merged").exists()
+    log_before = (out / "log.jsonl").read_text()
+    # one step of a random tiny model may leave LoRA's B at zero: make the checkpoint's adapter visibly trained,
+    # so an export of the untrained base could not pass for it
+    from safetensors.torch import load_file, save_file
+
+    weights = out / "checkpoint-1" / "adapter_model.safetensors"
+    sd = load_file(weights)
+    save_file({k: v + 0.05 * torch.randn_like(v) if "lora_B" in k else v for k, v in sd.items()}, weights)
+    res = train(cfg, stage=1, resume=True)
+    assert res.global_step == 1 and not (out / "checkpoint-2").exists()  # the Trainer alone would train step 2
+    assert res.metrics["exported_from_checkpoint"].endswith("checkpoint-1")
+    assert (out / "log.jsonl").read_text() == log_before
+    # the export is the checkpoint's weights, not the untrained base
+    tok = AutoTokenizer.from_pretrained(res.merged_dir)
+    ids = tok("Question: what?", return_tensors="pt")
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(res.merged_dir)(**ids).logits
+        ckpt = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out / "warmup"),
+                                         out / "checkpoint-1")(**ids).logits
+        base = AutoModelForCausalLM.from_pretrained(out / "warmup")(**ids).logits
+    assert torch.allclose(merged, ckpt, atol=1e-4)
+    assert not torch.allclose(merged, base, atol=1e-3)
+
+
 def test_stage1_checkpoint_and_merged_model_reload(stage1_run):
     import torch
     from peft import PeftModel

@@ -10,18 +10,31 @@ from mmrag_rft.prompts import Stage1Layout
 
 @dataclass
 class FilterConfig:
-    """The coarse filter between the stages: keep candidates with P(yes) >= threshold, at most top_k of them."""
+    """The coarse filter between the stages: keep candidates with P(yes) >= threshold, at most top_k of them.
+
+    The top_k cut follows reciprocal-rank fusion of stage 1's order (P(yes)) and the retriever's (`order: fused`),
+    so a stage-1 model that judges relevance only a little better than chance adds to the retriever rather than
+    replacing it: at the default threshold and top_k it keeps more of the gold evidence than P(yes) alone for
+    every stage-1 model measured (benchmarks/README.md, the coarse filter's value).
+    """
 
     threshold: float = 0.5
     top_k: int = 5
     min_keep: int = 0  # keep at least this many (best-scored) even below the threshold; 0 lets stage 1 abstain
+    order: Literal["stage1", "fused"] = "fused"  # stage1: P(yes) alone
+    retrieval_weight: float = 1.0  # fused: weight of the retriever's order (stage 1's is 1)
+    rrf_k: int = 60  # fused: reciprocal-rank fusion constant
+
+    def __post_init__(self) -> None:
+        if self.rrf_k < 0 or self.retrieval_weight < 0:
+            raise ValueError("filter.rrf_k and filter.retrieval_weight must be >= 0")
 
 
 @dataclass
 class PipelineConfig:
     top_n: int = 20  # candidates retrieved (or taken from the sample's own pool)
     stage1_mode: Literal["score", "reason"] = "score"
-    stage1_layout: Stage1Layout = "default"  # `prompts.STAGE1_LAYOUTS`: use the layout the stage-1 model was trained with
+    stage1_layout: Stage1Layout = "default"  # `prompts.STAGE1_LAYOUTS`: the layout the stage-1 model was trained with
     stage1_samples: int = 3  # reason mode: sampled judgements per candidate, majority vote
     stage1_max_new_tokens: int = 64
     stage1_batch_size: int = 16
@@ -41,6 +54,7 @@ class Judgement:
     kept: bool
     retrieval_score: float | None = None
     reason: str = ""  # the <think> text in reason mode
+    retrieval_rank: int | None = None  # 1-based place in the retriever's order; None for a pool taken as given
 
 
 @dataclass
@@ -67,6 +81,33 @@ class Result:
 
 
 ABSTAIN_ANSWER = "I found no relevant evidence for this question."
+
+
+def filter_order(judgements: list[Judgement], f: FilterConfig) -> list[Judgement]:
+    """The order the filter cuts: by P(yes), or fused with the retriever's order (`filter.order: fused`).
+
+    Judgements come in the retriever's order; without a retrieval rank (a pool taken as given) fusion would mix
+    in an arbitrary order, so it falls back to P(yes) alone.
+    """
+    by_score = sorted(judgements, key=lambda j: -j.score)
+    if f.order != "fused" or any(j.retrieval_rank is None for j in judgements):
+        return by_score
+    from mmrag_rft.retrieval.index import reciprocal_rank_fusion
+
+    by_rank = sorted(judgements, key=lambda j: j.retrieval_rank or 0)
+    fused = reciprocal_rank_fusion([[j.id for j in by_score], [j.id for j in by_rank]], k=f.rrf_k,
+                                   weights=[1.0, f.retrieval_weight])
+    by_id = {j.id: j for j in judgements}
+    return [by_id[i] for i, _ in fused]
+
+
+def coarse_filter(judgements: list[Judgement], f: FilterConfig) -> list[str]:
+    """Ids kept for stage 2: P(yes) >= threshold, in `filter_order`, at most top_k (at least min_keep)."""
+    order = filter_order(judgements, f)
+    kept = [j for j in order if j.score >= f.threshold][: max(0, f.top_k)]
+    if len(kept) < f.min_keep:
+        kept = order[: min(f.min_keep, max(0, f.top_k) or f.min_keep)]
+    return [j.id for j in kept]
 
 
 class Pipeline:
@@ -106,7 +147,8 @@ class Pipeline:
                  query_image: Any = None) -> list[tuple[Any, float | None]]:
         top_n = top_n or self.config.top_n
         if candidates is not None:
-            if len(candidates) <= top_n and self._ranker is None and self.index is None:
+            if (len(candidates) <= top_n and self._ranker is None and self.index is None
+                    and self.config.filter.order != "fused"):  # a fused filter needs the retriever's order
                 return [(c, None) for c in candidates]
             from mmrag_rft.retrieval.index import rank_pool
 
@@ -156,18 +198,15 @@ class Pipeline:
                     majority = "yes" if share >= 0.5 else "no"
                     reasons.append(next((x.think for x in parsed if x.decision == majority), ""))
         thr = cfg.filter.threshold
+        ranked = any(r is not None for _, r in retrieved)
         return [Judgement(id=c.id, score=float(s), relevant=bool(s >= thr), kept=False,
-                          retrieval_score=None if r is None else float(r), reason=why)
-                for (c, r), s, why in zip(retrieved, scores, reasons)]
+                          retrieval_score=None if r is None else float(r), reason=why,
+                          retrieval_rank=i + 1 if ranked else None)
+                for i, ((c, r), s, why) in enumerate(zip(retrieved, scores, reasons))]
 
     def coarse_filter(self, judgements: list[Judgement], cfg: PipelineConfig | None = None) -> list[str]:
-        """Keep the clear positives: P(yes) >= threshold, best first, at most top_k (at least min_keep)."""
-        f = (cfg or self.config).filter
-        order = sorted(judgements, key=lambda j: -j.score)
-        kept = [j for j in order if j.score >= f.threshold][: max(0, f.top_k)]
-        if len(kept) < f.min_keep:
-            kept = order[: min(f.min_keep, max(0, f.top_k) or f.min_keep)]
-        ids = [j.id for j in kept]
+        """Keep the clear positives (`coarse_filter`) and mark each judgement kept or not."""
+        ids = coarse_filter(judgements, (cfg or self.config).filter)
         for j in judgements:
             j.kept = j.id in ids
         return ids
@@ -188,7 +227,8 @@ class Pipeline:
         invalid = [s for s in out.rank if s not in id_map]
         fallback = None
         if not out.ok or not rank:
-            fallback = f"stage-2 output unusable ({out.error or 'empty ranking'}): ranking falls back to stage-1 order"
+            fallback = (f"stage-2 output unusable ({out.error or 'empty ranking'}): ranking falls back to the "
+                        "filter's order")
             rank = [c.id for c in kept]
         return out.answer.strip(), rank, out.think.strip(), raw, invalid, fallback
 

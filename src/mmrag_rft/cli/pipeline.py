@@ -122,9 +122,10 @@ def register(app: typer.Typer) -> None:
             raise fail(f"{path}: file not found")
         cfg = _pipeline_config(config, set_)
         from mmrag_rft.data.schema import DataError
+        from mmrag_rft.evaluation.evaluate import RunMismatch
 
         try:
             evaluate_file(path, dataset=dataset, out_dir=out_dir, limit=limit, config=cfg, skip_bad=skip_bad,
-                          backend_factory=lambda: _load_backend(model))
-        except DataError as e:
+                          backend_factory=lambda: _load_backend(model), model=model)
+        except (DataError, RunMismatch) as e:
             raise fail(str(e)) from None

@@ -85,8 +85,51 @@ def metrics_markdown(m: Mapping[str, Any], *, note: str = "") -> str:
     return "\n".join(lines)
 
 
+class RunMismatch(ValueError):
+    """An output folder holds predictions made with other settings: resuming would mix two runs."""
+
+
+RUN_NAME = "run.json"
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, Mapping):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_run(out: Path, settings: dict[str, Any]) -> None:
+    """Resume only what was started with the same model, dataset and pipeline config; record them otherwise.
+
+    The runner skips every question already in predictions.jsonl, so without this check a re-run with, say,
+    another `--set filter.top_k` would silently report the old predictions under the new settings.
+    """
+    path = out / RUN_NAME
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise RunMismatch(f"{path}: unreadable ({e}); delete it and {out / 'predictions.jsonl'} to start over")
+        a, b = _flat(saved), _flat(json.loads(json.dumps(settings, default=str)))
+        diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        if diff:
+            raise RunMismatch(f"{out} holds predictions made with other settings ({'; '.join(diff[:5])}"
+                              f"{'; ...' if len(diff) > 5 else ''}): re-running there resumes that run, so use "
+                              f"another --out, or delete {out} to start over")
+        return
+    if (out / "predictions.jsonl").is_file():
+        raise RunMismatch(f"{out} holds predictions but no {RUN_NAME} saying how they were made: use another --out, "
+                          f"or delete {out / 'predictions.jsonl'} to start over")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=2, default=str))
+
+
 def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit: int | None, config: Any,
-                  skip_bad: bool = False, backend_factory: Callable[[], Any], progress: bool = True) -> dict[str, Any]:
+                  skip_bad: bool = False, backend_factory: Callable[[], Any], progress: bool = True,
+                  model: str | None = None) -> dict[str, Any]:
     from rich.console import Console
 
     from mmrag_rft.data.loaders import load_samples
@@ -95,6 +138,8 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
 
     console = Console(stderr=True)
     out = Path(out_dir)
+    # the settings a resume must share (limit is not one: a larger --limit extends the same run)
+    check_run(out, {"model": model, "dataset": dataset, "data": Path(path).name, "config": _asdict(config)})
     report: list[Any] = []
     samples = list(load_samples(path, format=dataset if dataset != "jsonl" else "jsonl", skip_bad=skip_bad,
                                 report=report, limit=limit))

@@ -135,12 +135,17 @@ class IndexManifest:
 
 # -- pure helpers -----------------------------------------------------------------------------------------
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hashable]], k: int = 60) -> list[tuple[Hashable, float]]:
-    """score(d) = sum over lists of 1 / (k + rank of d), rank 1-based; ties keep first-seen order."""
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[Hashable]], k: int = 60,
+                           weights: Sequence[float] | None = None) -> list[tuple[Hashable, float]]:
+    """score(d) = sum over lists of w / (k + rank of d), rank 1-based, w = 1 unless given; ties keep first-seen
+    order."""
+    if weights is not None and len(weights) != len(rankings):
+        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
     scores: dict[Hashable, float] = {}
-    for ranking in rankings:
+    for i, ranking in enumerate(rankings):
+        w = 1.0 if weights is None else float(weights[i])
         for r, key in enumerate(ranking, start=1):
-            scores[key] = scores.get(key, 0.0) + 1.0 / (k + r)
+            scores[key] = scores.get(key, 0.0) + w / (k + r)
     order = {key: i for i, key in enumerate(scores)}
     return sorted(scores.items(), key=lambda kv: (-kv[1], order[kv[0]]))
 

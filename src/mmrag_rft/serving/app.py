@@ -56,6 +56,7 @@ class JudgementOut(BaseModel):
     relevant: bool
     kept: bool = Field(..., description="Passed the coarse filter and was shown to stage 2.")
     retrieval_score: float | None = None
+    retrieval_rank: int | None = Field(None, description="Place in the retriever's order (the fused filter reads it).")
     reason: str = ""
 
 

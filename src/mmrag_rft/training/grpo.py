@@ -377,7 +377,7 @@ def _finished_run(out: Path, ckpt: Path, cfg: TrainConfig) -> RunResult | None:
     if cfg.grpo.max_steps <= 0 or not (out / "result.json").is_file() or not (out / "merged/config.json").is_file():
         return None
     try:
-        step = int(json.loads((ckpt / "trainer_state.json").read_text())["global_step"])
+        step = _checkpoint_step(ckpt)
         saved = RunResult(**json.loads((out / "result.json").read_text()))
     except (ValueError, KeyError, TypeError):
         return None
@@ -386,6 +386,21 @@ def _finished_run(out: Path, ckpt: Path, cfg: TrainConfig) -> RunResult | None:
     log.warning("%s already finished at step %d (max_steps %d): nothing to resume; raise grpo.max_steps to train "
                 "further", out, step, cfg.grpo.max_steps)
     return saved
+
+
+def _checkpoint_step(ckpt: Path) -> int:
+    return int(json.loads((ckpt / "trainer_state.json").read_text())["global_step"])
+
+
+def _load_checkpoint_weights(model: Any, ckpt: Path, cfg: TrainConfig, is_vlm: bool) -> Any:
+    """The trained weights of a checkpoint, on the model as `train` built it (LoRA adapter or full weights)."""
+    if cfg.lora.enabled:
+        from peft import set_peft_model_state_dict
+        from peft.utils import load_peft_weights
+
+        set_peft_model_state_dict(model, load_peft_weights(str(ckpt)))
+        return model
+    return load_model(ckpt, is_vlm, cfg.model.dtype, cfg.model.attn_implementation)
 
 
 def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: bool = False,
@@ -463,10 +478,22 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                           processing_class=processing_class,
                           callbacks=[log_cb, *([guard] if guard else []), *(callbacks or [])])
-    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    ckpt_step = _checkpoint_step(ckpt) if ckpt else 0
+    if ckpt is not None and 0 < cfg.grpo.max_steps <= ckpt_step:
+        # killed after the last save but before the export below: the Trainer would train one step past
+        # max_steps (it checks only after a step), so export the checkpoint's weights as they are
+        log.warning("%s is already at step %d (max_steps %d): exporting it without training", ckpt, ckpt_step,
+                    cfg.grpo.max_steps)
+        trained = _load_checkpoint_weights(trainer.model, ckpt, cfg, is_vlm)
+        metrics: dict[str, Any] = {"exported_from_checkpoint": str(ckpt)}
+        global_step = ckpt_step
+    else:
+        result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+        trained = trainer.model
+        metrics = dict(result.metrics)
+        global_step = trainer.state.global_step
 
     adapter_dir = None
-    trained = trainer.model
     if cfg.lora.enabled:
         adapter_dir = out / "adapter"
         trained.save_pretrained(adapter_dir)
@@ -477,8 +504,7 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     if getattr(trained, "generation_config", None) is not None:
         trained.generation_config.save_pretrained(merged)
 
-    metrics = dict(result.metrics)
-    res = RunResult(output_dir=str(out), stage=stage, global_step=trainer.state.global_step,
+    res = RunResult(output_dir=str(out), stage=stage, global_step=global_step,
                     adapter_dir=str(adapter_dir) if adapter_dir else None, merged_dir=str(merged),
                     log_path=str(out / LOG_NAME), train_examples=len(rows), val_questions=len(val_samples),
                     resumed_from=str(ckpt) if ckpt else None, warmup=warm_info, metrics=metrics,

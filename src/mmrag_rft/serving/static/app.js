@@ -106,7 +106,7 @@ function render(res, threshold) {
   const badges = $("#badges");
   badges.replaceChildren();
   if (res.abstained) badges.append(badge("abstained", "warn"));
-  if (res.fallback) badges.append(badge("stage-1 order used", "warn"));
+  if (res.fallback) badges.append(badge("filter order used", "warn"));
   badges.append(res.faithful ? badge("faithful", "ok") : badge("cites unseen evidence", "bad"));
 
   const notes = [];
@@ -140,7 +140,8 @@ function render(res, threshold) {
     tbody.append(el("tr", { class: j.kept ? "kept" : "dropped" },
       el("td", { text: String(i + 1) }), el("td", {}, thumb), name,
       el("td", { text: c.modality }),
-      el("td", { class: "num", text: j.retrieval_score == null ? "–" : j.retrieval_score.toFixed(4) }),
+      el("td", { class: "num", text: (j.retrieval_rank == null ? "" : `#${j.retrieval_rank} · `)
+        + (j.retrieval_score == null ? "–" : j.retrieval_score.toFixed(4)) }),
       el("td", { class: "p" }, el("span", { class: "num", text: fmtScore(j.score) }), scoreBar(j.score, threshold)),
       el("td", {}, decision)));
   });
