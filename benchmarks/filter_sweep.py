@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmrag_rft.pipeline import FilterConfig, Judgement, coarse_filter
     from mmrag_rft.retrieval.index import rank_pool, reciprocal_rank_fusion
 
-    DEFAULT_FILTERS = {"stage1": FilterConfig(),
+    DEFAULT_FILTERS = {"stage1": FilterConfig(order="stage1"),
                        "fused": FilterConfig(order="fused", rrf_k=args.rrf_k, retrieval_weight=args.retrieval_weight)}
 
     samples = common.load_webqa(args.data, limit=None if args.heldout else args.limit or None)
@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             r = rows[s.qid]
             by_id = {c.id: c for c in s.candidates}
             scores = r["scores"]
-            s1 = sorted(by_id, key=lambda c: -scores[c])
             ret = list(r["retriever_order"]) + [c for c in by_id if c not in set(r["retriever_order"])]
+            s1 = sorted(ret, key=lambda c: -scores[c])  # ties in P(yes) keep the retriever's order, as the pipeline
             orders = {"stage1_order": s1, "retriever_order": ret}
             for w in sorted({args.retrieval_weight, *WEIGHTS}):
                 orders[fused_key(w)] = [c for c, _ in reciprocal_rank_fusion([s1, ret], k=args.rrf_k, weights=[1, w])]
