@@ -76,40 +76,37 @@ def survivors(order: list[str], scores: dict[str, float] | None, threshold: floa
     return min(n, top_k) if top_k > 0 else n
 
 
+def summarise(qs: list[dict[str, Any]], per_question: list[tuple[list[str], list[str], int, int]],
+              **labels: Any) -> dict[str, Any]:
+    """Aggregate (pool ids, kept ids, pool-prompt tokens, kept-prompt tokens), one per question of `qs`: removed
+    fraction, tokens saved, gold recall (micro), questions left empty; `labels` name the operating point."""
+    pool = sum(len(p) for p, _, _, _ in per_question)
+    kept = sum(len(k) for _, k, _, _ in per_question)
+    gold = sum(len(q["gold"]) for q in qs)
+    gold_kept = sum(len(set(k) & set(q["gold"])) for (_, k, _, _), q in zip(per_question, qs))
+    tok_all = sum(t for _, _, t, _ in per_question)
+    tok_kept = sum(t for _, _, _, t in per_question)
+    return {**labels, "removed": 1 - kept / pool, "tokens_saved": 1 - tok_kept / tok_all,
+            "gold_recall": gold_kept / gold if gold else float("nan"),
+            "empty_questions": sum(not k for _, k, _, _ in per_question), "mean_kept": kept / len(qs)}
+
+
 def point(qs: list[dict[str, Any]], key: str, threshold: float, top_k: int, use_scores: bool) -> dict[str, float]:
-    """Aggregate over questions: removed fraction, tokens saved, gold recall (micro), questions left empty."""
-    pool = kept = gold = gold_kept = empty = 0
-    tok_all = tok_kept = 0
+    """One operating point of an order: its survivors are a prefix of it."""
+    rows = []
     for q in qs:
         order = q[key]
         n = survivors(order, q["scores"] if use_scores else None, threshold, top_k)
-        pool += len(order)
-        kept += n
-        gold += len(q["gold"])
-        gold_kept += len(set(order[:n]) & set(q["gold"]))
-        tok_all += q["tokens"][key][len(order)]
-        tok_kept += q["tokens"][key][n] if n else 0  # nothing kept: stage 2 is not run (abstention)
-        empty += n == 0
-    return {"threshold": threshold, "top_k": top_k, "removed": 1 - kept / pool, "tokens_saved": 1 - tok_kept / tok_all,
-            "gold_recall": gold_kept / gold if gold else float("nan"), "empty_questions": empty,
-            "mean_kept": kept / len(qs)}
+        # nothing kept: stage 2 is not run (abstention)
+        rows.append((order, order[:n], q["tokens"][key][len(order)], q["tokens"][key][n] if n else 0))
+    return summarise(qs, rows, threshold=threshold, top_k=top_k)
 
 
 def kept_point(qs: list[dict[str, Any]], name: str, f: Any) -> dict[str, float]:
     """Like `point`, for a kept set that need not be a prefix of one order (the fused filter with a threshold)."""
-    pool = kept = gold = gold_kept = empty = tok_all = tok_kept = 0
-    for q in qs:
-        ids = q["default_kept"][name]["ids"]
-        pool += len(q["stage1_order"])
-        kept += len(ids)
-        gold += len(q["gold"])
-        gold_kept += len(set(ids) & set(q["gold"]))
-        tok_all += q["tokens"]["stage1_order"][-1]
-        tok_kept += q["default_kept"][name]["tokens"]
-        empty += not ids
-    return {"threshold": f.threshold, "top_k": f.top_k, "order": f.order, "removed": 1 - kept / pool,
-            "tokens_saved": 1 - tok_kept / tok_all, "gold_recall": gold_kept / gold if gold else float("nan"),
-            "empty_questions": empty, "mean_kept": kept / len(qs)}
+    rows = [(q["stage1_order"], q["default_kept"][name]["ids"], q["tokens"]["stage1_order"][-1],
+             q["default_kept"][name]["tokens"]) for q in qs]
+    return summarise(qs, rows, threshold=f.threshold, top_k=f.top_k, order=f.order)
 
 
 def best_at_recall(points: list[dict[str, float]], recall: float) -> dict[str, float] | None:

@@ -19,6 +19,17 @@ class Killed(RuntimeError):
     pass
 
 
+def _kill_on_save(what: str):
+    """A callback that raises right after the Trainer writes a checkpoint: a kill at that moment."""
+    from transformers import TrainerCallback
+
+    class KillOnSave(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            raise Killed(f"killed after saving step {state.global_step}{what}")
+
+    return KillOnSave()
+
+
 def _data(tmp: Path) -> Path:
     rows = []
     for q in range(6):
@@ -33,8 +44,6 @@ def _data(tmp: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def stage1_run(tmp_path_factory):
-    from transformers import TrainerCallback
-
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import train
 
@@ -43,12 +52,8 @@ def stage1_run(tmp_path_factory):
     out = tmp / "stage1"
     cfg = load_train_config(ROOT / "configs/stage1_tiny.yaml", [f"data.path={data}", f"output_dir={out}"])
 
-    class KillAfterFirstSave(TrainerCallback):
-        def on_save(self, args, state, control, **kw):
-            raise Killed(f"killed after saving step {state.global_step}")
-
     with pytest.raises(Killed):
-        train(cfg, stage=1, callbacks=[KillAfterFirstSave()])
+        train(cfg, stage=1, callbacks=[_kill_on_save("")])
     assert (out / "checkpoint-1").is_dir() and not (out / "merged").exists()
     logged_before = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     res = train(cfg, stage=1, resume=True)
@@ -86,7 +91,7 @@ def test_resuming_a_finished_run_trains_nothing(stage1_run):
 def test_kill_between_the_last_save_and_the_export_resumes_without_training(tmp_path):
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import train
@@ -95,12 +100,8 @@ def test_kill_between_the_last_save_and_the_export_resumes_without_training(tmp_
     cfg = load_train_config(ROOT / "configs/stage1_tiny.yaml",
                             [f"data.path={_data(tmp_path)}", f"output_dir={out}", "grpo.max_steps=1"])
 
-    class KillAtTheFinalSave(TrainerCallback):
-        def on_save(self, args, state, control, **kw):
-            raise Killed(f"killed after saving step {state.global_step}, before the export")
-
     with pytest.raises(Killed):
-        train(cfg, stage=1, callbacks=[KillAtTheFinalSave()])
+        train(cfg, stage=1, callbacks=[_kill_on_save(", before the export")])
     assert (out / "checkpoint-1").is_dir() and not (out / "merged").exists()
     log_before = (out / "log.jsonl").read_text()
     # one step of a random tiny model may leave LoRA's B at zero: make the checkpoint's adapter visibly trained,
