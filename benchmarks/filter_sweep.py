@@ -11,7 +11,12 @@ is the baseline. Captions stand in for pixels.
     .venv/bin/python benchmarks/filter_sweep.py --model runs/bench_stage1/final --heldout runs/bench_stage1 --limit 0
 
 A trained model is measured only on questions it never saw: `--heldout RUN_DIR` keeps the `val` side of that
-training run's split.json.
+training run's split.json. The fused order's operating point (retrieval weight, top-k) is chosen without looking
+at those questions: a run over the run's training questions (`--side train`) writes the best point at the recall
+target as `chosen_fused_point`, and `--operating-point THAT.json` applies it, fixed, to the held-out ones:
+
+    .venv/bin/python benchmarks/filter_sweep.py --model RUN/merged --heldout RUN --side train --limit 60 --out T.json
+    .venv/bin/python benchmarks/filter_sweep.py --model RUN/merged --heldout RUN --limit 0 --operating-point T.json
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -63,8 +69,13 @@ def rewrite_cache(path: Path, rows: dict[str, dict[str, Any]]) -> None:
 
 
 def model_key(spec: str, model_id: str) -> str:
+    """Cache name of a model: its path plus its weight files' sizes and times, so a folder re-exported by a longer
+    run (same path, new weights) never reads the scores of the old ones."""
     p = Path(spec).expanduser()
     raw = str(p.resolve()) if p.exists() else spec
+    if p.is_dir():
+        raw += "".join(f"|{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(p.iterdir())
+                       if f.suffix in {".safetensors", ".bin", ".pt"})
     return f"{Path(model_id).name or 'model'}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
 
 
@@ -114,6 +125,25 @@ def best_at_recall(points: list[dict[str, float]], recall: float) -> dict[str, f
     return max(ok, key=lambda p: (p["tokens_saved"], p["gold_recall"])) if ok else None
 
 
+def choose_fused_point(per_weight: dict[str, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The operating point to carry to other questions: most tokens saved at the recall target over all weights;
+    ties go to the higher recall, then to the weight nearest 1 (the untuned default)."""
+    ok = [p for p in per_weight.values() if p is not None]
+    return max(ok, key=lambda p: (round(p["tokens_saved"], 9), p["gold_recall"], -abs(math.log(p["retrieval_weight"]))),
+               default=None)
+
+
+def read_operating_point(path: Path) -> dict[str, Any]:
+    """`chosen_fused_point` of a sweep run on other questions, with a clear error for any other file."""
+    try:
+        p = json.loads(path.read_text(encoding="utf-8"))["chosen_fused_point"]
+        return {"retrieval_weight": float(p["retrieval_weight"]), "top_k": int(p["top_k"]), "chosen_on": p["chosen_on"]}
+    except FileNotFoundError:
+        raise SystemExit(f"--operating-point {path}: no such file") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise SystemExit(f"--operating-point {path}: not a filter sweep with a chosen_fused_point ({e!r})") from None
+
+
 def plot(curves: dict[str, list[dict[str, float]]], out: Path, title: str) -> None:
     import matplotlib
 
@@ -147,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="default", help="'default' or a (trained) stage-1 model folder")
     ap.add_argument("--limit", type=int, default=30, help="questions (0 = all)")
     ap.add_argument("--heldout", default=None, help="a training run folder: keep only its held-out (val) questions")
+    ap.add_argument("--side", choices=["val", "train"], default="val",
+                    help="with --heldout: which side of its split.json (train: to choose an operating point)")
+    ap.add_argument("--operating-point", default=None,
+                    help="a sweep JSON (of --side train): measure its chosen_fused_point, fixed, on these questions")
     ap.add_argument("--cache", default=None, help="stage-1 score cache JSONL (default runs/filter_sweep/<model>.jsonl)")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/filter_sweep.json)")
     ap.add_argument("--plot", default=str(common.ROOT / "docs/img/filter_sweep.png"))
@@ -169,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         split = Path(args.heldout) / "split.json"
         if not split.is_file():
             raise SystemExit(f"--heldout {args.heldout}: no split.json there (not a training run folder)")
-        val = set(json.loads(split.read_text())["val"])
-        samples = [s for s in samples if s.qid in val][: args.limit or None]
+        side = set(json.loads(split.read_text())[args.side])
+        samples = [s for s in samples if s.qid in side][: args.limit or None]
+    elif args.side != "val":
+        raise SystemExit("--side train needs --heldout RUN_DIR (the training run whose split.json names the sides)")
+    fixed = read_operating_point(Path(args.operating_point)) if args.operating_point else None
     backend = common.load_policy(args.model)
     model_id = getattr(backend, "model_id", args.model)
     name = model_key(args.model, model_id) + ("" if args.layout == "default" else f"-{args.layout}")
@@ -211,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             ret = list(r["retriever_order"]) + [c for c in by_id if c not in set(r["retriever_order"])]
             s1 = sorted(ret, key=lambda c: -scores[c])  # ties in P(yes) keep the retriever's order, as the pipeline
             orders = {"stage1_order": s1, "retriever_order": ret}
-            for w in sorted({args.retrieval_weight, *WEIGHTS}):
+            for w in sorted({args.retrieval_weight, *WEIGHTS, *([fixed["retrieval_weight"]] if fixed else [])}):
                 orders[fused_key(w)] = [c for c, _ in reciprocal_rank_fusion([s1, ret], k=args.rrf_k, weights=[1, w])]
             toks = {k: [0] + [n_tokens(s.question, [by_id[c] for c in order[:n]]) for n in range(1, len(order) + 1)]
                     for k, order in orders.items()}
@@ -238,7 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     weight_sweep = {}
     for w in WEIGHTS:
         b = best_at_recall([point(qs, fused_key(w), 0.0, k, False) for k in ks], RECALL_TARGET)
-        weight_sweep[str(w)] = b
+        weight_sweep[str(w)] = b if b is None else {**b, "retrieval_weight": w}
+    chosen = choose_fused_point(weight_sweep)
+    fixed_point = None
+    if fixed:
+        fixed_point = {**point(qs, fused_key(fixed["retrieval_weight"]), 0.0, fixed["top_k"], False),
+                       "retrieval_weight": fixed["retrieval_weight"], "chosen_on": fixed["chosen_on"]}
     default_point = point(qs, "stage1_order", 0.5, 5, True)
     default_points = {name: kept_point(qs, name, f) for name, f in DEFAULT_FILTERS.items()}
     assert abs(default_points["stage1"]["tokens_saved"] - default_point["tokens_saved"]) < 1e-9, "filter drift"
@@ -267,9 +309,18 @@ def main(argv: list[str] | None = None) -> int:
         f"best_fused_at_recall>={RECALL_TARGET}": best_fused,
         "fused": {"rrf_k": args.rrf_k, "retrieval_weight": args.retrieval_weight,
                   "what": "filter.order: fused (reciprocal-rank fusion of stage 1's order and the retriever's), top-k"},
+        "side": args.side if args.heldout else None,
         "fused_weight_sensitivity": {"note": "best point at the recall target per retrieval weight, on these same "
                                              "questions: a sensitivity check, not a tuned setting",
                                      "points": weight_sweep},
+        "chosen_fused_point": chosen and {
+            **chosen, "chosen_on": {"side": args.side if args.heldout else "all", "questions": len(qs),
+                                    "run": args.heldout, "model": args.model},
+            "pipeline_settings": {"filter.order": "fused", "filter.threshold": 0.0, "filter.top_k": chosen["top_k"],
+                                  "filter.retrieval_weight": chosen["retrieval_weight"], "filter.rrf_k": args.rrf_k}},
+        "fixed_operating_point": fixed_point,
+        "goal_met_at_fixed_operating_point": None if fixed_point is None else bool(
+            fixed_point["gold_recall"] >= RECALL_TARGET and fixed_point["tokens_saved"] >= SAVED_TARGET),
         "goal": f">= {SAVED_TARGET:.0%} fewer stage-2 tokens at >= {RECALL_TARGET:.0%} gold recall (trained stage 1)",
         "goal_met_by_this_model": met,
         "goal_met_by_this_model_fused_with_retriever": met_fused,
@@ -289,12 +340,20 @@ def main(argv: list[str] | None = None) -> int:
         row(f"best stage 1 @ recall >= {RECALL_TARGET}", best_s1),
         row(f"best retriever @ recall >= {RECALL_TARGET}", best_ret),
         row(f"best fused (stage 1 + retriever) @ recall >= {RECALL_TARGET}", best_fused),
+        *([row(f"fused, fixed point chosen on {fixed['chosen_on']['side']} questions (weight "
+               f"{fixed['retrieval_weight']:g})", fixed_point)] if fixed_point else []),
         *[row(f"stage 1, top-k {k}", point(qs, "stage1_order", 0.0, k, True)) for k in (3, 5, 10)],
         *[row(f"retriever, top-k {k}", point(qs, "retriever_order", 0.0, k, False)) for k in (3, 5, 10)],
     ])
     print(f"mean P(yes): gold {res['mean_p_yes']['gold']:.3f}, negatives {res['mean_p_yes']['negatives']:.3f}")
     print("fused, best tokens saved at the recall target by retrieval weight: "
           + ", ".join(f"{w}: {p['tokens_saved']:.3f}" if p else f"{w}: -" for w, p in weight_sweep.items()))
+    if chosen:
+        print(f"chosen fused point on these questions: retrieval weight {chosen['retrieval_weight']:g}, "
+              f"top-k {chosen['top_k']} ({chosen['tokens_saved']:.3f} saved at recall {chosen['gold_recall']:.3f})")
+    if fixed_point:
+        print(f"fixed point from {args.operating_point}: {fixed_point['tokens_saved']:.3f} saved at recall "
+              f"{fixed_point['gold_recall']:.3f}; goal met: {res['goal_met_at_fixed_operating_point']}")
     print(f"goal met by {model_id}: {met} (fused with the retriever: {met_fused}); wrote {path} and {args.plot}")
     return 0
 

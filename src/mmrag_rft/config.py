@@ -22,7 +22,17 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    pass
+    """`field` (dotted path, as the builder named it) and `problem` are kept apart so that `load` can name a bad
+    command-line override as the user typed it."""
+
+    def __init__(self, message: str, *, field: str | None = None, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.problem = problem
+
+
+def _bad(where: str, problem: str) -> ConfigError:
+    return ConfigError(f"{where}: {problem}", field=where, problem=problem)
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -41,46 +51,46 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 return _coerce(a, value, where)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} fits none of {tp}")
+        raise _bad(where, f"{value!r} fits none of {tp}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{where}: must be one of {list(args)}, got {value!r}")
+            raise _bad(where, f"must be one of {list(args)}, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+            raise _bad(where, f"expected a mapping, got {type(value).__name__}")
         return build(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+            raise _bad(where, f"expected a list, got {type(value).__name__}")
         inner = args[0] if args else Any
         items = [_coerce(inner, v, f"{where}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+            raise _bad(where, f"expected a mapping, got {type(value).__name__}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise _bad(where, f"expected true/false, got {value!r}")
     if tp in (int, float):
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise _bad(where, f"expected a number, got {value!r}")
         try:
             out = tp(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+            raise _bad(where, f"expected {tp.__name__}, got {value!r}") from None
         if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise _bad(where, f"expected an integer, got {value!r}")
         return out
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__}")
+            raise _bad(where, f"expected a string, got {type(value).__name__}")
         return str(value)
     return value
 
@@ -92,12 +102,12 @@ def build(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+        raise _bad(where, f"unknown key(s) {unknown}; known: {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise _bad(where, f"{e}") from None
 
 
 def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
@@ -136,9 +146,11 @@ def load(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: li
     except ConfigError as e:
         # a bad value given on the command line is named as the user typed it, not as if the file held it
         msg = str(e)
+        rel = e.field[len(where) + 1:] if e.field and e.field.startswith(f"{where}.") else None
         for k, v in given.items():
-            if msg.startswith(f"{where}.{k}:"):
-                raise ConfigError(f"override {k}={v}:{msg[len(where) + len(k) + 2:]}") from None
+            if rel is not None and (rel == k or rel.startswith((f"{k}.", f"{k}["))):
+                inner = "" if rel == k else f" ({rel})"
+                raise ConfigError(f"override {k}={v}{inner}: {e.problem}", field=e.field, problem=e.problem) from None
         if given:  # a cross-field check: the file and the overrides together broke it
             raise ConfigError(f"{msg} (with overrides {', '.join(f'{k}={v}' for k, v in given.items())})") from None
         raise
