@@ -221,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     with common.progress() as prog, cache.open("a", encoding="utf-8") as fh:
         task = prog.add_task(f"stage 1 over pools ({len(rows)} cached)", total=len(todo))
         for s in todo:
+            tq = time.perf_counter()
             prompts = [stage1_prompt(s.question, c, style="score", layout=args.layout) for c in s.candidates]
             p = backend.score_yes_no(prompts)
             ret = [h.id for h in rank_pool(s.question, s.candidates, top_n=len(s.candidates))]
             row = {"qid": s.qid, "model": model_id, "scores": {c.id: float(x) for c, x in zip(s.candidates, p)},
-                   "retriever_order": ret}
+                   "retriever_order": ret, "seconds": time.perf_counter() - tq}
             fh.write(json.dumps(row) + "\n")
             fh.flush()
             rows[s.qid] = row
@@ -300,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         "model": model_id, "model_spec": args.model, "note": common.CAPTION_NOTE, "questions": len(qs),
         "heldout_of": args.heldout,
         "candidates": sum(len(q["stage1_order"]) for q in qs), "gold": len(gold_p),
-        "stage1_scoring": {"candidates_scored_this_run": n_scored, "seconds": score_s, "cache": str(cache)},
+        "stage1_scoring": {"candidates_scored_this_run": n_scored, "seconds": score_s, "cache": str(cache),
+                           # when the scores were cached earlier: the time they took then (rows older than this
+                           # field carry none)
+                           "seconds_when_scored": sum(rows[q["qid"]].get("seconds", 0.0) for q in qs),
+                           "questions_with_timing": sum("seconds" in rows[q["qid"]] for q in qs)},
         "mean_p_yes": {"gold": sum(gold_p) / len(gold_p), "negatives": sum(neg_p) / len(neg_p)},
         "pipeline_default_point(threshold 0.5, top_k 5)": default_point,
         "pipeline_default_point_fused(threshold 0.5, top_k 5, filter.order fused)": default_points["fused"],

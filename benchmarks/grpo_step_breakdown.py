@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import sys
 import tempfile
 import time
@@ -45,6 +46,7 @@ class StepTimes:
         self.cur: dict[str, Any] | None = None
         self.in_scoring = 0
         self.t0 = 0.0
+        self.trainer: Any = None  # the run's trainer, recorded by the wrapped __init__
 
     def begin(self) -> None:
         self.cur = {p: 0.0 for p in PHASES[:-1]} | {"generate_calls": 0, "generate_batch_sizes": []}
@@ -93,19 +95,33 @@ def instrumented(times: StepTimes) -> Iterator[Any]:
     from transformers.generation.utils import GenerationMixin
     from trl import GRPOTrainer
 
+    from mmrag_rft.training.shared_prompt import SharedPromptGRPOTrainer
+
     saved: list[tuple[Any, str, Any]] = []
 
     def wrap(cls: Any, name: str, new: Any) -> None:
         saved.append((cls, name, cls.__dict__[name]))
         setattr(cls, name, new)
 
-    wrap(GRPOTrainer, "_generate", _timed(times, "generation", GRPOTrainer._generate))
-    wrap(GRPOTrainer, "_calculate_rewards", _timed(times, "reward", GRPOTrainer._calculate_rewards))
-    wrap(GRPOTrainer, "_get_per_token_logps_and_entropies",
-         _timed(times, None, GRPOTrainer._get_per_token_logps_and_entropies))
-    wrap(GRPOTrainer, "_generate_and_score_completions",
-         _timed(times, "", GRPOTrainer._generate_and_score_completions, scoring=True))
-    wrap(GRPOTrainer, "compute_loss", _timed(times, "loss_forward", GRPOTrainer.compute_loss))
+    def wrap_entry(name: str, phase: str | None, **kw: Any) -> None:
+        # the project's trainer is the one that runs: time its method where it overrides TRL's (only there, so
+        # a call through to TRL's is not counted twice), TRL's otherwise
+        cls = SharedPromptGRPOTrainer if name in SharedPromptGRPOTrainer.__dict__ else GRPOTrainer
+        wrap(cls, name, _timed(times, phase, cls.__dict__[name], **kw))
+
+    wrap_entry("_generate", "generation")
+    wrap_entry("_calculate_rewards", "reward")
+    wrap_entry("_get_per_token_logps_and_entropies", None)
+    wrap_entry("_generate_and_score_completions", "", scoring=True)
+    wrap_entry("compute_loss", "loss_forward")
+    init = SharedPromptGRPOTrainer.__init__
+
+    @functools.wraps(init)
+    def recording_init(self: Any, *a: Any, **kw: Any) -> None:
+        init(self, *a, **kw)
+        times.trainer = self
+
+    wrap(SharedPromptGRPOTrainer, "__init__", recording_init)
     wrap(Accelerator, "backward", _timed(times, "backward", Accelerator.backward))
     orig_generate = GenerationMixin.generate
 
@@ -141,21 +157,24 @@ def summarise(steps: list[dict[str, Any]], skip_first: bool) -> dict[str, Any]:
             "share": {p: sum(s[p] for s in use) / total for p in PHASES}}
 
 
-def run_stage(stage: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+def run_stage(stage: int, args: argparse.Namespace, tmp: Path, extra: list[str] | None = None,
+              tag: str = "") -> dict[str, Any]:
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import train
 
     cfg_path = Path(args.config).resolve() if args.config else common.ROOT / f"configs/stage{stage}_cpu.yaml"
     overrides = [f"data.path={args.data}", f"data.limit={args.questions}", f"grpo.max_steps={args.steps}",
-                 "warmup.enabled=false", f"grpo.save_steps={10 ** 6}", f"output_dir={tmp / f'stage{stage}'}"]
+                 "warmup.enabled=false", f"grpo.save_steps={10 ** 6}", f"output_dir={tmp / f'stage{stage}{tag}'}"]
     if stage == 2:
         overrides.append(f"data.negatives={args.stage2_negatives}")
     overrides += args.overrides  # last, so an explicit --set wins
+    overrides += extra or []
     cfg = load_train_config(cfg_path, overrides)
     times = StepTimes()
     t0 = time.perf_counter()
     with instrumented(times) as cb:
         res = train(cfg, stage=stage, callbacks=[cb])
+    t = times.trainer
     wall = time.perf_counter() - t0
     g = cfg.grpo
     steps = times.steps
@@ -172,7 +191,31 @@ def run_stage(stage: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
         "generation_batched_across_group": batched,
         "generate_calls_per_step": [s["generate_calls"] for s in steps],
         "generate_batch_sizes": [s["generate_batch_sizes"] for s in steps],
+        "share_prompt": t.share_prompt, "share_prompt_off_reason": t.share_prompt_off_reason,
+        "shared_prompt_rows": dict(t.shared_prompt_stats),
+        # what the trainer logged per step: with the same seed both arms of --share-prompt both sample the same
+        # completions, so these agree when the shared passes compute what TRL's do
+        "logged": [{k: row.get(k) for k in ("step", "reward", "kl", "loss", "entropy")}
+                   for row in map(json.loads, Path(res.log_path).read_text().splitlines())],
     }
+
+
+def compare_share_prompt(stage: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The same steps with TRL's per-row passes and with the prompt shared by its group, arms interleaved."""
+    arms: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for rep in range(args.repeats):
+        for arm in ("off", "on") if rep % 2 == 0 else ("on", "off"):
+            arms[arm].append(run_stage(stage, args, tmp, [f"grpo.share_prompt={'true' if arm == 'on' else 'false'}"],
+                                       tag=f"-{arm}{rep}"))
+    def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        steps = [s for r in runs for s in (r["steps"][1:] if len(r["steps"]) > 1 else r["steps"])]
+        return summarise(steps, False)
+    off, on = pooled(arms["off"]), pooled(arms["on"])
+    speedup = {p: (off["seconds"][p] / on["seconds"][p] if on["seconds"][p] > 0 else None)
+               for p in PHASES if p != "reward"}
+    return {"repeats": args.repeats, "off": off, "on": on, "speedup_step": off["mean_step_s"] / on["mean_step_s"],
+            "speedup_by_phase": speedup, "runs": arms,
+            "logged_first_run": {arm: runs[0]["logged"] for arm, runs in arms.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="training YAML instead of configs/stage{N}_cpu.yaml (one stage only)")
     ap.add_argument("--set", action="append", default=[], dest="overrides", help="config override KEY=VALUE")
     ap.add_argument("--out", default=None, help="result JSON (default benchmarks/results/grpo_steps.json)")
+    ap.add_argument("--compare-share-prompt", action="store_true",
+                    help="run each stage with grpo.share_prompt off and on (arms interleaved) and report the speed-up")
+    ap.add_argument("--repeats", type=int, default=1, help="with --compare-share-prompt: runs per arm")
     common.add_threads_flag(ap)
     args = ap.parse_args(argv)
     if args.config and "," in args.stages:
@@ -196,7 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {"note": common.CAPTION_NOTE, "stages": {}}
     with tempfile.TemporaryDirectory(prefix="mmrag-grpo-bench-") as tmp:
         for st in stages:
-            out["stages"][f"stage{st}"] = run_stage(st, args, Path(tmp))
+            if args.compare_share_prompt:
+                cmp = compare_share_prompt(st, args, Path(tmp))
+                out.setdefault("share_prompt_comparison", {})[f"stage{st}"] = cmp
+                out["stages"][f"stage{st}"] = cmp["runs"]["on"][0]  # the default (shared) for the breakdown
+            else:
+                out["stages"][f"stage{st}"] = run_stage(st, args, Path(tmp))
     targets = {}
     for name, r in out["stages"].items():
         share = r["after_first_step"]["share"]["reward"]
@@ -217,6 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, t in targets.items():
         print(f"{name}: reward share {100 * t['reward_share']:.3f}% (target < 2%: {t['reward_below_2pct']}); "
               f"generation batched across the group: {t['generation_batched_across_group']}")
+    for name, c in out.get("share_prompt_comparison", {}).items():
+        common.print_table(
+            f"{name}: TRL's per-row passes vs the prompt shared by its group ({c['repeats']} run(s) per arm, "
+            f"interleaved; steps after the first of each run)",
+            ["arm", "steps", "s/step", *[p for p in PHASES if p != "reward"]],
+            [[arm, c[arm]["steps_counted"], c[arm]["mean_step_s"],
+              *[f"{c[arm]['seconds'][p]:.1f}" for p in PHASES if p != "reward"]] for arm in ("off", "on")]
+            + [["speed-up", "", f"{c['speedup_step']:.2f}x",
+                *[f"{v:.2f}x" if v else "-" for p, v in c["speedup_by_phase"].items()]]])
+        lo, ln = c["logged_first_run"]["off"], c["logged_first_run"]["on"]
+        print(f"{name}: logged reward per step, off {[r['reward'] for r in lo]} / on {[r['reward'] for r in ln]}")
     print(f"wrote {path}")
     return 0
 

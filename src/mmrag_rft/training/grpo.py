@@ -409,9 +409,8 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     _offline()
-    from trl import GRPOTrainer
-
     from mmrag_rft.rewards import make_reward_funcs
+    from mmrag_rft.training.shared_prompt import SharedPromptGRPOTrainer
     from mmrag_rft.training.warmup import WARMUP_DIR, format_warmup
 
     cfg = config
@@ -475,9 +474,9 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     log_cb = JsonlLogCallback(out / LOG_NAME, stage=stage)
     guard = (ZeroVarianceStop(cfg.stop_after_zero_std_steps, cfg.stop_zero_std_mean)
              if cfg.stop_after_zero_std_steps else None)
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
-                          processing_class=processing_class,
-                          callbacks=[log_cb, *([guard] if guard else []), *(callbacks or [])])
+    trainer = SharedPromptGRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
+                                      processing_class=processing_class, share_prompt=cfg.grpo.share_prompt,
+                                      callbacks=[log_cb, *([guard] if guard else []), *(callbacks or [])])
     ckpt_step = _checkpoint_step(ckpt) if ckpt else 0
     if ckpt is not None and 0 < cfg.grpo.max_steps <= ckpt_step:
         # killed after the last save but before the export below: the Trainer would train one step past

@@ -1,0 +1,114 @@
+"""The shared-prompt GRPO passes compute what TRL's per-row passes compute: log-probs, entropies, gradients and
+generations, on the tiny Llama with left padding and groups of repeated prompts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmrag_rft.training.shared_prompt import SharedPromptGRPOTrainer, unique_rows
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = ["Is the passage about the Eiffel Tower relevant to the question of how tall it is? Answer yes or no.",
+           "Question: what colour is the station roof? Candidate: a red roof."]
+
+
+def test_unique_rows_keeps_batch_order():
+    rows = torch.tensor([[3, 1], [3, 1], [0, 2], [3, 1], [0, 2], [5, 5]])
+    first, inverse = unique_rows(rows)
+    assert first.tolist() == [0, 2, 5]
+    assert inverse.tolist() == [0, 0, 1, 0, 1, 2]
+    assert torch.equal(rows[first][inverse], rows)
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory):
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from trl import GRPOConfig
+
+    from mmrag_rft.models.loading import load_for_training
+
+    model, tok = load_for_training("tiny-lm")
+    # no dropout: the shared pass draws LoRA dropout once per group, TRL's once per row
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                                             task_type="CAUSAL_LM"))
+    for name, p in model.named_parameters():  # LoRA B starts at zero; make the adapter matter for the gradients
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    args = GRPOConfig(output_dir=str(tmp_path_factory.mktemp("grpo")), num_generations=3,
+                      per_device_train_batch_size=6, max_completion_length=5, use_cpu=True, report_to="none",
+                      beta=0.0, temperature=1.0, gradient_checkpointing=False, bf16=False)
+    ds = Dataset.from_list([{"prompt": p} for p in PROMPTS])
+    t = SharedPromptGRPOTrainer(model=model, reward_funcs=[lambda completions, **kw: [0.0] * len(completions)],
+                                args=args, train_dataset=ds, processing_class=tok)
+    assert t.share_prompt, t.share_prompt_off_reason
+    return t
+
+
+def _batch(tok):
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    width = max(len(x) for x in ids)
+    rows, masks = [], []
+    for x in ids:  # left padding, each prompt repeated for its group of 3 completions
+        for _ in range(3):
+            rows.append([tok.pad_token_id] * (width - len(x)) + x)
+            masks.append([0] * (width - len(x)) + [1] * len(x))
+    g = torch.Generator().manual_seed(0)
+    comp = torch.randint(10, 1000, (6, 5), generator=g)
+    cmask = torch.ones(6, 5, dtype=torch.long)
+    cmask[1, 3:] = 0  # finished early: padded after its end
+    cmask[4, 1:] = 0
+    return torch.cat([torch.tensor(rows), comp], 1), torch.cat([torch.tensor(masks), cmask], 1), cmask
+
+
+def _pass(trainer, share, ids, mask, batch_size=None):
+    trainer.share_prompt = share
+    trainer.model.zero_grad()
+    logps, ent, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, 5, batch_size=batch_size,
+                                                                compute_entropy=True)
+    (logps * mask[:, -5:]).sum().backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.share_prompt = True
+    return logps.detach(), ent.detach(), grads
+
+
+def test_logprobs_entropies_and_gradients_match_trl(trainer):
+    ids, mask, cmask = _batch(trainer.processing_class)
+    assert (mask[:, 0] == 0).any()  # the shorter prompt is left-padded
+    before = dict(trainer.shared_prompt_stats)
+    lp_s, ent_s, g_s = _pass(trainer, True, ids, mask)
+    assert trainer.shared_prompt_stats["logprob_rows"] - before["logprob_rows"] == 6
+    assert trainer.shared_prompt_stats["logprob_prompt_rows"] - before["logprob_prompt_rows"] == 2  # 2 prompts, once
+    lp_t, ent_t, g_t = _pass(trainer, False, ids, mask)
+    m = cmask.bool()
+    torch.testing.assert_close(lp_s[m], lp_t[m], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent_s[m], ent_t[m], atol=1e-5, rtol=1e-5)
+    assert g_t and all(g.abs().sum() > 0 for g in g_t.values())
+    for n in g_t:
+        torch.testing.assert_close(g_s[n], g_t[n], atol=1e-4, rtol=1e-4)
+    # in chunks that split a group, too (TRL's batch_size for the no-grad passes)
+    lp_c, _, _ = _pass(trainer, True, ids, mask, batch_size=4)
+    torch.testing.assert_close(lp_c[m], lp_t[m], atol=1e-5, rtol=1e-5)
+
+
+def test_generation_matches_trl(trainer):
+    tok = trainer.processing_class
+    prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS for _ in range(3)]
+    cfg = trainer.generation_config
+    saved = cfg.do_sample
+    cfg.do_sample = False  # greedy: the two paths must pick the same tokens
+    try:
+        before = trainer.shared_prompt_stats["generate_prompt_rows"]
+        trainer.share_prompt = True
+        shared, _ = trainer._generate_single_turn(prompt_ids, None, {}, 3)
+        assert trainer.shared_prompt_stats["generate_prompt_rows"] - before == 2
+        assert "generate" not in vars(trainer.accelerator.unwrap_model(trainer.model_wrapped))  # wrapper removed
+        trainer.share_prompt = False
+        plain, _ = trainer._generate_single_turn(prompt_ids, None, {}, 3)
+    finally:
+        cfg.do_sample = saved
+        trainer.share_prompt = True
+    assert shared == plain
+    assert all(len(c) == 5 for c in plain)  # random weights rarely stop early: all 5 tokens were compared
