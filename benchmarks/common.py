@@ -173,6 +173,15 @@ def load_webqa(path: str | Path = WEBQA_RECORDS, limit: int | None = None) -> li
     return samples[:limit] if limit else samples
 
 
+def run_side(samples: list[Any], run_dir: str | Path, side: str = "val") -> list[Any]:
+    """The samples on one side of a training run's question split (its split.json): `val` = never trained on."""
+    split = Path(run_dir) / "split.json"
+    if not split.is_file():
+        raise SystemExit(f"--heldout {run_dir}: no split.json there (not a training run folder)")
+    keep = set(json.loads(split.read_text())[side])
+    return [s for s in samples if s.qid in keep]
+
+
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table

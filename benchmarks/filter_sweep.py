@@ -200,11 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
     samples = common.load_webqa(args.data, limit=None if args.heldout else args.limit or None)
     if args.heldout:
-        split = Path(args.heldout) / "split.json"
-        if not split.is_file():
-            raise SystemExit(f"--heldout {args.heldout}: no split.json there (not a training run folder)")
-        side = set(json.loads(split.read_text())[args.side])
-        samples = [s for s in samples if s.qid in side][: args.limit or None]
+        samples = common.run_side(samples, args.heldout, args.side)[: args.limit or None]
     elif args.side != "val":
         raise SystemExit("--side train needs --heldout RUN_DIR (the training run whose split.json names the sides)")
     fixed = read_operating_point(Path(args.operating_point)) if args.operating_point else None

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(common.WEBQA_RECORDS))
     ap.add_argument("--model", default="default", help="'default' or a model folder")
     ap.add_argument("--questions", type=int, default=3)
+    ap.add_argument("--heldout", default=None,
+                    help="a training run folder: take the questions from its held-out (val) side only")
     ap.add_argument("--candidates", type=int, default=10, help="candidates per question (gold included)")
     ap.add_argument("--samples", type=int, default=3, help="reason mode: sampled judgements per candidate")
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -77,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from mmrag_rft.prompts import stage1_prompt
 
     torch.manual_seed(args.seed)
-    samples = common.load_webqa(args.data, limit=args.questions)
+    samples = common.load_webqa(args.data, limit=None if args.heldout else args.questions)
+    if args.heldout:  # a trained model is measured on questions it never saw
+        samples = common.run_side(samples, args.heldout)[: args.questions]
     t0 = time.perf_counter()
     backend = common.load_policy(args.model)
     load_s = time.perf_counter() - t0
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return agreement(pred, all_gold)
 
     res = {
-        "model": getattr(backend, "model_id", args.model),
+        "model": getattr(backend, "model_id", args.model), "heldout_of": args.heldout,
         "note": common.CAPTION_NOTE,
         "questions": len(samples), "candidates": n_total, "reason_samples": args.samples,
         "reason_max_new_tokens": args.max_new_tokens, "model_load_s": load_s,

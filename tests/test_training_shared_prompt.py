@@ -112,3 +112,55 @@ def test_generation_matches_trl(trainer):
         trainer.share_prompt = True
     assert shared == plain
     assert all(len(c) == 5 for c in plain)  # random weights rarely stop early: all 5 tokens were compared
+
+
+DDP_SCRIPT = '''
+import hashlib, sys, tempfile
+import torch
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from trl import GRPOConfig
+from mmrag_rft.models.loading import load_for_training
+from mmrag_rft.training.shared_prompt import SharedPromptGRPOTrainer
+
+model, tok = load_for_training("tiny-lm")
+model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"],
+                                         task_type="CAUSAL_LM"))
+args = GRPOConfig(output_dir=tempfile.mkdtemp(), num_generations=2, per_device_train_batch_size=4,
+                  max_completion_length=4, use_cpu=True, report_to="none", bf16=False, gradient_checkpointing=False,
+                  max_steps=2, learning_rate=1e-2, save_strategy="no", beta=0.1, seed=0)
+ds = Dataset.from_list([{"prompt": f"Question {i}: is passage {i} about the tower relevant? yes or no"}
+                        for i in range(16)])
+t = SharedPromptGRPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok,
+                            reward_funcs=[lambda completions, **kw: [float(len(c)) for c in completions]])
+t.train()
+m = t.accelerator.unwrap_model(t.model)
+h = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in m.parameters() if p.requires_grad)).hexdigest()
+print(f"RANK {t.accelerator.process_index} share={t.share_prompt} prompts={t.shared_prompt_stats['logprob_prompt_rows']}"
+      f" rows={t.shared_prompt_stats['logprob_rows']} weights={h}", flush=True)
+'''
+
+
+def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
+    """torchrun, 2 CPU processes (gloo): the prompt pass runs outside DDP's forward, so check that the gradients
+    were still all-reduced: both ranks end with the same LoRA weights."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp_check.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", str(script)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = dict(re.findall(r"RANK (\d) (.*)", proc.stdout))
+    assert set(ranks) == {"0", "1"}, proc.stdout
+    for line in ranks.values():
+        assert "share=True" in line
+        prompts, rows = map(int, re.search(r"prompts=(\d+) rows=(\d+)", line).groups())
+        assert 0 < prompts < rows  # the shared pass ran: fewer prompt rows than completion rows
+    assert ranks["0"].split("weights=")[1] == ranks["1"].split("weights=")[1]

@@ -491,6 +491,8 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
         trained = trainer.model
         metrics = dict(result.metrics)
         global_step = trainer.state.global_step
+    metrics["share_prompt"] = trainer.share_prompt_off_reason or "on"
+    metrics["shared_prompt_rows"] = dict(trainer.shared_prompt_stats)
 
     adapter_dir = None
     if cfg.lora.enabled:

@@ -86,8 +86,7 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
         self.share_prompt_off_reason = reason
         self.shared_prompt_stats = {"logprob_rows": 0, "logprob_prompt_rows": 0, "generate_rows": 0,
                                     "generate_prompt_rows": 0}
-        if reason:
-            log.info("GRPO prompt sharing off: %s", reason)
+        log.info("GRPO prompt sharing %s", f"off: {reason}" if reason else "on")
 
     def _shared_prompt_unsupported(self) -> str | None:
         acc = self.accelerator
