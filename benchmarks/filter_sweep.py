@@ -11,9 +11,10 @@ is the baseline. Captions stand in for pixels.
     .venv/bin/python benchmarks/filter_sweep.py --model runs/bench_stage1/final --heldout runs/bench_stage1 --limit 0
 
 A trained model is measured only on questions it never saw: `--heldout RUN_DIR` keeps the `val` side of that
-training run's split.json. The fused order's operating point (retrieval weight, top-k) is chosen without looking
-at those questions: a run over the run's training questions (`--side train`) writes the best point at the recall
-target as `chosen_fused_point`, and `--operating-point THAT.json` applies it, fixed, to the held-out ones:
+training run's split.json. The fused order's operating point is chosen without looking at those questions: a run
+over the run's training questions (`--side train`) writes the best point at the recall target as
+`chosen_fused_point` (top-k at the pipeline's retrieval weight; `--choose weight_and_k` picks the weight too), and
+`--operating-point THAT.json` applies it, fixed, to the held-out ones:
 
     .venv/bin/python benchmarks/filter_sweep.py --model RUN/merged --heldout RUN --side train --limit 60 --out T.json
     .venv/bin/python benchmarks/filter_sweep.py --model RUN/merged --heldout RUN --limit 0 --operating-point T.json
@@ -179,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", default=None, help="a training run folder: keep only its held-out (val) questions")
     ap.add_argument("--side", choices=["val", "train"], default="val",
                     help="with --heldout: which side of its split.json (train: to choose an operating point)")
+    ap.add_argument("--choose", choices=["k", "weight_and_k"], default="k",
+                    help="what chosen_fused_point picks on these questions: top-k alone at --retrieval-weight "
+                         "(default: the weight stays the pipeline's), or the retrieval weight of the sensitivity "
+                         "check too")
     ap.add_argument("--operating-point", default=None,
                     help="a sweep JSON (of --side train): measure its chosen_fused_point, fixed, on these questions")
     ap.add_argument("--cache", default=None, help="stage-1 score cache JSONL (default runs/filter_sweep/<model>.jsonl)")
@@ -273,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     for w in WEIGHTS:
         b = best_at_recall([point(qs, fused_key(w), 0.0, k, False) for k in ks], RECALL_TARGET)
         weight_sweep[str(w)] = b if b is None else {**b, "retrieval_weight": w}
-    chosen = choose_fused_point(weight_sweep)
+    best_fused = best_at_recall(curves[FUSED_CURVE], RECALL_TARGET)
+    if args.choose == "k":
+        chosen = best_fused and {**best_fused, "retrieval_weight": args.retrieval_weight}
+    else:
+        chosen = choose_fused_point(weight_sweep)
     fixed_point = None
     if fixed:
         fixed_point = {**point(qs, fused_key(fixed["retrieval_weight"]), 0.0, fixed["top_k"], False),
@@ -284,7 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     all_stage1 = [p for name, pts in curves.items() if name.startswith("stage 1") for p in pts]
     best_s1 = best_at_recall(all_stage1, RECALL_TARGET)
     best_ret = best_at_recall(curves["retriever top-k only (rank_pool)"], RECALL_TARGET)
-    best_fused = best_at_recall(curves[FUSED_CURVE], RECALL_TARGET)
     gold_p = [q["scores"][g] for q in qs for g in q["gold"]]
     neg_p = [v for q in qs for c, v in q["scores"].items() if c not in set(q["gold"])]
 
@@ -316,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "points": weight_sweep},
         "chosen_fused_point": chosen and {
             **chosen, "chosen_on": {"side": args.side if args.heldout else "all", "questions": len(qs),
-                                    "run": args.heldout, "model": args.model},
+                                    "run": args.heldout, "model": args.model, "chose": args.choose},
             "pipeline_settings": {"filter.order": "fused", "filter.threshold": 0.0, "filter.top_k": chosen["top_k"],
                                   "filter.retrieval_weight": chosen["retrieval_weight"], "filter.rrf_k": args.rrf_k}},
         "fixed_operating_point": fixed_point,
