@@ -75,6 +75,10 @@ def test_stage1_resumes_after_kill_and_logs_rewards(stage1_run):
         assert math.isfinite(r["loss"])
     assert res.warmup is not None and math.isfinite(res.warmup["loss_last"])
     assert (Path(res.output_dir) / "checkpoint-2").is_dir()
+    # the text model ran its prompts once per group of 2 completions
+    assert res.metrics["share_prompt"] == "on"
+    rows_run = res.metrics["shared_prompt_rows"]
+    assert 0 < rows_run["logprob_prompt_rows"] < rows_run["logprob_rows"]
 
 
 def test_resuming_a_finished_run_trains_nothing(stage1_run):
@@ -245,6 +249,7 @@ def test_stage1_tiny_vlm_with_pixels(tmp_path):
                              "grpo.save_steps=5", "warmup.enabled=false"])
     res = train(cfg, stage=1)
     assert res.global_step == 2
+    assert "vision-language" in res.metrics["share_prompt"]  # TRL's own per-row passes for pixels
     steps = [json.loads(x) for x in Path(res.log_path).read_text().splitlines() if "train_runtime" not in x]
     assert all(math.isfinite(r["loss"]) for r in steps)
     assert (Path(res.merged_dir) / "preprocessor_config.json").is_file() or \

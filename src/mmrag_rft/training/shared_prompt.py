@@ -9,8 +9,8 @@ group's completions sum into the one prompt pass), and only the completion token
 The result is the same computation as TRL's up to float rounding: the same positions (TRL's training forward
 numbers left padding too; `generate` does not, and neither does our generation prefill), the same masks, the same
 fused log-prob head. One difference: LoRA dropout on the prompt tokens is drawn once per group instead of once per
-completion row. The shared path is used only where it is exact and safe: text-only batches (no pixels: M-RoPE
-positions of vision-language models come from the whole sequence), no gradient checkpointing (no cache is kept
+completion row. The shared path is used only where it is exact and safe: text-only models (the M-RoPE positions of
+vision-language models come from the whole sequence), no gradient checkpointing (no cache is kept
 under it), no vLLM generation, and a model that is not sharded by FSDP or DeepSpeed ZeRO-3 (submodules are called
 directly). Everything else falls back to TRL's own code.
 """
@@ -100,6 +100,8 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
         if self.args.gradient_checkpointing:
             return "gradient checkpointing keeps no cache"
         lm = causal_lm(acc.unwrap_model(self.model))
+        if getattr(lm.config, "vision_config", None) is not None:
+            return "vision-language model (its M-RoPE positions are computed over the whole sequence)"
         if not hasattr(lm, "base_model") or lm.base_model is lm:
             return f"{type(lm).__name__} has no separate backbone"
         return None
