@@ -136,8 +136,9 @@ t = SharedPromptGRPOTrainer(model=model, args=args, train_dataset=ds, processing
 t.train()
 m = t.accelerator.unwrap_model(t.model)
 h = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in m.parameters() if p.requires_grad)).hexdigest()
-print(f"RANK {t.accelerator.process_index} share={t.share_prompt} prompts={t.shared_prompt_stats['logprob_prompt_rows']}"
-      f" rows={t.shared_prompt_stats['logprob_rows']} weights={h}", flush=True)
+st = t.shared_prompt_stats
+print(f"RANK {t.accelerator.process_index} share={t.share_prompt} prompts={st['logprob_prompt_rows']}"
+      f" rows={st['logprob_rows']} weights={h}", flush=True)
 # tear the gloo group down before the interpreter exits: left to exit, its threads can abort the process
 t.accelerator.wait_for_everyone()
 torch.distributed.destroy_process_group()

@@ -57,7 +57,8 @@ def cache_kwarg(lm: Any) -> str:
     return "cache" if "cache" in inspect.signature(lm.base_model.forward).parameters else "past_key_values"
 
 
-def prefill_shared(lm: Any, ids: torch.Tensor, mask: torch.Tensor, *, generation_positions: bool) -> tuple[Any, torch.Tensor]:
+def prefill_shared(lm: Any, ids: torch.Tensor, mask: torch.Tensor, *,
+                   generation_positions: bool) -> tuple[Any, torch.Tensor]:
     """Run each distinct row of (ids, mask) once through the backbone; return its cache expanded to every row.
 
     `generation_positions`: number positions as `generate` does (padding skipped); otherwise as a plain forward
@@ -107,10 +108,10 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
         return None
 
     # -- log-probs (reference, old policy and the loss forward) --------------------------------------------------
-    def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor,
-                                           attention_mask: torch.Tensor, logits_to_keep: int, batch_size: int | None = None,
-                                           compute_entropy: bool = False, compute_aux_loss: bool = False,
-                                           **mm: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def _get_per_token_logps_and_entropies(
+            self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int,
+            batch_size: int | None = None, compute_entropy: bool = False, compute_aux_loss: bool = False,
+            **mm: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         plain = (not self.share_prompt or compute_aux_loss or any(mm.get(k) is not None for k in _MULTIMODAL_KEYS)
                  or mm.get("num_images") and any(mm["num_images"])
                  or input_ids.size(1) - logits_to_keep - 1 < MIN_SHARED_TOKENS)
