@@ -207,6 +207,7 @@ def compare_share_prompt(stage: int, args: argparse.Namespace, tmp: Path) -> dic
         for arm in ("off", "on") if rep % 2 == 0 else ("on", "off"):
             arms[arm].append(run_stage(stage, args, tmp, [f"grpo.share_prompt={'true' if arm == 'on' else 'false'}"],
                                        tag=f"-{arm}{rep}"))
+
     def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
         steps = [s for r in runs for s in (r["steps"][1:] if len(r["steps"]) > 1 else r["steps"])]
         return summarise(steps, False)

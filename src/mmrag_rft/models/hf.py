@@ -26,6 +26,14 @@ NO_VARIANTS = ("no", "No", "NO", " no", " No", " NO")
 MIN_SHARED_PREFIX = 8
 
 
+def cache_kwarg(module: Any) -> str:
+    """The name of `module.forward`'s KV-cache argument: transformers >= 5.2x says `cache`, older and remote-code
+    models `past_key_values`."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
 def resolve_device(device: str = "auto", dtype: str | torch.dtype = "auto") -> tuple[torch.device, torch.dtype]:
     """auto: cuda + bf16 when a GPU is present, else cpu + fp32."""
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device)
@@ -265,10 +273,7 @@ class HFBackend:
         if shared < MIN_SHARED_PREFIX:
             return None
         prefix = torch.tensor([first[:shared]], device=self.device)
-        import inspect
-
-        # transformers >= 5.2x names the argument `cache`; older and remote-code models say `past_key_values`
-        key = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        key = cache_kwarg(self.model)
         cache = DynamicCache(config=self.model.config)
         self.model(input_ids=prefix, use_cache=True, **{key: cache})
         pad = self.tokenizer.pad_token_id

@@ -85,7 +85,7 @@ class GRPOSection:
     gradient_checkpointing: bool = False
     use_vllm: bool = False
     # run each prompt once for its group of completions (generation, reference and loss passes); off = TRL's own
-    # per-row passes. Text-only batches only; see training/shared_prompt.py for when it falls back by itself.
+    # per-row passes. Text-only models; see training/shared_prompt.py for when it falls back by itself.
     share_prompt: bool = True
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_gpu_memory_utilization: float = 0.3

@@ -17,7 +17,6 @@ directly). Everything else falls back to TRL's own code.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from contextlib import contextmanager
 from typing import Any
@@ -25,10 +24,10 @@ from typing import Any
 import torch
 from trl import GRPOTrainer
 
+from mmrag_rft.models.hf import MIN_SHARED_PREFIX, cache_kwarg
+
 log = logging.getLogger(__name__)
 
-# A shared head shorter than this saves less than the extra pass costs.
-MIN_SHARED_TOKENS = 8
 # Keyword arguments that carry images or other per-row model inputs the two-part forward does not split.
 _MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "num_tiles",
                     "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
@@ -52,15 +51,11 @@ def causal_lm(model: Any) -> Any:
     return get_base() if callable(get_base) else model
 
 
-def cache_kwarg(lm: Any) -> str:
-    """transformers >= 5.2x names the cache argument `cache`; older and remote-code models say `past_key_values`."""
-    return "cache" if "cache" in inspect.signature(lm.base_model.forward).parameters else "past_key_values"
-
-
-def prefill_shared(lm: Any, ids: torch.Tensor, mask: torch.Tensor, *,
+def prefill_shared(lm: Any, ids: torch.Tensor, mask: torch.Tensor, *, key: str,
                    generation_positions: bool) -> tuple[Any, torch.Tensor]:
     """Run each distinct row of (ids, mask) once through the backbone; return its cache expanded to every row.
 
+    `key`: the backbone's cache argument (`cache_kwarg`).
     `generation_positions`: number positions as `generate` does (padding skipped); otherwise as a plain forward
     does (0..L-1), which is what TRL's log-prob pass uses.
     """
@@ -72,7 +67,7 @@ def prefill_shared(lm: Any, ids: torch.Tensor, mask: torch.Tensor, *,
         m = mask[first].long()
         kw["position_ids"] = (m.cumsum(-1) - 1).masked_fill(m == 0, 0)
     cache = DynamicCache(config=lm.config)
-    lm.base_model(input_ids=ids[first], attention_mask=mask[first], use_cache=True, **{cache_kwarg(lm): cache}, **kw)
+    lm.base_model(input_ids=ids[first], attention_mask=mask[first], use_cache=True, **{key: cache}, **kw)
     cache.batch_select_indices(inverse)
     return cache, first
 
@@ -114,13 +109,13 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
             **mm: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         plain = (not self.share_prompt or compute_aux_loss or any(mm.get(k) is not None for k in _MULTIMODAL_KEYS)
                  or mm.get("num_images") and any(mm["num_images"])
-                 or input_ids.size(1) - logits_to_keep - 1 < MIN_SHARED_TOKENS)
+                 or input_ids.size(1) - logits_to_keep - 1 < MIN_SHARED_PREFIX)
         if plain:
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                 compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **mm)
         lm = causal_lm(self.accelerator.unwrap_model(model))
-        key = cache_kwarg(lm)
+        key = cache_kwarg(lm.base_model)
         head = input_ids.size(1) - logits_to_keep - 1  # the prompt but its last token, whose logits score token 1
         batch_size = batch_size or input_ids.size(0)
         logps, ents = [], []
@@ -128,7 +123,7 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
             ids = input_ids[start:start + batch_size]
             mask = attention_mask[start:start + batch_size]
             with self.accelerator.autocast():
-                cache, first = prefill_shared(lm, ids[:, :head], mask[:, :head], generation_positions=False)
+                cache, first = prefill_shared(lm, ids[:, :head], mask[:, :head], key=key, generation_positions=False)
                 tail = ids[:, head:]
                 labels = tail.masked_fill(mask[:, head:] == 0, -100)
                 labels[:, 0] = -100
@@ -155,15 +150,16 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
         target = self.accelerator.unwrap_model(self.model_wrapped)
         original = target.generate
         lm = causal_lm(target)
+        key = cache_kwarg(lm.base_model)
         stats = self.shared_prompt_stats
 
         def generate(*args: Any, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                      **kwargs: Any) -> Any:
-            key = cache_kwarg(lm)
-            if (args or input_ids is None or attention_mask is None or input_ids.size(1) - 1 < MIN_SHARED_TOKENS
+            if (args or input_ids is None or attention_mask is None or input_ids.size(1) - 1 < MIN_SHARED_PREFIX
                     or kwargs.get(key) is not None or any(kwargs.get(k) is not None for k in _MULTIMODAL_KEYS)):
                 return original(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-            cache, first = prefill_shared(lm, input_ids[:, :-1], attention_mask[:, :-1], generation_positions=True)
+            cache, first = prefill_shared(lm, input_ids[:, :-1], attention_mask[:, :-1], key=key,
+                                          generation_positions=True)
             stats["generate_rows"] += input_ids.size(0)
             stats["generate_prompt_rows"] += first.numel()
             return original(input_ids=input_ids, attention_mask=attention_mask, **{key: cache}, **kwargs)
