@@ -3,6 +3,7 @@
 #   ./run.sh demo      set up, then answer the demo corpus's questions end to end (HTML report in out/demo)
 #   ./run.sh test      set up, then run the whole test suite
 #   ./run.sh setup     only set up
+#   ./run.sh recipe    set up, then reproduce the shipped stage-1 adapter (train, choose its filter point, export)
 #   ./run.sh mmrag ... set up, then run any mmrag command
 # GPU users: MMRAG_TORCH=skip ./run.sh setup keeps the torch you installed (CUDA) instead of the CPU pin.
 set -euo pipefail
@@ -47,6 +48,7 @@ case "$cmd" in
     set -e
     if [ "$rc" -eq 5 ]; then echo "[run.sh] pytest collected no tests: failing" >&2; exit 1; fi
     exit "$rc" ;;
+  recipe) setup; exec scripts/recipe_stage1.sh "$@" ;;
   mmrag) setup; exec "$VENV/bin/mmrag" "$@" ;;
-  *) echo "usage: ./run.sh demo|test|setup|mmrag ARGS" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh demo|test|setup|recipe|mmrag ARGS" >&2; exit 2 ;;
 esac

@@ -193,9 +193,10 @@ def test_grpo_section_names_exist_in_trl_grpoconfig():
 def test_prefill_is_continued_not_closed():
     from transformers import AutoTokenizer
 
-    from mmrag_rft.training.grpo import _default_model_dir, continue_final_assistant
+    from mmrag_rft.models.loading import resolve_model_path
+    from mmrag_rft.training.grpo import continue_final_assistant
 
-    tok = continue_final_assistant(AutoTokenizer.from_pretrained(_default_model_dir()))
+    tok = continue_final_assistant(AutoTokenizer.from_pretrained(resolve_model_path("base")))
     conv = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "<think>"}]
     # exactly the call TRL 1.16 makes in GRPOTrainer._tokenize_prompts
     text = tok.apply_chat_template([conv], add_generation_prompt=True, tokenize=False)[0]

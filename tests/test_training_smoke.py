@@ -213,11 +213,20 @@ def test_rerun_into_a_run_folder_redoes_a_warmup_made_for_other_settings(stage1_
     assert first.warmup["key"]["steps"] == 2 and json.loads(info.read_text())["key"] == first.warmup["key"]
     stamp = info.stat().st_mtime_ns
     # label-balanced steps only reorder the RL prompts (TRL's shuffle off): the warm-up is still the same setup
-    same = train(load_train_config(ROOT / "configs/stage1_tiny.yaml", [*base, "data.balanced_steps=true"]), stage=1)
+    with pytest.raises(ValueError, match="already holds a training run.*--overwrite"):
+        train(load_train_config(ROOT / "configs/stage1_tiny.yaml", base), stage=1)  # never clobbered silently
+    same = train(load_train_config(ROOT / "configs/stage1_tiny.yaml", [*base, "data.balanced_steps=true"]), stage=1,
+                 overwrite=True)
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]
+    assert len(aside) == 1 and (aside[0] / "result.json").is_file() and (aside[0] / "log.jsonl").is_file()
+    new_steps = [json.loads(x).get("step") for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+                 if "train_runtime" not in x]
+    assert new_steps == [1]  # the new log is not appended to the old one
     assert info.stat().st_mtime_ns == stamp and same.warmup == first.warmup  # same setup: reused
     assert same.global_step == 1
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["balanced_steps"] is True
-    other = train(load_train_config(ROOT / "configs/stage1_tiny.yaml", [*base, "warmup.steps=3"]), stage=1)
+    other = train(load_train_config(ROOT / "configs/stage1_tiny.yaml", [*base, "warmup.steps=3"]), stage=1,
+                  overwrite=True)
     assert other.warmup["key"]["steps"] == 3 and json.loads(info.read_text())["key"]["steps"] == 3  # redone
 
 
@@ -254,3 +263,37 @@ def test_stage1_tiny_vlm_with_pixels(tmp_path):
     assert all(math.isfinite(r["loss"]) for r in steps)
     assert (Path(res.merged_dir) / "preprocessor_config.json").is_file() or \
         (Path(res.merged_dir) / "processor_config.json").is_file()
+
+
+def test_a_finished_run_exports_as_the_shipped_model_kind(stage1_run, tmp_path):
+    """`mmrag train export` (the recipe's last step): adapter + manifest + card, loadable as a model spec whose
+    settings reach the pipeline config."""
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+    from mmrag_rft.models.loading import load_backend, model_settings
+    from mmrag_rft.pipeline import pipeline_config
+
+    _, res, _ = stage1_run
+    op = tmp_path / "op.json"
+    op.write_text(json.dumps({"chosen_fused_point": {"pipeline_settings": {"filter.threshold": 0.0,
+                                                                           "filter.top_k": 9}}}))
+    dest = tmp_path / "shipped"
+    r = CliRunner().invoke(app, ["train", "export", res.output_dir, "--to", str(dest), "--base", "tiny-lm",
+                                 "--operating-point", str(op), "--name", "tiny-stage1", "--command", "test"])
+    assert r.exit_code == 0, r.output
+    card = (dest / "README.md").read_text()
+    assert card.startswith("---\nbase_model:") and "captions stand in for pixels" in card
+    s = model_settings(str(dest))
+    assert s["stage"] == 1 and s["prompt"]["think"] is stage1_run[0].data.think and s["training"]["steps"] == 2
+    cfg = pipeline_config(str(dest))
+    assert (cfg.filter.threshold, cfg.filter.top_k) == (0.0, 9)
+    want = load_backend(res.output_dir)
+    got = load_backend(str(dest))
+    from mmrag_rft.data.schema import Candidate
+    from mmrag_rft.prompts import stage1_prompt
+
+    p = [stage1_prompt("q?", Candidate(id="a", modality="text", text="some passage"), style="score")]
+    assert got.score_yes_no(p) == pytest.approx(want.score_yes_no(p), abs=1e-4)
+    bad = CliRunner().invoke(app, ["train", "export", str(tmp_path), "--to", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "not a finished training run" in bad.output

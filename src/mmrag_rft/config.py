@@ -119,8 +119,18 @@ def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
-def load(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> T:
-    """Dataclass defaults <- YAML file <- `a.b=value` overrides (values parsed as YAML scalars)."""
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, section by section."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None,
+         defaults: dict[str, Any] | None = None) -> T:
+    """Dataclass defaults <- `defaults` (e.g. a model's own settings) <- YAML file <- `a.b=value` overrides
+    (values parsed as YAML scalars)."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -133,6 +143,7 @@ def load(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: li
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping")
         data = loaded
+    data = merge(defaults or {}, data)
     given: dict[str, str] = {}
     for ov in overrides or []:
         if "=" not in ov:

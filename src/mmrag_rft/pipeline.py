@@ -44,6 +44,15 @@ class PipelineConfig:
     use_pixels: bool = True  # pass image pixels to a vision-language backend (captions are always given)
 
 
+def pipeline_config(model: str = "default", path: Any = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """PipelineConfig for `model`: dataclass defaults <- the settings the model was trained for (its manifest's
+    `pipeline` section: prompt layout, filter operating point) <- YAML `path` <- `key=value` overrides."""
+    from mmrag_rft.config import load
+    from mmrag_rft.models.loading import model_settings
+
+    return load(PipelineConfig, path, overrides, defaults=model_settings(model).get("pipeline") or {})
+
+
 @dataclass
 class Judgement:
     """Stage 1's verdict on one candidate."""
@@ -136,7 +145,7 @@ class Pipeline:
             from mmrag_rft.retrieval.index import HybridIndex
 
             index = HybridIndex.load(index_dir)
-        return cls(load_backend(model), index=index, config=config, image_dir=image_dir)
+        return cls(load_backend(model), index=index, config=config or pipeline_config(model), image_dir=image_dir)
 
     @property
     def with_pixels(self) -> bool:

@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # One module per concept; each defines register(app).
-_MODULES = ("data", "score", "index", "pipeline", "train", "serve")
+_MODULES = ("data", "score", "index", "pipeline", "train", "serve", "info")
 
 
 @app.callback()

@@ -7,6 +7,8 @@ from rich.console import Console
 
 console = Console(stderr=True)
 out = Console()
+MODEL_HELP = ("default (the shipped trained model) | base (untrained SmolLM2-135M-Instruct) | tiny-vlm | tiny-lm | "
+              "a model, run or adapter folder | a hub id.")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

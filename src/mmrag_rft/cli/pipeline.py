@@ -8,19 +8,21 @@ from typing import Optional
 
 import typer
 
-from mmrag_rft.cli._common import console, fail, open_index_or_fail, open_query_image_or_fail, out
-
-CAPTION_NOTE = "captions stand in for pixels"
+from mmrag_rft.cli._common import MODEL_HELP, console, fail, open_index_or_fail, open_query_image_or_fail, out
 
 
-def _pipeline_config(config: Optional[Path], overrides: list[str] | None):
-    from mmrag_rft.config import ConfigError, load
-    from mmrag_rft.pipeline import PipelineConfig
+
+def _pipeline_config(config: Optional[Path], overrides: list[str] | None, model: str):
+    """The model's own settings (its manifest), then --config, then --set."""
+    from mmrag_rft.config import ConfigError
+    from mmrag_rft.pipeline import pipeline_config
 
     try:
-        return load(PipelineConfig, config, overrides or [])
+        return pipeline_config(model, config, overrides or [])
     except ConfigError as e:
         raise fail(str(e)) from None
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise fail(f"model {model!r}: {e}") from None
 
 
 def _load_backend(model: str):
@@ -64,7 +66,7 @@ def register(app: typer.Typer) -> None:
     def ask(
         question: str = typer.Argument(..., help="The question."),
         index: Path = typer.Option(..., "--index", help="Index folder built by `mmrag index`."),
-        model: str = typer.Option("default", help="default | tiny-vlm | tiny-lm | local folder | hub id."),
+        model: str = typer.Option("default", help=MODEL_HELP),
         config: Optional[Path] = typer.Option(None, help="Pipeline YAML (configs/pipeline.yaml)."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set filter.top_k=3."),
         image: Optional[Path] = typer.Option(None, help="Optional query image (used by the image retriever)."),
@@ -77,7 +79,7 @@ def register(app: typer.Typer) -> None:
         """Answer one question over an index, with the full explanation."""
         from mmrag_rft.pipeline import Pipeline
 
-        cfg = _pipeline_config(config, set_)
+        cfg = _pipeline_config(config, set_, model)
         idx = open_index_or_fail(index)
         query_image = open_query_image_or_fail(image)
         pipe = Pipeline(_load_backend(model), index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None)
@@ -90,7 +92,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out_dir: Path = typer.Option(Path("out/demo"), "--out", help="Where the index, results and report go."),
-        model: str = typer.Option("default", help="Policy model (default: the embedded SmolLM2-135M-Instruct)."),
+        model: str = typer.Option("default", help=MODEL_HELP),
         config: Optional[Path] = typer.Option(None, help="Pipeline YAML."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key."),
         limit: Optional[int] = typer.Option(None, min=1, help="Answer only the first N demo questions."),
@@ -98,7 +100,7 @@ def register(app: typer.Typer) -> None:
         """Build the demo corpus's index and answer its questions end to end; writes an HTML report."""
         from mmrag_rft.evaluation.demo import run_demo
 
-        cfg = _pipeline_config(config, set_)
+        cfg = _pipeline_config(config, set_, model)
         run_demo(out_dir, backend=_load_backend(model), config=cfg, limit=limit)
 
     @app.command()
@@ -107,7 +109,7 @@ def register(app: typer.Typer) -> None:
         dataset: str = typer.Option(..., "--dataset", help="webqa | mmqa | jsonl"),
         out_dir: Path = typer.Option(..., "--out", help="Output folder (re-running resumes)."),
         limit: Optional[int] = typer.Option(None, min=1, help="First N questions."),
-        model: str = typer.Option("default"),
+        model: str = typer.Option("default", help=MODEL_HELP),
         config: Optional[Path] = typer.Option(None, help="Pipeline YAML."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key."),
         skip_bad: bool = typer.Option(False, "--skip-bad", help="Report and skip malformed rows."),
@@ -120,7 +122,7 @@ def register(app: typer.Typer) -> None:
             raise fail(f"--dataset must be webqa, mmqa or jsonl, got {dataset!r}")
         if not path.exists():
             raise fail(f"{path}: file not found")
-        cfg = _pipeline_config(config, set_)
+        cfg = _pipeline_config(config, set_, model)
         from mmrag_rft.data.schema import DataError
         from mmrag_rft.evaluation.evaluate import RunMismatch
 

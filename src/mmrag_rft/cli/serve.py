@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mmrag_rft.cli._common import console, fail
+from mmrag_rft.cli._common import MODEL_HELP, console, fail
 
 
 def _is_loopback(host: str) -> bool:
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
         index: Path = typer.Option(..., "--index", help="Index folder built by `mmrag index`."),
-        model: str = typer.Option("default", help="default | tiny-vlm | tiny-lm | local folder | hub id."),
+        model: str = typer.Option("default", help=MODEL_HELP),
         config: Optional[Path] = typer.Option(None, help="Pipeline YAML (configs/pipeline.yaml)."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set filter.top_k=3."),
         image_dir: Optional[Path] = typer.Option(None, help="Folder to find candidate images by id."),
@@ -36,14 +36,16 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", help="uvicorn log level."),
     ) -> None:
         """Serve `POST /v1/ask`, corpus lookups and the explanation page at http://HOST:PORT/ (model loaded once)."""
-        from mmrag_rft.config import ConfigError, load
-        from mmrag_rft.pipeline import Pipeline, PipelineConfig
+        from mmrag_rft.config import ConfigError
+        from mmrag_rft.pipeline import Pipeline, pipeline_config
         from mmrag_rft.retrieval.index import HybridIndex
 
         try:
-            cfg = load(PipelineConfig, config, set_ or [])
+            cfg = pipeline_config(model, config, set_ or [])
         except ConfigError as e:
             raise fail(str(e)) from None
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise fail(f"model {model!r}: {e}") from None
         if image_dir is not None and not image_dir.is_dir():
             raise fail(f"--image-dir {image_dir}: not a folder")
         try:

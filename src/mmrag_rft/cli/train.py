@@ -15,11 +15,13 @@ train_app = typer.Typer(help="Two-stage reinforcement fine-tuning (GRPO on TRL).
 _CONFIG = typer.Option(..., "--config", "-c", help="Training YAML (see configs/).")
 _SET = typer.Option(None, "--set", help="Override a config key, e.g. --set grpo.max_steps=10 (repeatable).")
 _RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoint in the output folder.")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Start over in an output folder that holds a run (the old run is "
+                                                     "moved aside to NAME.old-TIME).")
 _OUTPUT = typer.Option(None, "--output", "-o", help="Output folder (overrides output_dir).")
 
 
 def _run(stage: int, config: Path, overrides: list[str] | None, resume: bool, output: Path | None,
-         init: str | None) -> None:
+         init: str | None, overwrite: bool = False) -> None:
     from mmrag_rft.config import ConfigError
     from mmrag_rft.data.schema import DataError
     from mmrag_rft.training.config import load_train_config
@@ -36,7 +38,7 @@ def _run(stage: int, config: Path, overrides: list[str] | None, resume: bool, ou
     from mmrag_rft.training.grpo import train
 
     try:
-        res = train(cfg, stage=stage, init=init, resume=resume)
+        res = train(cfg, stage=stage, init=init, resume=resume, overwrite=overwrite)
     except (DataError, FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
     out.print_json(json.dumps(res.to_dict(), default=str))
@@ -50,18 +52,74 @@ def _run(stage: int, config: Path, overrides: list[str] | None, resume: bool, ou
 @train_app.command("stage1")
 def stage1(config: Path = _CONFIG, overrides: Optional[list[str]] = _SET, resume: bool = _RESUME,
            output: Optional[Path] = _OUTPUT,
-           init: Optional[str] = typer.Option(None, "--init", help="Start from this model/run instead of model.path.")
-           ) -> None:
+           init: Optional[str] = typer.Option(None, "--init", help="Start from this model/run instead of model.path."),
+           overwrite: bool = _OVERWRITE) -> None:
     """Stage 1: rule-based GRPO on point-wise yes/no relevance (format + accuracy rewards)."""
-    _run(1, config, overrides, resume, output, init)
+    _run(1, config, overrides, resume, output, init, overwrite)
 
 
 @train_app.command("stage2")
 def stage2(config: Path = _CONFIG,
            init: Optional[str] = typer.Option(None, "--init", help="The stage-1 run folder (or its merged/ model)."),
-           overrides: Optional[list[str]] = _SET, resume: bool = _RESUME, output: Optional[Path] = _OUTPUT) -> None:
+           overrides: Optional[list[str]] = _SET, resume: bool = _RESUME, output: Optional[Path] = _OUTPUT,
+           overwrite: bool = _OVERWRITE) -> None:
     """Stage 2: reasoning GRPO on list-wise ranking + answer (format + ranking + answer rewards)."""
-    _run(2, config, overrides, resume, output, init)
+    _run(2, config, overrides, resume, output, init, overwrite)
+
+
+@train_app.command("export")
+def export(run_dir: Path = typer.Argument(..., help="A finished training run folder (merged/, config.yaml)."),
+           to: Path = typer.Option(..., "--to", help="Adapter folder to write (the package ships "
+                                                        "src/mmrag_rft/trained/stage1)."),
+           name: str = typer.Option("smollm2-135m-mmrag-stage1", help="The model's name in results and its card."),
+           operating_point: Optional[Path] = typer.Option(
+               None, help="filter_sweep JSON of the run's *training* questions: its chosen_fused_point becomes the "
+                          "filter settings the model ships with."),
+           heldout: Optional[Path] = typer.Option(None, help="filter_sweep JSON of the held-out questions at that "
+                                                             "point: its numbers go into the model card."),
+           base: str = typer.Option("base", help="The untrained model the run started from (a model spec); the "
+                                                 "adapter is the difference to it."),
+           command: str = typer.Option("", help="The command that trained the run (recorded in the card)."),
+           commit: str = typer.Option("", help="The commit of the code that trained it (recorded in the card)."),
+           ) -> None:
+    """Export a run as a small LoRA adapter on the untrained base + manifest + model card (what the package ships)."""
+    from mmrag_rft.models.export import export_adapter, manifest_from_run, model_card
+
+    if not (run_dir / "merged" / "config.json").is_file() or not (run_dir / "config.yaml").is_file():
+        raise fail(f"{run_dir}: not a finished training run (needs merged/ and config.yaml)")
+
+    def read(p: Optional[Path], what: str) -> dict:
+        if p is None:
+            return {}
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise fail(f"--{what} {p}: {e}") from None
+
+    chosen = read(operating_point, "operating-point").get("chosen_fused_point") or {}
+    if operating_point is not None and "pipeline_settings" not in chosen:
+        raise fail(f"--operating-point {operating_point}: no chosen_fused_point.pipeline_settings (run filter_sweep "
+                   "with --side train)")
+    held = read(heldout, "heldout")
+    fixed = held.get("fixed_operating_point") or {}
+    summary = {k: round(v, 4) if isinstance(v, float) else v for k, v in {
+        "questions": held.get("questions"), "candidates": held.get("candidates"), "gold": held.get("gold"),
+        "gold_recall_at_operating_point": fixed.get("gold_recall"),
+        "stage2_tokens_saved_at_operating_point": fixed.get("tokens_saved"),
+        "candidates_removed_at_operating_point": fixed.get("removed")}.items() if v is not None}
+    try:
+        manifest = manifest_from_run(run_dir, name=name, operating_point=chosen.get("pipeline_settings"),
+                                     heldout=summary, command=command, commit=commit)
+        manifest["base"] = base
+        card = model_card(manifest, base_model="HuggingFaceTB/SmolLM2-135M-Instruct", license="apache-2.0",
+                          note="captions stand in for pixels")
+        with console.status(f"factoring {run_dir}/merged into a LoRA adapter ..."):
+            info = export_adapter(run_dir / "merged", to, base_spec=manifest["base"], manifest=manifest, card=card)
+    except (OSError, ValueError) as e:
+        raise fail(str(e)) from None
+    out.print_json(json.dumps(info))
+    console.print(f"exported {run_dir} to {to}: {info['size_bytes'] / 1e6:.1f} MB, {info['modules']} modules, "
+                  f"largest logit difference {info['probe_max_logit_diff']:.2e}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,11 @@
-"""`load_backend(spec)`: one place that turns a model name into a PolicyBackend, loaded once per process.
+"""The one place that turns a model name into a model folder (`resolve_model_path`) or a PolicyBackend
+(`load_backend`), for inference and training alike.
 
-spec: "default" (embedded SmolLM2-135M-Instruct), "tiny-vlm" / "tiny-lm" (random tiny models for tests),
-a local model folder, a PEFT adapter folder (base + adapter, merged), or a Hugging Face hub id (needs the
-model in the local HF cache, or internet with HF_HUB_OFFLINE unset).
+spec: "default" (the shipped system: SmolLM2-135M-Instruct + the trained stage-1 adapter in the package),
+"base" (the untrained SmolLM2-135M-Instruct), "tiny-vlm" / "tiny-lm" (random tiny models for tests), a model
+folder, a training run folder (its `merged/` model), a PEFT adapter folder (merged into its base once, cached),
+or a Hugging Face hub id (needs the model in the local HF cache, or internet with HF_HUB_OFFLINE unset).
+A folder's `mmrag_model.json` carries the settings it was trained with (`model_settings`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from typing import Any
 
 from mmrag_rft.models.backend import PolicyBackend
 
-BUILTIN_SPECS = ("default", "tiny-vlm", "tiny-lm")
+BUILTIN_SPECS = ("default", "base", "tiny-vlm", "tiny-lm")
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "trained"  # package data: the trained adapters
+
+
+def shipped_model(stage: int = 1) -> Path | None:
+    """The trained adapter folder the package ships for `stage`, if it ships one."""
+    d = SHIPPED_DIR / f"stage{stage}"
+    return d if (d / "adapter_config.json").is_file() else None
 
 
 def _hub_offline() -> bool:
@@ -27,12 +37,15 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
 
 
-def resolve_model_path(spec: str) -> Path:
-    """A spec -> a local folder holding a model (or a PEFT adapter)."""
+def source_path(spec: str) -> Path:
+    """A spec -> the local folder it names: a model, a PEFT adapter, or a run's `merged/` (no merging here)."""
     spec = str(spec).strip()
     if not spec:
-        raise ValueError("empty model spec; use 'default', 'tiny-vlm', 'tiny-lm', a folder or a hub id")
+        raise ValueError(f"empty model spec; use one of {', '.join(BUILTIN_SPECS)}, a folder or a hub id")
     if spec == "default":
+        shipped = shipped_model(1)
+        return shipped if shipped is not None else source_path("base")
+    if spec == "base":
         from mmrag_rft.models.default import ensure_default_model
 
         return ensure_default_model()
@@ -45,6 +58,8 @@ def resolve_model_path(spec: str) -> Path:
 
         return build_tiny_lm()
     p = Path(spec).expanduser()
+    if p.is_dir() and (p / "merged" / "config.json").is_file() and not (p / "config.json").is_file():
+        return p / "merged"  # a training run folder
     if p.exists():
         if not p.is_dir():
             raise FileNotFoundError(f"{p}: a model must be a folder (config.json or adapter_config.json inside)")
@@ -74,30 +89,107 @@ def _hub_snapshot(repo_id: str) -> Path:
                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 
 
-def _load_peft(adapter_dir: Path, **kw: Any) -> PolicyBackend:
-    """Base model + LoRA adapter, merged, so inference runs at plain-model speed."""
-    from mmrag_rft.models.hf import HFBackend, is_vision_config, load_vl_processor, resolve_device
+def resolve_model_path(spec: str) -> Path:
+    """A spec -> a full model folder (config.json): adapters are merged into their base once, then cached."""
+    path = source_path(spec)
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        return merged_adapter(path)
+    return path
 
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
-    base_spec = cfg.get("base_model_name_or_path")
+
+def model_settings(spec: str) -> dict[str, Any]:
+    """The `mmrag_model.json` of the folder `spec` names ({} for a plain model): how it was trained, the pipeline
+    settings it was trained for (`pipeline`), its held-out numbers."""
+    from mmrag_rft.models.export import read_manifest
+
+    if str(spec).strip() in ("tiny-vlm", "tiny-lm"):
+        return {}
+    path = source_path(spec)
+    found = read_manifest(path)
+    if not found and path.name == "merged":  # a run folder: the run may carry it beside merged/
+        found = read_manifest(path.parent)
+    return found
+
+
+def _adapter_key(adapter_dir: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        f = adapter_dir / name
+        if f.is_file():
+            h.update(name.encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
+def merged_adapter(adapter_dir: Path) -> Path:
+    """Base + LoRA adapter merged into a plain model folder under the cache (once per adapter content), so
+    inference runs at plain-model speed and training starts from it like from any model."""
+    import shutil
+    import tempfile
+
+    from mmrag_rft.config import cache_dir
+    from mmrag_rft.models.default import file_lock, is_complete, publish_dir
+
+    adapter_dir = Path(adapter_dir)
+    try:
+        cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    except ValueError as e:
+        raise ValueError(f"{adapter_dir}/adapter_config.json: not valid JSON ({e})") from None
+    base_spec = cfg.get("base_model_name_or_path") if isinstance(cfg, dict) else None
     if not base_spec:
         raise ValueError(f"{adapter_dir}/adapter_config.json: field 'base_model_name_or_path' is missing")
-    base_dir = resolve_model_path(base_spec)
-    from peft import PeftModel
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+    base_dir = resolve_model_path(str(base_spec))
+    final = cache_dir() / "models" / "merged" / f"{adapter_dir.name}-{_adapter_key(adapter_dir)}"
+    if is_complete(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(final.parent / f".{final.name}.lock"):
+        if is_complete(final):
+            return final
+        from peft import PeftModel
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-    device, dtype = resolve_device(kw.get("device", "auto"), kw.get("dtype", "auto"))
-    config = AutoConfig.from_pretrained(str(base_dir))
-    vision = is_vision_config(config)
-    cls = AutoModelForImageTextToText if vision else AutoModelForCausalLM
-    base = cls.from_pretrained(str(base_dir), dtype=dtype)
-    model = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    has_tok = (adapter_dir / "tokenizer_config.json").is_file()
-    proc_dir = adapter_dir if has_tok else base_dir
-    processor = load_vl_processor(proc_dir, config) if vision else AutoTokenizer.from_pretrained(str(proc_dir))
-    return HFBackend(model, processor=processor, device=str(device), dtype=dtype,
-                     model_id=kw.get("model_id") or f"{Path(str(base_spec)).name}+{adapter_dir.name}",
-                     batch_size=kw.get("batch_size", 8))
+        from mmrag_rft.models.hf import is_vision_config
+
+        vision = is_vision_config(AutoConfig.from_pretrained(str(base_dir)))
+        cls = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+        model = PeftModel.from_pretrained(cls.from_pretrained(str(base_dir)), str(adapter_dir)).merge_and_unload()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            model.save_pretrained(tmp)
+            if getattr(model, "generation_config", None) is not None:
+                model.generation_config.save_pretrained(tmp)
+            proc_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+            for f in proc_src.iterdir():  # tokenizer / processor files, whatever the model family names them
+                if f.is_file() and not f.name.startswith(("model", "config.json", "generation_config", "adapter_")):
+                    shutil.copy2(f, tmp / f.name)
+            for f in ("mmrag_model.json", "README.md"):
+                if (adapter_dir / f).is_file():
+                    shutil.copy2(adapter_dir / f, tmp / f)
+            publish_dir(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def model_name(spec: str) -> str:
+    """A short name for results and `mmrag info`: the manifest's name, else the folder's."""
+    settings = model_settings(spec)
+    if settings.get("name"):
+        return str(settings["name"])
+    if spec in ("default", "base"):
+        from mmrag_rft.models.default import DEFAULT_MODEL_NAME
+
+        return DEFAULT_MODEL_NAME
+    if spec in BUILTIN_SPECS or not Path(spec).exists():
+        return spec
+    p = source_path(spec)
+    return p.parent.name if p.name == "merged" else p.name
 
 
 @functools.lru_cache(maxsize=4)
@@ -110,13 +202,9 @@ def _load_cached(spec: str, engine: str, kw_items: tuple[tuple[str, Any], ...]) 
         return VLLMBackend(str(path), **kw)
     if engine != "hf":
         raise ValueError(f"engine must be 'hf' or 'vllm', got {engine!r}")
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-        return _load_peft(path, **kw)
     from mmrag_rft.models.hf import HFBackend
 
-    model_id = kw.pop("model_id", None) or ("SmolLM2-135M-Instruct" if spec == "default" else
-                                             spec if spec in BUILTIN_SPECS or not Path(spec).exists()
-                                             else path.name)
+    model_id = kw.pop("model_id", None) or model_name(spec)
     return HFBackend(path, model_id=model_id, **kw)
 
 
@@ -142,8 +230,6 @@ def load_for_training(spec: str = "default", *, dtype: str = "float32") -> tuple
     from mmrag_rft.models.hf import is_vision_config, load_vl_processor, resolve_device
 
     path = resolve_model_path(spec)
-    if not (path / "config.json").is_file():
-        raise ValueError(f"{path}: load_for_training needs a full model folder, not an adapter")
     _, torch_dtype = resolve_device("cpu", dtype)
     config = AutoConfig.from_pretrained(str(path))
     if is_vision_config(config):
@@ -152,6 +238,3 @@ def load_for_training(spec: str = "default", *, dtype: str = "float32") -> tuple
     tok = AutoTokenizer.from_pretrained(str(path), padding_side="left")
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype), tok
 
-
-def clear_backend_cache() -> None:
-    _load_cached.cache_clear()

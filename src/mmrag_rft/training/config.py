@@ -17,7 +17,8 @@ from mmrag_rft.rewards import RewardConfig
 
 @dataclass
 class ModelSection:
-    # "default" (SmolLM2-135M-Instruct), "tiny-lm", "tiny-vlm", or a Hugging Face folder / hub id in the cache
+    # a `models.loading` spec: "base" (untrained SmolLM2-135M-Instruct), "default" (the shipped stage-1 model),
+    # "tiny-lm", "tiny-vlm", a model / run / adapter folder, or a hub id in the cache
     path: str = "default"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     attn_implementation: str | None = None  # e.g. "flash_attention_2" / "sdpa" on GPU

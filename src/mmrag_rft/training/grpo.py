@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmrag_rft.config import atomic_write_text, cache_dir, dump
+from mmrag_rft.config import atomic_write_text, dump
 from mmrag_rft.training.config import TrainConfig
 from mmrag_rft.training.examples import interleave_by_label, split_by_question, stage1_rows, stage2_rows, to_dataset
 from mmrag_rft.training.logging import JsonlLogCallback, ZeroVarianceStop
@@ -80,59 +80,11 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _default_model_dir() -> Path:
-    try:
-        from mmrag_rft.models.default import ensure_default_model
+def resolve_model(spec: str) -> Path:
+    """A model spec (`models.loading`: default, base, tiny-*, folder, run, adapter, hub id) -> a full model folder."""
+    from mmrag_rft.models.loading import resolve_model_path
 
-        return Path(ensure_default_model())
-    except ImportError:
-        return cache_dir() / "models" / "SmolLM2-135M-Instruct"
-
-
-def build_tiny_lm(out_dir: Path) -> Path:
-    """A randomly initialised 2-layer Llama with the default model's tokenizer and chat template (tests/CI)."""
-    if (out_dir / "config.json").is_file():
-        return out_dir
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(_default_model_dir())
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg)
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if model.generation_config is not None:
-        model.generation_config.save_pretrained(tmp)
-    os.replace(tmp, out_dir)
-    return out_dir
-
-
-def resolve_model(spec: str) -> Path | str:
-    """'default' | 'tiny-lm' | 'tiny-vlm' | a folder -> something `from_pretrained` loads offline."""
-    if spec == "default":
-        return _default_model_dir()
-    if spec == "tiny-lm":
-        try:
-            from mmrag_rft.models import tiny
-
-            if hasattr(tiny, "build_tiny_lm"):
-                return Path(tiny.build_tiny_lm(cache_dir() / "models" / "tiny-lm"))
-        except ImportError:
-            pass
-        return build_tiny_lm(cache_dir() / "models" / "tiny-lm-train")
-    if spec == "tiny-vlm":
-        from mmrag_rft.models.tiny import build_tiny_vlm
-
-        return Path(build_tiny_vlm(cache_dir() / "models" / "tiny-vlm"))
-    p = Path(spec).expanduser()
-    if p.is_dir() and (p / "merged").is_dir():  # a run folder: take its merged model
-        return p / "merged"
-    return p if p.exists() else spec
+    return resolve_model_path(spec)
 
 
 def _is_vlm_dir(path: Path | str) -> bool:
@@ -175,12 +127,6 @@ def load_model(path: Path | str, is_vlm: bool, dtype: str = "float32", attn_impl
     if attn_implementation:
         kw["attn_implementation"] = attn_implementation
     cls = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
-    p = Path(path)
-    if p.is_dir() and (p / "adapter_config.json").is_file() and not (p / "config.json").is_file():
-        from peft import PeftConfig, PeftModel
-
-        base = cls.from_pretrained(PeftConfig.from_pretrained(p).base_model_name_or_path, **kw)
-        return PeftModel.from_pretrained(base, p).merge_and_unload()
     return cls.from_pretrained(path, **kw)
 
 
@@ -403,9 +349,37 @@ def _load_checkpoint_weights(model: Any, ckpt: Path, cfg: TrainConfig, is_vlm: b
     return load_model(ckpt, is_vlm, cfg.model.dtype, cfg.model.attn_implementation)
 
 
+# What makes a folder hold a run; warmup/ and stage1_scores.json are caches checked by key, so they stay.
+RUN_ENTRIES = (LOG_NAME, "result.json", "merged", "adapter", "split.json", "config.yaml")
+
+
+def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse to start a fresh run over an old one unless `overwrite`, which moves the old run aside (returned)."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in the folder, --overwrite starts over: give one of them")
+    old = [p for p in out.iterdir() if p.name in RUN_ENTRIES or re.fullmatch(r"checkpoint-\d+", p.name)] \
+        if out.is_dir() else []
+    if resume or not old:
+        return None
+    if not overwrite:
+        raise ValueError(f"{out}: already holds a training run ({', '.join(sorted(p.name for p in old)[:4])}); "
+                         "pass --resume to continue it or --overwrite to start over (the old run is moved aside)")
+    aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    n = 1
+    while aside.exists():
+        aside, n = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}-{n}"), n + 1
+    aside.mkdir(parents=True)
+    for p in old:
+        os.replace(p, aside / p.name)
+    log.warning("%s: the previous run was moved to %s", out, aside)
+    return aside
+
+
 def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: bool = False,
-          stage1_scores: dict[str, dict[str, float]] | None = None, callbacks: list[Any] | None = None) -> RunResult:
-    """Run one RL stage; `resume` continues from the last `checkpoint-*` in `config.output_dir`."""
+          overwrite: bool = False, stage1_scores: dict[str, dict[str, float]] | None = None,
+          callbacks: list[Any] | None = None) -> RunResult:
+    """Run one RL stage; `resume` continues from the last `checkpoint-*` in `config.output_dir`; a fresh run into a
+    folder that holds one needs `overwrite` (the old run is moved aside, never mixed with the new one)."""
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     _offline()
@@ -415,14 +389,13 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
 
     cfg = config
     out = Path(cfg.output_dir)
+    prepare_output(out, resume=resume, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(out) if resume else None
     if resume and ckpt is None:
         raise FileNotFoundError(f"{out}: --resume given but no checkpoint-* folder to resume from")
     if ckpt is not None and (done := _finished_run(out, ckpt, cfg)) is not None:
         return done
-    if not resume and ckpt is None and (out / LOG_NAME).exists():
-        (out / LOG_NAME).unlink()  # a fresh run in a reused folder starts a fresh log
     dump(cfg, out / "config.yaml")
 
     src = resolve_model(init) if init else resolve_model(cfg.model.path)

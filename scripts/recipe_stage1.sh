@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Reproduces the shipped stage-1 adapter (src/mmrag_rft/trained/stage1) in one resumable command:
+#   1. GRPO stage 1 (configs/stage1_cpu_kl.yaml; resumes from the last checkpoint when killed),
+#   2. the coarse filter's operating point chosen on the run's *training* questions,
+#   3. that point measured, fixed, on the held-out questions (captions stand in for pixels),
+#   4. the run exported as a LoRA adapter + manifest + model card into the package.
+# Usage: ./run.sh recipe   (or RUN=runs/x DATA=... OUT=... scripts/recipe_stage1.sh); about 65-90 min on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${RUN:-runs/stage1_cpu_kl}
+DATA=${DATA:-../shared/data/webqa/val_records.json.gz}
+OUT=${OUT:-src/mmrag_rft/trained/stage1}
+CONFIG=${CONFIG:-configs/stage1_cpu_kl.yaml}
+EXTRA=${EXTRA:-}  # more --set overrides (CI: a few steps on the tiny model)
+PY=.venv/bin/python
+MMRAG=.venv/bin/mmrag
+TRAIN="mmrag --threads 1 train stage1 --config $CONFIG --set data.path=$DATA $EXTRA --output $RUN"
+
+echo "[recipe] 1/4 training: $TRAIN" >&2
+if compgen -G "$RUN/checkpoint-*" >/dev/null; then
+  $MMRAG --threads 1 train stage1 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN" --resume
+elif [ -d "$RUN" ] && [ -n "$(ls -A "$RUN")" ]; then  # killed before its first checkpoint: nothing to keep
+  $MMRAG --threads 1 train stage1 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN" --overwrite
+else
+  $MMRAG --threads 1 train stage1 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN"
+fi
+LAYOUT=$($PY -c "import yaml,sys; print((yaml.safe_load(open(sys.argv[1]))['data'] or {}).get('layout','default'))" "$RUN/config.yaml")
+LIMIT=${LIMIT:-60}
+echo "[recipe] 2/4 operating point on $LIMIT training questions" >&2
+$PY benchmarks/filter_sweep.py --data "$DATA" --model "$RUN/merged" --heldout "$RUN" --side train --limit "$LIMIT" \
+  --layout "$LAYOUT" --threads 1 --out "$RUN/operating_point.json" --plot "$RUN/operating_point.png"
+echo "[recipe] 3/4 that point on the held-out questions" >&2
+$PY benchmarks/filter_sweep.py --data "$DATA" --model "$RUN/merged" --heldout "$RUN" --limit 0 --layout "$LAYOUT" \
+  --threads 1 --operating-point "$RUN/operating_point.json" --out "$RUN/heldout.json" --plot "$RUN/heldout.png"
+echo "[recipe] 4/4 export to $OUT" >&2
+$MMRAG train export "$RUN" --to "$OUT" --operating-point "$RUN/operating_point.json" --heldout "$RUN/heldout.json" \
+  --command "./run.sh recipe  # $TRAIN" --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" ${EXPORT_ARGS:-}
+echo "[recipe] done: $OUT ($(du -sh "$OUT" | cut -f1)); \`mmrag info\` shows it" >&2

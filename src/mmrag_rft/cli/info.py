@@ -1,0 +1,43 @@
+"""`mmrag info`: which models `--model default` loads, with the settings and numbers each was shipped with."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from mmrag_rft.cli._common import fail, out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def info(model: str = typer.Option("default", help="The model spec to describe."),
+             as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+        """Print the package version and what a model spec resolves to (no weights are loaded)."""
+        from rich.table import Table
+
+        from mmrag_rft import __version__
+        from mmrag_rft.models.default import DEFAULT_MODEL_NAME
+        from mmrag_rft.models.loading import model_name, model_settings, source_path
+
+        try:
+            src = source_path(model)
+            settings = model_settings(model)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise fail(f"model {model!r}: {e}") from None
+        adapter = (src / "adapter_config.json").is_file()
+        row = {"version": __version__, "model": model, "name": model_name(model), "folder": str(src),
+               "kind": "LoRA adapter on " + str(settings.get("base", "its base")) if adapter else "full model",
+               "base": DEFAULT_MODEL_NAME if model in ("default", "base") else settings.get("base", ""),
+               "stage": settings.get("stage"), "pipeline_settings": settings.get("pipeline", {}),
+               "trained_by": (settings.get("training") or {}).get("command", ""),
+               "heldout": settings.get("heldout", {})}
+        if as_json:
+            print(json.dumps(row, indent=2))
+            return
+        t = Table(title=f"mmrag-rft {__version__}: --model {model}", show_header=False)
+        for k, v in row.items():
+            if k in ("version", "model"):
+                continue
+            t.add_row(k, v if isinstance(v, str) else json.dumps(v))
+        out.print(t)

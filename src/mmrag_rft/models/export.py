@@ -1,0 +1,230 @@
+"""Turn a trained model folder into a small LoRA adapter on its *untrained* base, with the settings it was trained with.
+
+A run's `merged/` folder is base + format warm-up LoRA + GRPO LoRA, folded into full weights (500 MB for
+SmolLM2-135M). The product ships only the difference: for every linear weight that training changed, the delta
+`W_trained - W_base` is factored by SVD into LoRA factors `B @ A` at the smallest rank that keeps
+`||delta - B A|| <= tol * ||delta||` (PEFT's `rank_pattern`, one rank per module). The sum of two rank-r LoRAs has
+rank at most 2r, so the factoring is exact up to `tol`; `export_adapter` measures the logit difference it leaves.
+PEFT has no "extract a LoRA from two checkpoints" function, hence this one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "mmrag_model.json"  # the settings a model folder was trained with, read by the pipeline
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The folder's `mmrag_model.json`, or {} when it has none (a plain model). A broken one is an error."""
+    p = Path(folder) / MANIFEST
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: top level must be an object")
+    return data
+
+
+def _factor(delta: Any, tol: float, max_rank: int) -> tuple[Any, Any, float]:
+    """delta (out x in) -> B (out x r), A (r x in) with relative Frobenius residual <= tol (or r = max_rank)."""
+    import torch
+
+    u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    energy = torch.cumsum(s.flip(0) ** 2, 0).flip(0)  # energy[i]: squared norm left out when keeping i values
+    total = float(energy[0])
+    left = torch.cat([energy[1:], energy.new_zeros(1)])
+    ok = (left <= (tol ** 2) * total).nonzero()
+    r = min(int(ok[0]) + 1 if len(ok) else len(s), max_rank)
+    root = s[:r].sqrt()
+    b, a = u[:, :r] * root, root[:, None] * vh[:r]
+    resid = float(left[r - 1] / total) ** 0.5 if total > 0 else 0.0
+    return b.float(), a.float(), resid
+
+
+def extract_lora(base: Any, trained: Any, *, tol: float = 1e-3, max_rank: int = 64) -> tuple[dict[str, Any], dict]:
+    """{module name: (B, A)} for every nn.Linear whose weight differs; any other changed tensor is an error
+    (a LoRA cannot carry it)."""
+    import torch
+
+    base_sd = base.state_dict()
+    factors: dict[str, Any] = {}
+    stats: dict[str, float] = {}
+    linear = {n for n, m in trained.named_modules() if isinstance(m, torch.nn.Linear)}
+    for name, w in trained.state_dict().items():
+        b = base_sd.get(name)
+        if b is None or b.shape != w.shape:
+            raise ValueError(f"{name}: not in the base model with this shape; not a fine-tune of that base")
+        if torch.equal(b, w):
+            continue
+        module = name.removesuffix(".weight")
+        if not name.endswith(".weight") or module not in linear:
+            raise ValueError(f"{name}: changed by training but not a linear weight; a LoRA adapter cannot carry it")
+        bb, aa, resid = _factor((w - b).float(), tol, max_rank)
+        factors[module] = (bb, aa)
+        stats[module] = resid
+    if not factors:
+        raise ValueError("the trained model equals its base: nothing to export")
+    return factors, {"modules": len(factors), "max_relative_residual": max(stats.values())}
+
+
+def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: str = "base",
+                   manifest: dict[str, Any] | None = None, card: str | None = None, tol: float = 1e-3,
+                   max_rank: int = 64) -> dict[str, Any]:
+    """Write `out_dir` = adapter_config.json + adapter_model.safetensors (+ manifest, README.md), atomically.
+
+    `base_spec` is what the adapter names as its base (resolved by `models.loading`, e.g. "base"). Returns the
+    export's numbers: modules, ranks, size, and the largest logit difference to the trained model on a probe.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mmrag_rft.models.loading import resolve_model_path
+
+    trained_dir = Path(trained_dir)
+    base_dir = resolve_model_path(base_spec)
+    trained = AutoModelForCausalLM.from_pretrained(str(trained_dir), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    factors, info = extract_lora(base, trained, tol=tol, max_rank=max_rank)
+    ranks = {m: int(a.shape[0]) for m, (_, a) in factors.items()}
+    r0 = max(ranks.values())
+    cfg = LoraConfig(r=r0, lora_alpha=r0, target_modules=sorted(factors), lora_dropout=0.0, bias="none",
+                     task_type="CAUSAL_LM", rank_pattern={m: r for m, r in ranks.items()},
+                     alpha_pattern={m: r for m, r in ranks.items()})  # alpha = r: scaling 1, B @ A is the delta
+    peft_model = get_peft_model(base, cfg)
+    modules = dict(peft_model.base_model.model.named_modules())
+    with torch.no_grad():
+        for m, (bb, aa) in factors.items():
+            layer = modules[m]
+            layer.lora_A["default"].weight.copy_(aa)
+            layer.lora_B["default"].weight.copy_(bb)
+    peft_model.peft_config["default"].base_model_name_or_path = base_spec
+
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    probe = tok("Is the Eiffel Tower in Paris? Answer yes or no.", return_tensors="pt")
+    with torch.no_grad():
+        want = trained(**probe).logits
+        got = peft_model(**probe).logits
+    info.update(ranks=sorted(set(ranks.values())), total_rank=sum(ranks.values()),
+                probe_max_logit_diff=float((want - got).abs().max()), tol=tol, base=base_spec)
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        peft_model.save_pretrained(str(tmp))
+        cfg_path = tmp / "adapter_config.json"
+        saved = json.loads(cfg_path.read_text())
+        saved["base_model_name_or_path"] = base_spec
+        cfg_path.write_text(json.dumps(saved, indent=2, sort_keys=True))
+        info["size_bytes"] = (tmp / "adapter_model.safetensors").stat().st_size
+        if manifest is not None:
+            (tmp / MANIFEST).write_text(json.dumps({**manifest, "export": info}, indent=2) + "\n")
+        if card is not None:
+            (tmp / "README.md").write_text(card)
+        os.chmod(tmp, 0o755)
+        old = out.with_name(f".{out.name}.old")
+        if out.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return info
+
+
+def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[str, Any] | None = None,
+                      heldout: dict[str, Any] | None = None, command: str = "", commit: str = "") -> dict[str, Any]:
+    """The settings a run's model was trained with (its `config.yaml`), for the pipeline and the model card.
+
+    `operating_point`: filter settings chosen on the run's *training* questions (dotted pipeline keys, as
+    benchmarks/filter_sweep.py writes them under `chosen_fused_point.pipeline_settings`).
+    """
+    import hashlib
+
+    import yaml
+
+    from mmrag_rft.config import merge
+
+    run = Path(run_dir)
+    cfg_text = (run / "config.yaml").read_text(encoding="utf-8")
+    cfg = yaml.safe_load(cfg_text) or {}
+    result = json.loads((run / "result.json").read_text()) if (run / "result.json").is_file() else {}
+    split = json.loads((run / "split.json").read_text()) if (run / "split.json").is_file() else {}
+    data = cfg.get("data", {})
+    stage = int(result.get("stage", 1))
+    pipeline: dict[str, Any] = {"stage1_layout": data.get("layout", "default")} if stage == 1 else {}
+    for dotted, value in (operating_point or {}).items():
+        keys = dotted.split(".")
+        node: dict[str, Any] = {}
+        cur = node
+        for k in keys[:-1]:
+            cur = cur.setdefault(k, {})
+        cur[keys[-1]] = value
+        pipeline = merge(pipeline, node)
+    return {
+        "name": name, "stage": stage, "base": (cfg.get("model") or {}).get("path", "base"),
+        "prompt": {"layout": data.get("layout", "default"), "think": bool(data.get("think", True))},
+        "pipeline": pipeline,
+        "training": {"command": command, "commit": commit, "config_sha256": hashlib.sha256(cfg_text.encode()).hexdigest(),
+                     "steps": result.get("global_step"), "data": data.get("path"),
+                     "split": {"val_fraction": data.get("val_fraction"), "split_seed": data.get("split_seed"),
+                               "train_questions": len(split.get("train", [])),
+                               "heldout_questions": len(split.get("val", []))},
+                     "config": cfg},
+        "heldout": heldout or {},
+    }
+
+
+def model_card(manifest: dict[str, Any], *, base_model: str, license: str, note: str) -> str:
+    """A Hugging Face model card (YAML front matter + markdown) from the manifest."""
+    t, held = manifest["training"], manifest.get("heldout", {})
+    rows = "\n".join(f"| {k} | {v} |" for k, v in held.items() if not isinstance(v, dict))
+    pipe = json.dumps(manifest.get("pipeline", {}))
+    return f"""---
+base_model: {base_model}
+library_name: peft
+license: {license}
+pipeline_tag: text-generation
+tags: [lora, grpo, mmrag-rft, stage-{manifest['stage']}]
+---
+
+# {manifest['name']}
+
+The stage-{manifest['stage']} model of MMRAG-RFT: a LoRA adapter on `{base_model}`, trained by GRPO with rule-based
+rewards. `mmrag ask`, `demo`, `serve` and `evaluate` load it with `--model default`; `--model base` is the untrained
+model.
+
+## Training
+- Data: `{t['data']}` (WebQA val records, {note}), split by question: {t['split']['train_questions']} training
+  questions, {t['split']['heldout_questions']} held out (val_fraction {t['split']['val_fraction']}, seed
+  {t['split']['split_seed']}).
+- Command: `{t['command']}`
+- {t['steps']} GRPO steps; config sha256 `{t['config_sha256'][:16]}`; code at commit `{t['commit'] or 'unknown'}`.
+- Prompt: layout `{manifest['prompt']['layout']}`, think {'on' if manifest['prompt']['think'] else 'off'}.
+
+## Settings it was trained for (read by the pipeline)
+`{pipe}`. The filter's operating point was chosen on training questions only.
+
+## Held-out results ({note})
+| metric | value |
+|---|---|
+{rows}
+
+## Limits
+- Trained on {t['split']['train_questions']} questions' text: images are judged by their captions, not pixels.
+- Stage 1 judges relevance only; the answer comes from stage 2.
+"""

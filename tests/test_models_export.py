@@ -1,0 +1,99 @@
+"""A trained folder -> a small LoRA adapter on its base (`models.export`), loaded back through the one loader."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _fine_tune(tmp_path, seed: int = 0):
+    """tiny-lm with two random LoRAs merged in (as the warm-up and GRPO leave it): a folder that differs from its base
+    only in linear weights, at rank <= 2 x 4."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mmrag_rft.models.loading import resolve_model_path
+
+    base = resolve_model_path("tiny-lm")
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    torch.manual_seed(seed)
+    for targets in (["q_proj", "v_proj", "down_proj"], ["q_proj", "o_proj"]):
+        peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False))
+        model = peft.merge_and_unload()
+    out = tmp_path / "run" / "merged"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(out)
+    return out
+
+
+def test_export_round_trips_through_the_loader(tmp_path):
+    import torch
+
+    from mmrag_rft.models.export import MANIFEST, export_adapter
+    from mmrag_rft.models.loading import load_backend, model_settings, resolve_model_path
+    from mmrag_rft.prompts import stage1_prompt
+    from mmrag_rft.data.schema import Candidate
+
+    trained = _fine_tune(tmp_path)
+    manifest = {"name": "tiny-stage1", "stage": 1, "pipeline": {"filter": {"threshold": 0.0, "top_k": 7}}}
+    info = export_adapter(trained, tmp_path / "adapter", base_spec="tiny-lm", manifest=manifest, card="# card\n")
+    assert info["probe_max_logit_diff"] < 1e-3
+    assert max(info["ranks"]) <= 8  # q_proj got two rank-4 deltas, the rest one
+    assert info["size_bytes"] < (trained / "model.safetensors").stat().st_size / 4
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == "tiny-lm"
+    assert json.loads((tmp_path / "adapter" / MANIFEST).read_text())["export"]["modules"] == info["modules"]
+
+    # the adapter folder is a model spec: merged once into the cache, settings read from its manifest
+    assert model_settings(str(tmp_path / "adapter"))["pipeline"]["filter"]["top_k"] == 7
+    merged = resolve_model_path(str(tmp_path / "adapter"))
+    assert (merged / "config.json").is_file() and merged != trained
+    # a run folder resolves to its merged/ model
+    assert resolve_model_path(str(tmp_path / "run")) == trained
+
+    cand = Candidate(id="c1", modality="text", text="The Eiffel Tower is in Paris.")
+    prompts = [stage1_prompt("Where is the Eiffel Tower?", cand, style="score")]
+    want = load_backend(str(tmp_path / "run")).score_yes_no(prompts)
+    got = load_backend(str(tmp_path / "adapter"))
+    assert got.model_id == "tiny-stage1"
+    assert got.score_yes_no(prompts) == pytest.approx(want, abs=1e-4)
+    base = load_backend("tiny-lm").score_yes_no(prompts)
+    assert abs(base[0] - want[0]) > 1e-4  # the fine-tune did change the verdict: the comparison above could fail
+    del torch
+
+
+def test_pipeline_config_takes_the_models_settings_under_yaml_and_overrides(tmp_path):
+    from mmrag_rft.models.export import MANIFEST
+    from mmrag_rft.pipeline import pipeline_config
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / MANIFEST).write_text(json.dumps({"pipeline": {"filter": {"threshold": 0.0, "top_k": 9}}}))
+    cfg = pipeline_config(str(folder))
+    assert (cfg.filter.threshold, cfg.filter.top_k, cfg.filter.order) == (0.0, 9, "fused")
+    cfg = pipeline_config(str(folder), overrides=["filter.top_k=3"])
+    assert (cfg.filter.threshold, cfg.filter.top_k) == (0.0, 3)
+    plain = pipeline_config("tiny-lm")
+    assert (plain.filter.threshold, plain.filter.top_k) == (0.5, 5)
+
+
+def test_export_refuses_a_model_that_is_not_a_fine_tune(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mmrag_rft.models.export import export_adapter
+    from mmrag_rft.models.loading import resolve_model_path
+
+    model = AutoModelForCausalLM.from_pretrained(str(resolve_model_path("tiny-lm")))
+    with torch.no_grad():
+        model.model.norm.weight.add_(0.5)  # a norm weight: no LoRA can carry it
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match="not a linear weight"):
+        export_adapter(tmp_path / "m", tmp_path / "out", base_spec="tiny-lm")
+    assert not (tmp_path / "out").exists()

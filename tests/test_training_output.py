@@ -1,0 +1,46 @@
+"""A training run never clobbers another: a fresh run into a run folder needs --overwrite (old run moved aside)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmrag_rft.training.grpo import prepare_output
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_fresh_run_into_a_run_folder_is_refused_then_moved_aside(tmp_path):
+    out = tmp_path / "a"
+    (out / "checkpoint-60").mkdir(parents=True)
+    (out / "log.jsonl").write_text('{"step": 60}\n')
+    (out / "warmup").mkdir()  # a keyed cache: stays for the new run to reuse or redo
+    with pytest.raises(ValueError, match="already holds a training run.*--resume.*--overwrite"):
+        prepare_output(out, resume=False, overwrite=False)
+    assert (out / "log.jsonl").is_file()  # nothing touched
+    assert prepare_output(out, resume=True, overwrite=False) is None
+    aside = prepare_output(out, resume=False, overwrite=True)
+    assert (aside / "checkpoint-60").is_dir() and (aside / "log.jsonl").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["warmup"]
+    with pytest.raises(ValueError, match="give one of them"):
+        prepare_output(out, resume=True, overwrite=True)
+
+
+def test_empty_or_new_folder_is_fine(tmp_path):
+    assert prepare_output(tmp_path / "new", resume=False, overwrite=False) is None
+    (tmp_path / "empty").mkdir()
+    assert prepare_output(tmp_path / "empty", resume=False, overwrite=False) is None
+
+
+def test_cli_names_the_folder_and_the_way_out(tmp_path):
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+
+    (tmp_path / "run" / "checkpoint-2").mkdir(parents=True)
+    r = CliRunner().invoke(app, ["train", "stage1", "--config", str(ROOT / "configs/stage1_tiny.yaml"), "--set",
+                                 "data.path=x.json", "--output", str(tmp_path / "run")])
+    assert r.exit_code == 2
+    assert "already holds a training run" in r.output and "--overwrite" in r.output
+    assert "Traceback" not in r.output
