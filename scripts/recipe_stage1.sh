@@ -12,6 +12,8 @@ DATA=${DATA:-../shared/data/webqa/val_records.json.gz}
 OUT=${OUT:-src/mmrag_rft/trained/stage1}
 CONFIG=${CONFIG:-configs/stage1_cpu_kl.yaml}
 EXTRA=${EXTRA:-}  # more --set overrides (CI: a few steps on the tiny model)
+THREADS=${THREADS:-1}  # torch threads of the scoring steps (training always runs with one)
+COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 PY=.venv/bin/python
 MMRAG=.venv/bin/mmrag
 TRAIN="mmrag --threads 1 train stage1 --config $CONFIG --set data.path=$DATA $EXTRA --output $RUN"
@@ -28,11 +30,12 @@ LAYOUT=$($PY -c "import yaml,sys; print((yaml.safe_load(open(sys.argv[1]))['data
 LIMIT=${LIMIT:-60}
 echo "[recipe] 2/4 operating point on $LIMIT training questions" >&2
 $PY benchmarks/filter_sweep.py --data "$DATA" --model "$RUN/merged" --heldout "$RUN" --side train --limit "$LIMIT" \
-  --layout "$LAYOUT" --threads 1 --out "$RUN/operating_point.json" --plot "$RUN/operating_point.png"
+  --layout "$LAYOUT" --threads "$THREADS" --out "$RUN/operating_point.json" --plot "$RUN/operating_point.png"
 echo "[recipe] 3/4 that point on the held-out questions" >&2
 $PY benchmarks/filter_sweep.py --data "$DATA" --model "$RUN/merged" --heldout "$RUN" --limit 0 --layout "$LAYOUT" \
-  --threads 1 --operating-point "$RUN/operating_point.json" --out "$RUN/heldout.json" --plot "$RUN/heldout.png"
+  --threads "$THREADS" --operating-point "$RUN/operating_point.json" --out "$RUN/heldout.json" --plot "$RUN/heldout.png"
 echo "[recipe] 4/4 export to $OUT" >&2
 $MMRAG train export "$RUN" --to "$OUT" --operating-point "$RUN/operating_point.json" --heldout "$RUN/heldout.json" \
-  --command "./run.sh recipe  # $TRAIN" --commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" ${EXPORT_ARGS:-}
+  --command "./run.sh recipe  # $TRAIN" --commit "$COMMIT" ${EXPORT_ARGS:-} \
+  --pipeline-set sources=filter --pipeline-set max_sources=2  # stage 2 does not yet rank better than the filter
 echo "[recipe] done: $OUT ($(du -sh "$OUT" | cut -f1)); \`mmrag info\` shows it" >&2

@@ -260,17 +260,45 @@ def test_peft_adapter_folder_loads_merged(tiny_lm, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the embedded default model (SmolLM2-135M-Instruct)
+# the embedded base model (SmolLM2-135M-Instruct) and the shipped trained default on top of it
 # ---------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smol():
     from mmrag_rft.models.loading import load_backend
 
-    return load_backend("default")
+    return load_backend("base")
 
 
 @pytest.mark.slow
-def test_default_answers_capital_of_france(smol):
+def test_default_is_the_shipped_stage1_adapter_with_its_settings():
+    from mmrag_rft.models.loading import load_backend, model_settings, shipped_model, source_path
+    from mmrag_rft.pipeline import pipeline_config
+
+    shipped = shipped_model(1)
+    assert shipped is not None and source_path("default") == shipped
+    assert (shipped / "README.md").read_text().startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert (shipped / "adapter_model.safetensors").stat().st_size < 30e6
+    settings = model_settings("default")
+    assert settings["stage"] == 1 and settings["base"] == "base" and settings["training"]["steps"] > 0
+    cfg = pipeline_config("default")
+    assert cfg.filter == pipeline_config("default", overrides=[]).filter
+    assert (cfg.filter.threshold, cfg.filter.top_k) == tuple(
+        settings["pipeline"]["filter"][k] for k in ("threshold", "top_k"))
+    from mmrag_rft.data.schema import Candidate
+    from mmrag_rft.prompts import stage1_prompt
+
+    trained = load_backend("default")
+    assert trained.model_id == settings["name"]
+    q = "What is the capital of France?"
+    s = trained.score_yes_no([stage1_prompt(q, Candidate(id=i, modality="text", text=t), style="score",
+                                            layout=cfg.stage1_layout)
+                              for i, t in (("a", "Paris is the capital and largest city of France."),
+                                           ("b", "The stock market fell sharply today."))])
+    assert s[0] > s[1]
+
+
+@pytest.mark.slow
+def test_base_answers_capital_of_france(smol):
     assert smol.model_id == "SmolLM2-135M-Instruct" and not smol.supports_images
     out = smol.generate([ChatPrompt(messages=[{"role": "user", "content": "What is the capital of France?"}])],
                         max_new_tokens=16)
@@ -278,7 +306,7 @@ def test_default_answers_capital_of_france(smol):
 
 
 @pytest.mark.slow
-def test_default_scores_relevant_above_irrelevant(smol):
+def test_base_scores_relevant_above_irrelevant(smol):
     q = "What is the capital of France?"
     s = smol.score_yes_no([judge(q, "Paris is the capital and largest city of France."),
                            judge(q, "The stock market fell sharply today.")])
@@ -287,7 +315,7 @@ def test_default_scores_relevant_above_irrelevant(smol):
 
 
 @pytest.mark.slow
-def test_default_prefix_reuse_matches_plain_path(smol):
+def test_base_prefix_reuse_matches_plain_path(smol):
     q = "Which river flows through Paris?"
     ps = [judge(q, ev) for ev in ("The Seine flows through Paris.", "Bananas are rich in potassium.",
                                   "The Loire is the longest river in France, flowing to the Atlantic.")]

@@ -100,6 +100,35 @@ def test_faithfulness_flags_ids_that_do_not_exist(demo_index, demo_questions):
     assert r.rank[0] == r.kept_ids[0]
 
 
+def test_sources_can_follow_the_filter_and_say_so(demo_index, demo_questions):
+    """sources: filter (a stage 2 not yet trained to rank): the answer is stage 2's, the cited sources the filter's
+    top max_sources, and the result names what was bypassed."""
+    class Reversed:
+        model_id = "reversed"
+        supports_images = False
+
+        def score_yes_no(self, prompts, reuse_prefix=True):
+            return [0.9 - 0.1 * i for i in range(len(prompts))]
+
+        def generate(self, prompts, **kw):
+            return [["ok.</think><rank>[3] > [2] > [1]</rank><answer>red</answer>"] for _ in prompts]
+
+    cfg = PipelineConfig(top_n=5, filter=FilterConfig(0.0, 3))
+    own = Pipeline(Reversed(), index=demo_index, config=cfg).ask(demo_questions[0].question)
+    assert own.rank == own.kept_ids[::-1] and not own.bypassed
+    cfg = PipelineConfig(top_n=5, filter=FilterConfig(0.0, 3), sources="filter", max_sources=2)
+    r = Pipeline(Reversed(), index=demo_index, config=cfg).ask(demo_questions[0].question)
+    assert r.answer == "red" and r.rank == r.kept_ids[:2]
+    assert "filter" in r.bypassed["stage2_ranking"]
+
+
+def test_report_summary_is_tables_not_dicts():
+    from mmrag_rft.evaluation.report import summary_tables
+
+    html = summary_tables({"questions": 3, "overall": {"qa_acc": 0.5}, "per_category": {"color": {"acc": 0.25}}})
+    assert "{" not in html and "<th>color</th><td>0.250</td>" in html and "<th>acc</th>" in html
+
+
 @pytest.mark.slow
 def test_default_model_answers_demo_question(demo_index, demo_questions):
     backend = load_backend("default")

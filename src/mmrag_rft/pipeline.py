@@ -42,6 +42,14 @@ class PipelineConfig:
     stage2_max_new_tokens: int = 160
     stage2_temperature: float = 0.0
     use_pixels: bool = True  # pass image pixels to a vision-language backend (captions are always given)
+    # whose ranking the cited sources follow: stage 2's <rank> list, or the filter's order (for a stage 2 whose
+    # ranking does not yet beat the order it receives; the answer still comes from stage 2)
+    sources: Literal["stage2", "filter"] = "stage2"
+    max_sources: int = 0  # cite at most this many (0: all that the chosen ranking lists)
+
+    def __post_init__(self) -> None:
+        if self.max_sources < 0:
+            raise ValueError("max_sources must be >= 0")
 
 
 def pipeline_config(model: str = "default", path: Any = None, overrides: list[str] | None = None) -> PipelineConfig:
@@ -84,6 +92,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     models: dict[str, str] = field(default_factory=dict)
     qid: str | None = None
+    bypassed: dict[str, str] = field(default_factory=dict)  # a stage whose output was not used, and why
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -276,8 +285,15 @@ class Pipeline:
         answer, rank, reasoning, raw, invalid, fallback = self.answer(question, [by_id[i] for i in kept_ids])
         t3 = time.perf_counter()
         unfaithful = [f"[{s}]" for s in invalid] + [r for r in rank if r not in kept_ids]
+        bypassed = {}
+        if cfg.sources == "filter":
+            bypassed["stage2_ranking"] = (f"sources follow the filter's order (sources: filter); stage 2 ranked "
+                                          f"{rank}")
+            rank = list(kept_ids)
+        if cfg.max_sources:
+            rank = rank[: cfg.max_sources]
         return Result(question=question, answer=answer, rank=rank, reasoning=reasoning, judgements=judgements,
                       kept_ids=kept_ids, fallback=fallback, faithful=not unfaithful, unfaithful_ids=unfaithful,
-                      raw_stage2=raw, qid=qid, models=models,
+                      raw_stage2=raw, qid=qid, models=models, bypassed=bypassed,
                       timings={"retrieve_s": t1 - t0, "stage1_s": t2 - t1, "stage2_s": t3 - t2,
                                "total_s": t3 - t0})

@@ -44,6 +44,8 @@ def _print_result(r, lookup) -> None:
         out.print("[yellow]abstained: no candidate passed the stage-1 filter[/]")
     if r.fallback:
         out.print(f"[yellow]{r.fallback}[/]")
+    for stage, why in r.bypassed.items():
+        out.print(f"[dim]{stage} bypassed: {why}[/]")
     if not r.faithful:
         out.print(f"[red]unfaithful evidence ids: {r.unfaithful_ids}[/]")
     t = Table(title="evidence", show_lines=False)

@@ -77,6 +77,9 @@ def export(run_dir: Path = typer.Argument(..., help="A finished training run fol
                           "filter settings the model ships with."),
            heldout: Optional[Path] = typer.Option(None, help="filter_sweep JSON of the held-out questions at that "
                                                              "point: its numbers go into the model card."),
+           pipeline_set: Optional[list[str]] = typer.Option(
+               None, "--pipeline-set", help="A pipeline setting the model ships with, KEY=VALUE (repeatable), e.g. "
+                                             "sources=filter for a model whose stage-2 ranking is not yet trained."),
            base: str = typer.Option("base", help="The untrained model the run started from (a model spec); the "
                                                  "adapter is the difference to it."),
            command: str = typer.Option("", help="The command that trained the run (recorded in the card)."),
@@ -106,9 +109,33 @@ def export(run_dir: Path = typer.Argument(..., help="A finished training run fol
         "questions": held.get("questions"), "candidates": held.get("candidates"), "gold": held.get("gold"),
         "gold_recall_at_operating_point": fixed.get("gold_recall"),
         "stage2_tokens_saved_at_operating_point": fixed.get("tokens_saved"),
-        "candidates_removed_at_operating_point": fixed.get("removed")}.items() if v is not None}
+        "candidates_removed_at_operating_point": fixed.get("removed"),
+        # the simpler alternatives, same questions, same run: each order's best cut at >= 95% gold recall
+        "retriever_alone_tokens_saved_at_recall>=0.95": (held.get("best_retriever_at_recall>=0.95") or {}).get(
+            "tokens_saved"),
+        "stage1_alone_tokens_saved_at_recall>=0.95": (held.get("best_stage1_at_recall>=0.95") or {}).get(
+            "tokens_saved"),
+        "mean_p_yes_gold": (held.get("mean_p_yes") or {}).get("gold"),
+        "mean_p_yes_negatives": (held.get("mean_p_yes") or {}).get("negatives")}.items() if v is not None}
+    import yaml
+
+    from mmrag_rft.config import ConfigError
+    from mmrag_rft.pipeline import PipelineConfig
+
+    settings = dict(chosen.get("pipeline_settings") or {})
+    for kv in pipeline_set or []:
+        if "=" not in kv:
+            raise fail(f"--pipeline-set {kv!r}: expected KEY=VALUE")
+        k, v = kv.split("=", 1)
+        settings[k.strip()] = yaml.safe_load(v)
     try:
-        manifest = manifest_from_run(run_dir, name=name, operating_point=chosen.get("pipeline_settings"),
+        from mmrag_rft.config import load
+
+        load(PipelineConfig, None, [f"{k}={json.dumps(v)}" for k, v in settings.items()])  # valid keys and values
+    except ConfigError as e:
+        raise fail(f"pipeline settings: {e}") from None
+    try:
+        manifest = manifest_from_run(run_dir, name=name, operating_point=settings,
                                      heldout=summary, command=command, commit=commit)
         manifest["base"] = base
         card = model_card(manifest, base_model="HuggingFaceTB/SmolLM2-135M-Instruct", license="apache-2.0",

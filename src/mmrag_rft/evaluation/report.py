@@ -37,6 +37,37 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    if isinstance(v, (list, tuple)):
+        return _e(", ".join(_cell(x) for x in v))
+    return _e(v)
+
+
+def summary_tables(summary: Mapping[str, Any]) -> str:
+    """Metrics as tables: scalars in one, each section in its own, a section of sections as rows x columns."""
+    scalars = {k: v for k, v in summary.items() if not isinstance(v, Mapping)}
+    html = []
+    if scalars:
+        html.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_cell(v)}</td></tr>" for k, v in scalars.items())
+                    + "</table>")
+    for name, section in summary.items():
+        if not isinstance(section, Mapping):
+            continue
+        html.append(f"<h3>{_e(name.replace('_', ' '))}</h3>")
+        if section and all(isinstance(v, Mapping) for v in section.values()):
+            cols = list(dict.fromkeys(c for v in section.values() for c in v))
+            head = "".join(f"<th>{_e(c)}</th>" for c in ["", *cols])
+            body = "".join("<tr><th>" + _e(k) + "</th>" + "".join(f"<td>{_cell(v.get(c, ''))}</td>" for c in cols)
+                           + "</tr>" for k, v in section.items())
+            html.append(f"<table><tr>{head}</tr>{body}</table>")
+        else:
+            html.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_cell(v)}</td></tr>"
+                                            for k, v in section.items()) + "</table>")
+    return "".join(html)
+
+
 def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], Any],
                 image_for: Callable[[Any], Any] | None = None, title: str = "MMRAG-RFT report",
                 summary: Mapping[str, Any] | None = None, note: str = "") -> str:
@@ -46,8 +77,7 @@ def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], An
     if note:
         parts.append(f"<p class='muted'>{_e(note)}</p>")
     if summary:
-        parts.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in summary.items())
-                     + "</table>")
+        parts.append(summary_tables(summary))
     for r in rows:
         gold = set(r.get("gold_ids") or [])
         correct = r.get("correct")
@@ -61,6 +91,8 @@ def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], An
             parts.append("<p class='bad'>abstained: nothing passed the stage-1 filter</p>")
         if r.get("fallback"):
             parts.append(f"<p class='muted'>{_e(r['fallback'])}</p>")
+        for stage, why in (r.get("bypassed") or {}).items():
+            parts.append(f"<p class='muted'>{_e(stage.replace('_', ' '))} bypassed: {_e(why)}</p>")
         if not r.get("faithful", True):
             parts.append(f"<p class='bad'>unfaithful evidence ids: {_e(r.get('unfaithful_ids'))}</p>")
         parts.append("<h3>Ranked evidence (stage 2)</h3><div class='cards'>")

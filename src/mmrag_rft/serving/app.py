@@ -85,6 +85,7 @@ class AskResponse(BaseModel):
     timings: dict[str, float]
     models: dict[str, str]
     qid: str | None = None
+    bypassed: dict[str, str] = Field(default_factory=dict, description="A stage whose output was not used, and why.")
     candidates: dict[str, CandidateOut] = Field(..., description="Display info for every judged candidate.")
 
 

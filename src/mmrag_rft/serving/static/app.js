@@ -112,6 +112,7 @@ function render(res, threshold) {
   const notes = [];
   if (res.abstained) notes.push("No candidate passed the stage-1 filter, so the system declined to answer.");
   if (res.fallback) notes.push(res.fallback);
+  for (const [stage, why] of Object.entries(res.bypassed || {})) notes.push(`${stage.replace("_", " ")} bypassed: ${why}.`);
   if (!res.faithful && res.unfaithful_ids.length) notes.push(`Ranked ids not shown to stage 2: ${res.unfaithful_ids.join(", ")}`);
   $("#notes").textContent = notes.join(" ");
 
