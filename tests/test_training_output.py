@@ -44,3 +44,22 @@ def test_cli_names_the_folder_and_the_way_out(tmp_path):
     assert r.exit_code == 2
     assert "already holds a training run" in r.output and "--overwrite" in r.output
     assert "Traceback" not in r.output
+
+
+def test_resume_refuses_a_changed_config_and_names_the_keys(tmp_path):
+    from mmrag_rft.config import dump
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import check_resume_config
+
+    base = [f"output_dir={tmp_path}", "data.path=a.json"]
+    dump(load_train_config(ROOT / "configs/stage1_tiny.yaml", base), tmp_path / "config.yaml")
+    # how long it runs and how it saves may change
+    check_resume_config(tmp_path / "config.yaml",
+                        load_train_config(ROOT / "configs/stage1_tiny.yaml", [*base, "grpo.max_steps=99",
+                                                                              "grpo.save_steps=7"]))
+    for change, key in (("data.path=b.json", "data.path"), ("grpo.learning_rate=0.5", "grpo.learning_rate"),
+                        ("lora.r=3", "lora.r"), ("data.split_seed=3", "data.split_seed"),
+                        ("model.path=tiny-vlm", "model.path")):
+        with pytest.raises(ValueError, match=rf"--resume with another config \({key}: .*grpo.max_steps"):
+            check_resume_config(tmp_path / "config.yaml",
+                                load_train_config(ROOT / "configs/stage1_tiny.yaml", [*base, change]))

@@ -375,6 +375,45 @@ def prepare_output(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
     return aside
 
 
+# Keys a resumed run may change: how long it runs and how it saves and logs. Anything else (model, data, split,
+# LoRA shape, optimiser, rewards) would make the checkpoint and the record disagree, so resume refuses it.
+RESUMABLE_KEYS = ("grpo.max_steps", "grpo.num_train_epochs", "grpo.save_steps", "grpo.save_total_limit",
+                  "grpo.logging_steps", "grpo.log_completions", "grpo.report_to", "output_dir",
+                  "stop_after_zero_std_steps", "stop_zero_std_mean")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}") if isinstance(v, dict)
+                   else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resume_config(saved_path: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume a run with a config that changes what the run is; name every changed key."""
+    import yaml
+
+    from mmrag_rft.config import to_dict
+
+    if not saved_path.is_file():
+        return
+    try:
+        saved = _flat(yaml.safe_load(saved_path.read_text()) or {})
+    except yaml.YAMLError as e:
+        raise ValueError(f"{saved_path}: not valid YAML ({e}); cannot check what --resume would continue") from None
+    new = _flat(to_dict(cfg))
+    changed = sorted(k for k in set(saved) | set(new)
+                     if k not in RESUMABLE_KEYS and k in saved and saved.get(k) != new.get(k))
+    if changed:
+        diff = "; ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+        raise ValueError(f"{saved_path.parent}: --resume with another config ({diff}); only "
+                         f"{', '.join(RESUMABLE_KEYS)} may change on resume. Start a new run (another --output, or "
+                         "--overwrite) to change the others")
+
+
 def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: bool = False,
           overwrite: bool = False, stage1_scores: dict[str, dict[str, float]] | None = None,
           callbacks: list[Any] | None = None) -> RunResult:
@@ -394,6 +433,8 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     ckpt = last_checkpoint(out) if resume else None
     if resume and ckpt is None:
         raise FileNotFoundError(f"{out}: --resume given but no checkpoint-* folder to resume from")
+    if resume:
+        check_resume_config(out / "config.yaml", cfg)
     if ckpt is not None and (done := _finished_run(out, ckpt, cfg)) is not None:
         return done
     dump(cfg, out / "config.yaml")
