@@ -36,6 +36,27 @@ def test_ask_bad_config_key(tmp_path):
     assert r.exit_code == 2 and "treshold" in r.output
 
 
+def test_evaluate_heldout_asks_only_the_questions_a_run_never_trained_on(tmp_path, shared_data):
+    import gzip
+
+    records = shared_data / "webqa" / "val_records.json.gz"
+    qids = list(json.loads(gzip.open(records).read()))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps({"train": qids[:-2], "val": [qids[-1], qids[-2], "not-in-file"]}))
+    out = tmp_path / "ev"
+    r = runner.invoke(app, ["evaluate", str(records), "--dataset", "webqa", "--heldout", str(run), "--out", str(out),
+                            "--model", "tiny-lm", "--set", "top_n=3", "--set", "filter.threshold=0", "--set",
+                            "filter.top_k=2", "--set", "stage2_max_new_tokens=4"])
+    assert r.exit_code == 0, r.output
+    asked = {json.loads(x)["qid"] for x in (out / "predictions.jsonl").read_text().splitlines()}
+    assert asked == {qids[-1], qids[-2]}
+    assert "held out by" in json.loads((out / "metrics.json").read_text())["note"]
+    bad = runner.invoke(app, ["evaluate", str(records), "--dataset", "webqa", "--heldout", str(tmp_path),
+                              "--out", str(tmp_path / "ev2"), "--model", "tiny-lm"])
+    assert bad.exit_code == 2 and "split.json" in bad.output and "Traceback" not in bad.output
+
+
 def test_evaluate_resumes_without_reloading(tmp_path, shared_data):
     out = tmp_path / "ev"
     args = ["evaluate", str(shared_data / "webqa" / "val_records.json.gz"), "--dataset", "webqa", "--limit", "2",

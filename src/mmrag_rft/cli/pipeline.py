@@ -115,6 +115,8 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = typer.Option(None, help="Pipeline YAML."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key."),
         skip_bad: bool = typer.Option(False, "--skip-bad", help="Report and skip malformed rows."),
+        heldout: Optional[Path] = typer.Option(None, "--heldout", help="A training run folder: ask only the questions "
+                                                                        "its split held out (never trained on)."),
     ) -> None:
         """Run the pipeline over a benchmark with its candidate pools; writes predictions, metrics JSON and a
         markdown table."""
@@ -130,6 +132,6 @@ def register(app: typer.Typer) -> None:
 
         try:
             evaluate_file(path, dataset=dataset, out_dir=out_dir, limit=limit, config=cfg, skip_bad=skip_bad,
-                          backend_factory=lambda: _load_backend(model), model=model)
+                          backend_factory=lambda: _load_backend(model), model=model, heldout=heldout)
         except (DataError, RunMismatch) as e:
             raise fail(str(e)) from None

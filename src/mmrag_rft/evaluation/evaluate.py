@@ -129,7 +129,8 @@ def check_run(out: Path, settings: dict[str, Any]) -> None:
 
 def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit: int | None, config: Any,
                   skip_bad: bool = False, backend_factory: Callable[[], Any], progress: bool = True,
-                  model: str | None = None) -> dict[str, Any]:
+                  model: str | None = None, heldout: str | Path | None = None) -> dict[str, Any]:
+    """`heldout`: a training run folder; only the questions its split.json held out (never trained on) are asked."""
     from rich.console import Console
 
     from mmrag_rft.data.loaders import load_samples
@@ -139,10 +140,16 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
     console = Console(stderr=True)
     out = Path(out_dir)
     # the settings a resume must share (limit is not one: a larger --limit extends the same run)
-    check_run(out, {"model": model, "dataset": dataset, "data": Path(path).name, "config": _asdict(config)})
+    keep = heldout_qids(heldout) if heldout is not None else None
+    check_run(out, {"model": model, "dataset": dataset, "data": Path(path).name, "config": _asdict(config),
+                    **({"heldout_of": str(heldout)} if heldout is not None else {})})
     report: list[Any] = []
     samples = list(load_samples(path, format=dataset if dataset != "jsonl" else "jsonl", skip_bad=skip_bad,
-                                report=report, limit=limit))
+                                report=report, limit=None if keep is not None else limit))
+    if keep is not None:
+        samples = [s for s in samples if s.qid in keep][:limit]
+        if not samples:
+            raise RunMismatch(f"{heldout}/split.json: none of its held-out questions is in {path}")
     if report:
         console.print(f"[yellow]skipped {len(report)} malformed row(s):[/]")
         for e in report[:20]:
@@ -160,7 +167,9 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
     rows = [preds[q] for q in (s.qid for s in samples) if q in preds and q in wanted]
     metric_set = "mmqa" if dataset == "mmqa" else "webqa"
     m = score_rows(rows, dataset=metric_set)
-    note = f"{len(rows)} questions from {Path(path).name}; {CAPTION_NOTE} (text-only policy reads captions)"
+    note = (f"{len(rows)} questions from {Path(path).name}"
+            f"{f', held out by {heldout}' if heldout is not None else ''}; {CAPTION_NOTE} (text-only policy reads "
+            "captions)")
     summary = {k: v for k, v in m.items() if not k.startswith("per_question")}
     summary["note"] = note
     summary["config"] = _asdict(config)
@@ -172,6 +181,16 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
     console.print(metrics_markdown(m, note=note))
     console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {out / 'metrics.md'}")
     return summary
+
+
+def heldout_qids(run_dir: str | Path) -> set[str]:
+    """The `val` side of a training run's split.json: the questions that run never trained on."""
+    p = Path(run_dir) / "split.json"
+    try:
+        split = json.loads(p.read_text(encoding="utf-8"))
+        return set(split["val"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunMismatch(f"{p}: cannot read the run's held-out questions ({type(e).__name__}: {e})") from None
 
 
 def _asdict(cfg: Any) -> Any:
