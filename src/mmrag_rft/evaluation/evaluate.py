@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmrag_rft.config import atomic_write_text
+from mmrag_rft.config import atomic_write_text, flatten
 from mmrag_rft.evaluation.report import markdown_table
 from mmrag_rft.metrics.mmqa import score_mmqa
 from mmrag_rft.metrics.ranking import ndcg_at_k, recall_at_k, set_prf
@@ -92,15 +92,6 @@ class RunMismatch(ValueError):
 RUN_NAME = "run.json"
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, Mapping):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def check_run(out: Path, settings: dict[str, Any]) -> None:
     """Resume only what was started with the same model, dataset and pipeline config; record them otherwise.
 
@@ -113,7 +104,7 @@ def check_run(out: Path, settings: dict[str, Any]) -> None:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise RunMismatch(f"{path}: unreadable ({e}); delete it and {out / 'predictions.jsonl'} to start over")
-        a, b = _flat(saved), _flat(json.loads(json.dumps(settings, default=str)))
+        a, b = flatten(saved), flatten(json.loads(json.dumps(settings, default=str)))
         diff = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         if diff:
             raise RunMismatch(f"{out} holds predictions made with other settings ({'; '.join(diff[:5])}"

@@ -382,29 +382,19 @@ RESUMABLE_KEYS = ("grpo.max_steps", "grpo.num_train_epochs", "grpo.save_steps", 
                   "stop_after_zero_std_steps", "stop_zero_std_mean")
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}") if isinstance(v, dict)
-                   else {f"{prefix}{k}": v})
-    return out
-
-
 def check_resume_config(saved_path: Path, cfg: TrainConfig) -> None:
     """Refuse to resume a run with a config that changes what the run is; name every changed key."""
     import yaml
 
-    from mmrag_rft.config import to_dict
+    from mmrag_rft.config import flatten, to_dict
 
     if not saved_path.is_file():
         return
     try:
-        saved = _flat(yaml.safe_load(saved_path.read_text()) or {})
+        saved = flatten(yaml.safe_load(saved_path.read_text()) or {})
     except yaml.YAMLError as e:
         raise ValueError(f"{saved_path}: not valid YAML ({e}); cannot check what --resume would continue") from None
-    new = _flat(to_dict(cfg))
+    new = flatten(to_dict(cfg))
     changed = sorted(k for k in set(saved) | set(new)
                      if k not in RESUMABLE_KEYS and k in saved and saved.get(k) != new.get(k))
     if changed:
