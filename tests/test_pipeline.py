@@ -131,7 +131,7 @@ def test_report_summary_is_tables_not_dicts():
 
 @pytest.mark.slow
 def test_default_model_answers_demo_question(demo_index, demo_questions):
-    backend = load_backend("default")
+    backend = load_backend("base")  # the untrained reader; the shipped default is measured by the demo and benchmarks
     pipe = Pipeline(backend, index=demo_index,
                     config=PipelineConfig(top_n=5, filter=FilterConfig(threshold=0.0, top_k=3)))
     s = demo_questions[0]
