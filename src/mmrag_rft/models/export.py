@@ -157,7 +157,7 @@ def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[s
 
     import yaml
 
-    from mmrag_rft.config import merge
+    from mmrag_rft.config import _set_dotted
 
     run = Path(run_dir)
     cfg_text = (run / "config.yaml").read_text(encoding="utf-8")
@@ -168,13 +168,7 @@ def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[s
     stage = int(result.get("stage", 1))
     pipeline: dict[str, Any] = {"stage1_layout": data.get("layout", "default")} if stage == 1 else {}
     for dotted, value in (operating_point or {}).items():
-        keys = dotted.split(".")
-        node: dict[str, Any] = {}
-        cur = node
-        for k in keys[:-1]:
-            cur = cur.setdefault(k, {})
-        cur[keys[-1]] = value
-        pipeline = merge(pipeline, node)
+        _set_dotted(pipeline, dotted, value)
     return {
         "name": name, "stage": stage, "base": (cfg.get("model") or {}).get("path", "base"),
         "prompt": {"layout": data.get("layout", "default"), "think": bool(data.get("think", True))},
