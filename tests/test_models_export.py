@@ -41,8 +41,13 @@ def test_export_round_trips_through_the_loader(tmp_path):
 
     trained = _fine_tune(tmp_path)
     manifest = {"name": "tiny-stage1", "stage": 1, "pipeline": {"filter": {"threshold": 0.0, "top_k": 7}}}
-    info = export_adapter(trained, tmp_path / "adapter", base_spec="tiny-lm", manifest=manifest, card="# card\n")
+    split = {"train": ["q1", "q2"], "val": ["q3"]}
+    info = export_adapter(trained, tmp_path / "adapter", base_spec="tiny-lm", manifest=manifest, card="# card\n",
+                          split=split)
     assert info["probe_max_logit_diff"] < 1e-3
+    from mmrag_rft.evaluation.evaluate import heldout_qids
+
+    assert heldout_qids(tmp_path / "adapter") == {"q3"}  # --heldout works on the exported model as on its run
     assert max(info["ranks"]) <= 8  # q_proj got two rank-4 deltas, the rest one
     assert info["size_bytes"] < (trained / "model.safetensors").stat().st_size / 4
     saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())

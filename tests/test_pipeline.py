@@ -200,3 +200,51 @@ def test_pool_mode_with_fused_filter_ranks_the_pool(shared_data):
     r = Pipeline(Flat(), config=cfg).ask(s.question, candidates=s.candidates)
     assert [j.retrieval_rank for j in r.judgements] == list(range(1, len(s.candidates) + 1))
     assert r.kept_ids == [j.id for j in r.judgements[:3]]  # ties in P(yes): the retriever decides
+
+
+class _Fixed:
+    """A backend whose P(yes) falls with the candidate's place and whose stage-2 output is fixed."""
+
+    supports_images = False
+
+    def __init__(self, model_id, text="judged each.</think><rank>[2] > [1]</rank><answer>blue</answer>"):
+        self.model_id, self.text, self.generated = model_id, text, 0
+
+    def score_yes_no(self, prompts, reuse_prefix=True):
+        return [0.9 - 0.1 * i for i in range(len(prompts))]
+
+    def generate(self, prompts, **kw):
+        self.generated += len(prompts)
+        return [[self.text] for _ in prompts]
+
+
+def test_stage2_model_reads_the_survivors_and_is_named(demo_index, demo_questions):
+    """One model per stage: the stage-1 backend judges, the reader writes stage 2, and the result names both."""
+    judge, reader = _Fixed("judge", "x</think><rank>[1]</rank><answer>WRONG</answer>"), _Fixed("reader")
+    cfg = PipelineConfig(top_n=4, filter=FilterConfig(0.0, 2), stage2_model="some-reader")
+    r = Pipeline(judge, index=demo_index, config=cfg, reader=reader).ask(demo_questions[0].question)
+    assert r.answer == "blue" and judge.generated == 0 and reader.generated == 1
+    assert r.models["policy"] == "judge" and r.models["stage2"] == "reader"
+    assert r.stage2_rank == r.kept_ids[::-1] == r.rank
+
+
+def test_stage1_skip_sends_the_retrievers_top_k_and_says_so(demo_index, demo_questions):
+    q = demo_questions[0].question
+    cfg = PipelineConfig(top_n=6, stage1_mode="skip", filter=FilterConfig(threshold=0.99, top_k=2))
+    backend = _Fixed("m")
+    r = Pipeline(backend, index=demo_index, config=cfg).ask(q)
+    order = [h.candidate.id for h in demo_index.search(q, top_n=6)]
+    assert r.kept_ids == order[:2] and not r.abstained  # the threshold is not applied: nobody judged
+    assert "stage1" in r.bypassed
+    assert [j.retrieval_rank for j in r.judgements] == list(range(1, 7))
+
+
+def test_stage1_skip_on_a_pool_follows_the_retrievers_order(shared_data):
+    from mmrag_rft.data.loaders import load_samples
+
+    s = next(iter(load_samples(shared_data / "webqa" / "val_records.json.gz", format="webqa", limit=1)))
+    cfg = PipelineConfig(top_n=len(s.candidates), stage1_mode="skip", filter=FilterConfig(top_k=2))
+    r = Pipeline(_Fixed("m"), config=cfg).ask(s.question, candidates=s.candidates)
+    from mmrag_rft.retrieval.index import rank_pool
+
+    assert r.kept_ids == [h.candidate.id for h in rank_pool(s.question, s.candidates, 2)]

@@ -207,6 +207,22 @@ def test_malformed_bodies(client):
     assert r.status_code == 415
 
 
+@pytest.mark.parametrize("body", ['{"question": "q", "threshold": NaN}', '{"question": "q", "top_n": Infinity}',
+                                  '{"question": "q", "threshold": -Infinity}', '{"question": "q", "top_k": 1e400}',
+                                  '{"question": ' + "[" * 100_000 + "]" * 100_000 + "}", "[" * 100_000 + "]" * 100_000])
+def test_numbers_json_does_not_allow_and_deep_nesting_are_400_not_500(pipeline, body):
+    with TestClient(create_app(pipeline), raise_server_exceptions=False) as c:
+        r = c.post("/v1/ask", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "not valid JSON" in r.json()["detail"]
+
+
+def test_lone_surrogate_in_the_question_is_422(client):
+    r = client.post("/v1/ask", content='{"question": "what is \\ud800 this?"}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "Unicode" in r.text
+
+
 def test_bad_image_is_400(client):
     r = client.post("/v1/ask", data={"question": QUESTION}, files={"image": ("q.png", b"\x89PNG not really", "image/png")})
     assert r.status_code == 400
@@ -347,3 +363,32 @@ def test_serve_command_rejects_a_missing_index(tmp_path: Path):
     r = CliRunner().invoke(app, ["serve", "--index", str(tmp_path / "nope"), "--model", "tiny-lm"])
     assert r.exit_code == 2
     assert "nope" in r.output and "Traceback" not in r.output
+
+
+def test_a_loopback_server_refuses_other_host_headers(pipeline):
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example."""
+    from mmrag_rft.cli.serve import allowed_hosts
+
+    assert allowed_hosts("127.0.0.1", []) == ["localhost", "127.0.0.1", "::1", "[::1]"]
+    assert allowed_hosts("0.0.0.0", []) is None and allowed_hosts("127.0.0.1", ["*"]) is None
+    with TestClient(create_app(pipeline, allowed_hosts=allowed_hosts("127.0.0.1", [])),
+                    base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/healthz", headers={"host": "localhost:8000"}).status_code == 200
+        assert c.get("/v1/info", headers={"host": "evil.example:8000"}).status_code == 400
+
+
+def test_cross_origin_posts_are_refused_and_same_origin_ones_pass(client):
+    body = {"question": "", "top_k": 0}  # refused after the origin check either way: nothing reaches the model
+    r = client.post("/v1/ask", data={"question": "q", "top_k": "0"}, headers={"origin": "https://evil.example"})
+    assert r.status_code == 403 and "cross-origin" in r.text
+    assert client.post("/v1/ask", json=body, headers={"origin": "null"}).status_code == 403
+    assert client.post("/v1/ask", json=body, headers={"origin": "http://testserver"}).status_code == 422
+
+
+def test_every_response_says_nosniff_and_swagger_ui_is_off_by_default(client, pipeline):
+    for url in ("/healthz", "/v1/info", "/openapi.json", "/no-such-page"):
+        assert client.get(url).headers.get("x-content-type-options") == "nosniff", url
+    assert client.get("/docs").status_code == 404
+    with TestClient(create_app(pipeline, docs=True)) as c:
+        assert c.get("/docs").status_code == 200

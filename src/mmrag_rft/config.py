@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import tempfile
 import types
@@ -83,10 +84,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise _bad(where, f"expected a number, got {value!r}")
         try:
             out = tp(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise _bad(where, f"expected {tp.__name__}, got {value!r}") from None
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise _bad(where, f"expected an integer, got {value!r}")
+        if tp is float and not math.isfinite(out):  # no setting means NaN or infinity
+            raise _bad(where, f"expected a finite number, got {value!r}")
         return out
     if tp is str:
         if isinstance(value, (dict, list)):
@@ -95,8 +98,31 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def range_problem(cls: type, name: str, value: Any) -> str | None:
+    """What is wrong with `value` for field `name` by the class's `RANGES` {field: (low, high)} (inclusive,
+    None = open), or None if it fits."""
+    low, high = getattr(cls, "RANGES", {}).get(name, (None, None))
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = (f"within [{low}, {high}]" if low is not None and high is not None
+                else f">= {low}" if low is not None else f"<= {high}")
+        return f"must be {span}, got {value!r}"
+    return None
+
+
+def check_ranges(obj: Any) -> None:
+    """Raise ValueError naming the first field of dataclass `obj` outside its class's RANGES (for configs built in
+    Python; `build` names the dotted field itself)."""
+    for name in getattr(type(obj), "RANGES", {}):
+        problem = range_problem(type(obj), name, getattr(obj, name))
+        if problem:
+            raise ValueError(f"{name} {problem}")
+
+
 def build(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
-    """Build dataclass `cls` from a (nested) mapping; unknown keys are errors."""
+    """Build dataclass `cls` from a (nested) mapping; unknown keys and values outside the class's RANGES are
+    errors."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
@@ -104,6 +130,10 @@ def build(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T
     if unknown:
         raise _bad(where, f"unknown key(s) {unknown}; known: {sorted(names)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    for k, v in kwargs.items():
+        problem = range_problem(cls, k, v)
+        if problem:
+            raise _bad(f"{where}.{k}", problem)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:

@@ -25,20 +25,27 @@ class FilterConfig:
     retrieval_weight: float = 1.0  # fused: weight of the retriever's order (stage 1's is 1)
     rrf_k: int = 60  # fused: reciprocal-rank fusion constant
 
+    RANGES = {"threshold": (0.0, 1.0), "top_k": (0, 1000), "min_keep": (0, 1000), "retrieval_weight": (0.0, None),
+              "rrf_k": (0, None)}
+
     def __post_init__(self) -> None:
-        if self.rrf_k < 0 or self.retrieval_weight < 0:
-            raise ValueError("filter.rrf_k and filter.retrieval_weight must be >= 0")
+        from mmrag_rft.config import check_ranges
+
+        check_ranges(self)
 
 
 @dataclass
 class PipelineConfig:
     top_n: int = 20  # candidates retrieved (or taken from the sample's own pool)
-    stage1_mode: Literal["score", "reason"] = "score"
+    # score: P(yes) in one forward pass; reason: sampled judgements, majority vote; skip: no stage 1, the retriever's
+    # top_k go to stage 2 (the ablation's "retriever alone" row)
+    stage1_mode: Literal["score", "reason", "skip"] = "score"
     stage1_layout: Stage1Layout = "default"  # `prompts.STAGE1_LAYOUTS`: the layout the stage-1 model was trained with
     stage1_samples: int = 3  # reason mode: sampled judgements per candidate, majority vote
     stage1_max_new_tokens: int = 64
     stage1_batch_size: int = 16
     filter: FilterConfig = field(default_factory=FilterConfig)
+    stage2_model: str = ""  # model spec that reads the survivors and answers (stage 2); "": the stage-1 model
     stage2_max_new_tokens: int = 160
     stage2_temperature: float = 0.0
     use_pixels: bool = True  # pass image pixels to a vision-language backend (captions are always given)
@@ -47,9 +54,15 @@ class PipelineConfig:
     sources: Literal["stage2", "filter"] = "stage2"
     max_sources: int = 0  # cite at most this many (0: all that the chosen ranking lists)
 
+    # the same bounds the HTTP API puts on its per-request fields, where they overlap
+    RANGES = {"top_n": (1, 1000), "stage1_samples": (1, 64), "stage1_max_new_tokens": (1, 4096),
+              "stage1_batch_size": (1, 4096), "stage2_max_new_tokens": (1, 8192), "stage2_temperature": (0.0, 5.0),
+              "max_sources": (0, 1000)}
+
     def __post_init__(self) -> None:
-        if self.max_sources < 0:
-            raise ValueError("max_sources must be >= 0")
+        from mmrag_rft.config import check_ranges
+
+        check_ranges(self)
 
 
 def pipeline_config(model: str = "default", path: Any = None, overrides: list[str] | None = None) -> PipelineConfig:
@@ -80,7 +93,7 @@ class Result:
 
     question: str
     answer: str
-    rank: list[str]  # candidate ids the answer rests on, most relevant first
+    rank: list[str]  # candidate ids the answer rests on (the cited sources), most relevant first
     reasoning: str
     judgements: list[Judgement]
     kept_ids: list[str]
@@ -93,6 +106,7 @@ class Result:
     models: dict[str, str] = field(default_factory=dict)
     qid: str | None = None
     bypassed: dict[str, str] = field(default_factory=dict)  # a stage whose output was not used, and why
+    stage2_rank: list[str] = field(default_factory=list)  # stage 2's own ranking, whether or not the sources follow it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,12 +150,25 @@ class Pipeline:
     """
 
     def __init__(self, backend: Any, *, index: Any = None, config: PipelineConfig | None = None,
-                 image_dir: str | None = None, ranker: Any = None):
+                 image_dir: str | None = None, ranker: Any = None, reader: Any = None):
         self.backend = backend
         self.index = index
         self.config = config or PipelineConfig()
         self.image_dir = image_dir
         self._ranker = ranker
+        self._reader = reader
+
+    @property
+    def reader(self) -> Any:
+        """The stage-2 backend: `config.stage2_model` (loaded on first use) or, by default, the stage-1 model."""
+        if self._reader is None:
+            if self.config.stage2_model:
+                from mmrag_rft.models.loading import load_backend
+
+                self._reader = load_backend(self.config.stage2_model)
+            else:
+                self._reader = self.backend
+        return self._reader
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -160,13 +187,18 @@ class Pipeline:
     def with_pixels(self) -> bool:
         return bool(self.config.use_pixels and getattr(self.backend, "supports_images", False))
 
+    @property
+    def reader_pixels(self) -> bool:
+        return bool(self.config.use_pixels and getattr(self.reader, "supports_images", False))
+
     # -- stages -------------------------------------------------------------------------------------
     def retrieve(self, question: str, *, candidates: list[Any] | None = None, top_n: int | None = None,
                  query_image: Any = None) -> list[tuple[Any, float | None]]:
         top_n = top_n or self.config.top_n
         if candidates is not None:
             if (len(candidates) <= top_n and self._ranker is None and self.index is None
-                    and self.config.filter.order != "fused"):  # a fused filter needs the retriever's order
+                    and self.config.filter.order != "fused" and self.config.stage1_mode != "skip"):
+                # a fused filter, and a skipped stage 1, need the retriever's order
                 return [(c, None) for c in candidates]
             from mmrag_rft.retrieval.index import rank_pool
 
@@ -177,8 +209,8 @@ class Pipeline:
         hits = self.index.search(question, top_n=top_n, query_image=query_image)
         return [(h.candidate, h.score) for h in hits]
 
-    def _image(self, cand: Any) -> Any:
-        if not (self.with_pixels and cand.modality == "image"):
+    def _image(self, cand: Any, pixels: bool | None = None) -> Any:
+        if not ((self.with_pixels if pixels is None else pixels) and cand.modality == "image"):
             return None
         from mmrag_rft.data.images import load_image
 
@@ -194,6 +226,10 @@ class Pipeline:
         from mmrag_rft.prompts import stage1_prompt
 
         cfg = cfg or self.config
+        if cfg.stage1_mode == "skip":  # every candidate passes on to the filter in the retriever's order
+            return [Judgement(id=c.id, score=0.0, relevant=True, kept=False,
+                              retrieval_score=None if r is None else float(r), retrieval_rank=i + 1)
+                    for i, (c, r) in enumerate(retrieved)]
         style = "score" if cfg.stage1_mode == "score" else "reason"
         prompts = [stage1_prompt(question, c, with_pixels=self.with_pixels, image=self._image(c), style=style,
                                  layout=cfg.stage1_layout) for c, _ in retrieved]
@@ -224,7 +260,11 @@ class Pipeline:
 
     def coarse_filter(self, judgements: list[Judgement], cfg: PipelineConfig | None = None) -> list[str]:
         """Keep the clear positives (`coarse_filter`) and mark each judgement kept or not."""
-        ids = coarse_filter(judgements, (cfg or self.config).filter)
+        cfg = cfg or self.config
+        if cfg.stage1_mode == "skip":
+            ids = [j.id for j in judgements][: max(0, cfg.filter.top_k)]
+        else:
+            ids = coarse_filter(judgements, cfg.filter)
         for j in judgements:
             j.kept = j.id in ids
         return ids
@@ -235,9 +275,9 @@ class Pipeline:
         from mmrag_rft.prompts import stage2_prompt
 
         cfg = self.config
-        images = [self._image(c) for c in kept]
-        prompt = stage2_prompt(question, kept, with_pixels=self.with_pixels, images=images)
-        raw = self.backend.generate([prompt], max_new_tokens=cfg.stage2_max_new_tokens,
+        images = [self._image(c, self.reader_pixels) for c in kept]
+        prompt = stage2_prompt(question, kept, with_pixels=self.reader_pixels, images=images)
+        raw = self.reader.generate([prompt], max_new_tokens=cfg.stage2_max_new_tokens,
                                     temperature=cfg.stage2_temperature)[0][0]
         out = parse_stage2(raw, prefill=prompt.prefill, num_candidates=len(kept))
         id_map: dict[str, str] = prompt.meta.get("id_map", {})
@@ -260,6 +300,10 @@ class Pipeline:
         question = (question or "").strip()
         if not question:
             raise ValueError("question is empty")
+        try:
+            question.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("question contains characters that are not valid Unicode (a lone surrogate)") from None
         cfg = self.config
         if threshold is not None or top_k is not None:  # per-request overrides never touch the shared config
             cfg = copy.deepcopy(cfg)
@@ -275,6 +319,8 @@ class Pipeline:
         t2 = time.perf_counter()
         by_id = {c.id: c for c, _ in retrieved}
         models = {"policy": getattr(self.backend, "model_id", "?")}
+        if cfg.stage2_model:
+            models["stage2"] = getattr(self.reader, "model_id", "?")
         if self.index is not None:
             models["retriever"] = str(self.index.manifest.embedder or "bm25")
         if not kept_ids:
@@ -286,6 +332,9 @@ class Pipeline:
         t3 = time.perf_counter()
         unfaithful = [f"[{s}]" for s in invalid] + [r for r in rank if r not in kept_ids]
         bypassed = {}
+        stage2_rank = list(rank) if not fallback else []
+        if cfg.stage1_mode == "skip":
+            bypassed["stage1"] = f"stage1_mode: skip: the retriever's top {cfg.filter.top_k} went to stage 2"
         if cfg.sources == "filter":
             bypassed["stage2_ranking"] = (f"sources follow the filter's order (sources: filter); stage 2 ranked "
                                           f"{rank}")
@@ -294,6 +343,6 @@ class Pipeline:
             rank = rank[: cfg.max_sources]
         return Result(question=question, answer=answer, rank=rank, reasoning=reasoning, judgements=judgements,
                       kept_ids=kept_ids, fallback=fallback, faithful=not unfaithful, unfaithful_ids=unfaithful,
-                      raw_stage2=raw, qid=qid, models=models, bypassed=bypassed,
+                      raw_stage2=raw, qid=qid, models=models, bypassed=bypassed, stage2_rank=stage2_rank,
                       timings={"retrieve_s": t1 - t0, "stage1_s": t2 - t1, "stage2_s": t3 - t2,
                                "total_s": t3 - t0})

@@ -35,6 +35,11 @@ def _load_backend(model: str):
             raise fail(f"model {model!r}: {e}") from None
 
 
+def _load_reader(cfg):
+    """The stage-2 model `stage2_model` names, loaded up front so a missing one fails before any question."""
+    return _load_backend(cfg.stage2_model) if cfg.stage2_model else None
+
+
 def _print_result(r, lookup) -> None:
     from rich.table import Table
 
@@ -84,8 +89,12 @@ def register(app: typer.Typer) -> None:
         cfg = _pipeline_config(config, set_, model)
         idx = open_index_or_fail(index)
         query_image = open_query_image_or_fail(image)
-        pipe = Pipeline(_load_backend(model), index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None)
-        r = pipe.ask(question, query_image=query_image, top_n=top_n, threshold=threshold, top_k=top_k)
+        pipe = Pipeline(_load_backend(model), index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None,
+                        reader=_load_reader(cfg))
+        try:
+            r = pipe.ask(question, query_image=query_image, top_n=top_n, threshold=threshold, top_k=top_k)
+        except ValueError as e:  # the pipeline's refusal of this question (empty, not valid Unicode)
+            raise fail(str(e)) from None
         if as_json:
             print(json.dumps(r.to_dict(), indent=2, ensure_ascii=False))
         else:
@@ -103,7 +112,7 @@ def register(app: typer.Typer) -> None:
         from mmrag_rft.evaluation.demo import run_demo
 
         cfg = _pipeline_config(config, set_, model)
-        run_demo(out_dir, backend=_load_backend(model), config=cfg, limit=limit)
+        run_demo(out_dir, backend=_load_backend(model), config=cfg, limit=limit, reader=_load_reader(cfg))
 
     @app.command()
     def evaluate(
@@ -115,8 +124,9 @@ def register(app: typer.Typer) -> None:
         config: Optional[Path] = typer.Option(None, help="Pipeline YAML."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key."),
         skip_bad: bool = typer.Option(False, "--skip-bad", help="Report and skip malformed rows."),
-        heldout: Optional[Path] = typer.Option(None, "--heldout", help="A training run folder: ask only the questions "
-                                                                        "its split held out (never trained on)."),
+        heldout: Optional[str] = typer.Option(None, "--heldout", help="A training run or model folder, or a model spec "
+                                                                       "(default): ask only the questions its split "
+                                                                       "held out (never trained on)."),
     ) -> None:
         """Run the pipeline over a benchmark with its candidate pools; writes predictions, metrics JSON and a
         markdown table."""
@@ -132,6 +142,48 @@ def register(app: typer.Typer) -> None:
 
         try:
             evaluate_file(path, dataset=dataset, out_dir=out_dir, limit=limit, config=cfg, skip_bad=skip_bad,
-                          backend_factory=lambda: _load_backend(model), model=model, heldout=heldout)
+                          backend_factory=lambda: _load_backend(model), model=model, heldout=heldout,
+                          reader_factory=lambda: _load_reader(cfg))
         except (DataError, RunMismatch) as e:
             raise fail(str(e)) from None
+
+    @app.command()
+    def ablate(
+        path: Path = typer.Argument(..., help="Benchmark file the stage-1 model was trained on (its held-out side is "
+                                              "asked), e.g. ../shared/data/webqa/val_records.json.gz."),
+        dataset: str = typer.Option("webqa", "--dataset", help="webqa | mmqa | jsonl"),
+        out_dir: Path = typer.Option(Path("out/ablate"), "--out", help="Output folder (re-running resumes)."),
+        heldout: str = typer.Option("default", "--heldout", help="Whose held-out questions: a model spec or a run "
+                                                                  "folder with split.json."),
+        reader: str = typer.Option("", help="Stage-2 model for the rows that swap readers, e.g. qwen2.5-coder-0.5b "
+                                            "(`./run.sh reader`); empty: the stage-1 model reads too."),
+        sources: int = typer.Option(2, min=1, max=10, help="Sources each system cites (WebQA questions have 1-2)."),
+        limit: Optional[int] = typer.Option(None, min=1, help="First N held-out questions."),
+        only: list[str] = typer.Option([], "--only", help="Run only these systems (repeatable)."),
+    ) -> None:
+        """What each stage adds: the retriever alone, the untrained model, the shipped system and stage 2's
+        ranking, on the same held-out questions in one resumable run; writes ablation.json/.md/.png."""
+        from mmrag_rft.config import ConfigError
+        from mmrag_rft.data.schema import DataError
+        from mmrag_rft.evaluation.ablate import ablation_markdown, default_systems, run_ablation
+        from mmrag_rft.evaluation.evaluate import RunMismatch
+
+        if not path.exists():
+            raise fail(f"{path}: file not found")
+        systems = default_systems(reader, sources=sources)
+        if only:
+            names = {s.name for s in systems}
+            unknown = [o for o in only if o not in names]
+            if unknown:
+                raise fail(f"--only {unknown[0]!r}: not a system ({', '.join(sorted(names))})")
+            keep = set(only) | {s.view_of for s in systems if s.name in only and s.view_of}
+            systems = [s for s in systems if s.name in keep]
+        if reader:
+            _load_backend(reader)  # a missing reader fails here, before any question is asked
+        try:
+            summary = run_ablation(path, dataset=dataset, out_dir=out_dir, heldout=heldout, limit=limit,
+                                   systems=systems, load=_load_backend)
+        except (DataError, RunMismatch, ConfigError) as e:
+            raise fail(str(e)) from None
+        print(ablation_markdown(summary))  # plain: rich would wrap the table's rows
+        console.print(f"wrote {out_dir / 'ablation.json'}, {out_dir / 'ablation.md'}, {out_dir / 'ablation.png'}")

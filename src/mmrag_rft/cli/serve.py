@@ -20,6 +20,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str, extra: list[str]) -> list[str] | None:
+    """Host headers a server bound to `host` accepts: localhost names on loopback, the bound address elsewhere
+    (any, for a wildcard bind), plus `extra`; None = any."""
+    if "*" in extra:
+        return None
+    if _is_loopback(host):
+        return ["localhost", "127.0.0.1", "::1", "[::1]", *extra]
+    if host in ("0.0.0.0", "::", ""):
+        return [*extra] or None
+    return [host, *extra]
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
@@ -34,6 +46,10 @@ def register(app: typer.Typer) -> None:
         max_upload_mb: float = typer.Option(5.0, min=0.01, help="Largest query-image upload, in MB."),
         max_queue: int = typer.Option(64, min=1, help="Questions allowed to wait for the model; more get 503."),
         log_level: str = typer.Option("info", help="uvicorn log level."),
+        allow_host: list[str] = typer.Option([], "--allow-host", help="Host header to accept (repeatable; a loopback "
+                                                                       "server accepts only localhost names, against "
+                                                                       "DNS rebinding; '*' accepts any)."),
+        docs: bool = typer.Option(False, "--docs", help="Serve Swagger UI at /docs (its scripts come from a CDN)."),
     ) -> None:
         """Serve `POST /v1/ask`, corpus lookups and the explanation page at http://HOST:PORT/ (model loaded once)."""
         from mmrag_rft.config import ConfigError
@@ -59,7 +75,11 @@ def register(app: typer.Typer) -> None:
                 backend = load_backend(model)
             except (FileNotFoundError, ValueError, OSError) as e:
                 raise fail(f"model {model!r}: {e}") from None
-        pipe = Pipeline(backend, index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None)
+            try:  # the stage-2 reader, if the config names one, before the first user waits for it
+                reader = load_backend(cfg.stage2_model) if cfg.stage2_model else None
+            except (FileNotFoundError, ValueError, OSError) as e:
+                raise fail(f"stage2_model {cfg.stage2_model!r}: {e}") from None
+        pipe = Pipeline(backend, index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None, reader=reader)
         # Warm the retriever's query embedder now, not on the first user's question.
         try:
             idx.search("warm-up", top_n=1)
@@ -71,7 +91,8 @@ def register(app: typer.Typer) -> None:
         from mmrag_rft.serving.app import create_app
 
         web = create_app(pipe, max_question_chars=max_question_chars,
-                         max_upload_bytes=int(max_upload_mb * 1_000_000), max_queue=max_queue)
+                         max_upload_bytes=int(max_upload_mb * 1_000_000), max_queue=max_queue,
+                         allowed_hosts=allowed_hosts(host, allow_host), docs=docs)
         if not _is_loopback(host):
             console.print(f"[yellow]listening on {host}: reachable from other machines; there is no "
                           "authentication[/]")

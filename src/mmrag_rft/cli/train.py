@@ -141,7 +141,9 @@ def export(run_dir: Path = typer.Argument(..., help="A finished training run fol
         card = model_card(manifest, base_model="HuggingFaceTB/SmolLM2-135M-Instruct", license="apache-2.0",
                           note="captions stand in for pixels")
         with console.status(f"factoring {run_dir}/merged into a LoRA adapter ..."):
-            info = export_adapter(run_dir / "merged", to, base_spec=manifest["base"], manifest=manifest, card=card)
+            split = json.loads((run_dir / "split.json").read_text()) if (run_dir / "split.json").is_file() else None
+            info = export_adapter(run_dir / "merged", to, base_spec=manifest["base"], manifest=manifest, card=card,
+                                  split=split)
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
     out.print_json(json.dumps(info))

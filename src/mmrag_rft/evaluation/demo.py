@@ -32,7 +32,8 @@ def build_or_load_demo_index(out_dir: Path) -> Any:
     return HybridIndex.load(index_dir)
 
 
-def run_demo(out_dir: str | Path, *, backend: Any, config: Any, limit: int | None = None) -> dict[str, Any]:
+def run_demo(out_dir: str | Path, *, backend: Any, config: Any, limit: int | None = None,
+             reader: Any = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
 
@@ -49,7 +50,7 @@ def run_demo(out_dir: str | Path, *, backend: Any, config: Any, limit: int | Non
     out.mkdir(parents=True, exist_ok=True)
     idx = build_or_load_demo_index(out)
     samples = list(load_samples_jsonl(demo_corpus_dir() / "questions.jsonl"))[:limit]
-    pipe = Pipeline(backend, index=idx, config=config)
+    pipe = Pipeline(backend, index=idx, config=config, reader=reader)
     rows = []
     with console.status("answering the demo questions") as status:
         for i, s in enumerate(samples, 1):

@@ -120,8 +120,10 @@ def check_run(out: Path, settings: dict[str, Any]) -> None:
 
 def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit: int | None, config: Any,
                   skip_bad: bool = False, backend_factory: Callable[[], Any], progress: bool = True,
-                  model: str | None = None, heldout: str | Path | None = None) -> dict[str, Any]:
-    """`heldout`: a training run folder; only the questions its split.json held out (never trained on) are asked."""
+                  model: str | None = None, heldout: str | Path | None = None,
+                  reader_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """`heldout`: a training run or shipped model folder; only the questions its split.json held out (never trained
+    on) are asked. `reader_factory`: the stage-2 backend when `config.stage2_model` names one."""
     from rich.console import Console
 
     from mmrag_rft.data.loaders import load_samples
@@ -150,7 +152,7 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
     def ask(s: Any) -> Any:
         nonlocal pipe
         if pipe is None:  # load the model only if there is work left (a finished run re-scores instantly)
-            pipe = Pipeline(backend_factory(), config=config)
+            pipe = Pipeline(backend_factory(), config=config, reader=reader_factory() if reader_factory else None)
         return pipe.ask(s.question, candidates=s.candidates, qid=s.qid)
 
     preds = run(samples, ask, out, progress=progress)
@@ -175,8 +177,17 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
 
 
 def heldout_qids(run_dir: str | Path) -> set[str]:
-    """The `val` side of a training run's split.json: the questions that run never trained on."""
-    p = Path(run_dir) / "split.json"
+    """The `val` side of a training run's (or an exported model's) split.json: the questions it never trained on.
+    `run_dir` may also be a model spec (`default`: the shipped stage-1 model's own split)."""
+    folder = Path(run_dir)
+    if not folder.exists():
+        from mmrag_rft.models.loading import source_path
+
+        try:
+            folder = source_path(str(run_dir))
+        except (FileNotFoundError, ValueError) as e:
+            raise RunMismatch(f"--heldout {run_dir}: {e}") from None
+    p = folder / "split.json"
     try:
         split = json.loads(p.read_text(encoding="utf-8"))
         return set(split["val"])

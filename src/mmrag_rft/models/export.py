@@ -78,8 +78,9 @@ def extract_lora(base: Any, trained: Any, *, tol: float = 1e-3, max_rank: int = 
 
 def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: str = "base",
                    manifest: dict[str, Any] | None = None, card: str | None = None, tol: float = 1e-3,
-                   max_rank: int = 64) -> dict[str, Any]:
-    """Write `out_dir` = adapter_config.json + adapter_model.safetensors (+ manifest, README.md), atomically.
+                   max_rank: int = 64, split: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write `out_dir` = adapter_config.json + adapter_model.safetensors (+ manifest, README.md, the run's
+    split.json so `--heldout` finds the questions it never trained on), atomically.
 
     `base_spec` is what the adapter names as its base (resolved by `models.loading`, e.g. "base"). Returns the
     export's numbers: modules, ranks, size, and the largest logit difference to the trained model on a probe.
@@ -131,6 +132,8 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
             (tmp / MANIFEST).write_text(json.dumps({**manifest, "export": info}, indent=2) + "\n")
         if card is not None:
             (tmp / "README.md").write_text(card)
+        if split is not None:
+            (tmp / "split.json").write_text(json.dumps(split) + "\n")
         os.chmod(tmp, 0o755)
         old = out.with_name(f".{out.name}.old")
         if out.exists():

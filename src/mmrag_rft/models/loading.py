@@ -2,7 +2,8 @@
 (`load_backend`), for inference and training alike.
 
 spec: "default" (the shipped system: SmolLM2-135M-Instruct + the trained stage-1 adapter in the package),
-"base" (the untrained SmolLM2-135M-Instruct), "tiny-vlm" / "tiny-lm" (random tiny models for tests), a model
+"base" (the untrained SmolLM2-135M-Instruct), "qwen2.5-coder-0.5b" (the optional stage-2 reader, `./run.sh reader`),
+"tiny-vlm" / "tiny-lm" (random tiny models for tests), a model
 folder, a training run folder (its `merged/` model), a PEFT adapter folder (merged into its base once, cached),
 or a Hugging Face hub id (needs the model in the local HF cache, or internet with HF_HUB_OFFLINE unset).
 A folder's `mmrag_model.json` carries the settings it was trained with (`model_settings`).
@@ -18,7 +19,8 @@ from typing import Any
 
 from mmrag_rft.models.backend import PolicyBackend
 
-BUILTIN_SPECS = ("default", "base", "tiny-vlm", "tiny-lm")
+BUILTIN_SPECS = ("default", "base", "qwen2.5-coder-0.5b", "tiny-vlm", "tiny-lm")
+READER_SPEC = "qwen2.5-coder-0.5b"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "trained"  # package data: the trained adapters
 
 
@@ -49,6 +51,10 @@ def source_path(spec: str) -> Path:
         from mmrag_rft.models.default import ensure_default_model
 
         return ensure_default_model()
+    if spec == READER_SPEC:
+        from mmrag_rft.models.default import ensure_reader_model
+
+        return ensure_reader_model()
     if spec == "tiny-vlm":
         from mmrag_rft.models.tiny import build_tiny_vlm
 
@@ -186,6 +192,10 @@ def model_name(spec: str) -> str:
         from mmrag_rft.models.default import DEFAULT_MODEL_NAME
 
         return DEFAULT_MODEL_NAME
+    if spec == READER_SPEC:
+        from mmrag_rft.models.default import READER_MODEL_NAME
+
+        return READER_MODEL_NAME
     if spec in BUILTIN_SPECS or not Path(spec).exists():
         return spec
     p = source_path(spec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import math
 import mimetypes
@@ -125,8 +126,51 @@ _ASK_BODY_DOC = {
 
 # -- helpers --------------------------------------------------------------------------------------------
 
+def _parse_json(body: bytes) -> Any:
+    """Strict JSON: NaN, Infinity and numbers that overflow to infinity are refused (400), as is nesting deeper
+    than Python's parser can follow, instead of failing later where they cannot even be echoed back."""
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"number {text[:40]} is out of range")
+        return value
+
+    def constant(text: str) -> Any:
+        raise ValueError(f"{text} is not a number JSON allows")
+
+    try:
+        return json.loads(body, parse_float=finite, parse_constant=constant)
+    except RecursionError:
+        raise HTTPException(400, "body is not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError and the two refusals above
+        raise HTTPException(400, f"body is not valid JSON ({str(e)[:200]})") from None
+
+
 def _validation_error(field: str, msg: str, kind: str = "value_error") -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field), "msg": msg, "type": kind}])
+
+
+class _SameOriginPosts:
+    """ASGI middleware: refuse a POST whose Origin is another site (403). Form and multipart posts are CORS-simple,
+    so without this any web page a user opens could queue questions on their local server."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            headers = dict(scope.get("headers") or [])
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            host = headers.get(b"host", b"").decode("latin-1")
+            if origin and origin != "null" and origin.split("://", 1)[-1] != host:
+                response = JSONResponse({"detail": f"cross-origin POST from {origin[:100]} refused"}, status_code=403)
+                await response(scope, receive, send)
+                return
+            if origin == "null":  # a sandboxed frame or a file:// page
+                response = JSONResponse({"detail": "POST from an opaque origin refused"}, status_code=403)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _BodyLimit:
@@ -199,11 +243,12 @@ def _image_media_type(path: Path) -> str | None:
 # -- the app ----------------------------------------------------------------------------------------------
 
 def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_bytes: int = 5_000_000,
-               max_queue: int = 64) -> FastAPI:
+               max_queue: int = 64, allowed_hosts: list[str] | None = None, docs: bool = False) -> FastAPI:
     """The FastAPI app serving `pipeline` (its `index` provides candidates and images).
 
     `max_queue` bounds the questions waiting for the model; more are refused with 503 rather than
-    piling up without limit.
+    piling up without limit. `allowed_hosts`: Host headers accepted (None = any), against DNS rebinding of a
+    loopback server. `docs`: serve Swagger UI at /docs (it loads its scripts from a CDN, so it is off by default).
     """
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmrag-pipeline")
     state = {"waiting": 0, "running": False}
@@ -223,8 +268,21 @@ def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_byte
                 "stage-1 judgements and stage-2 reasoning.",
         version=_version(),
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
     )
     app.add_middleware(_BodyLimit, limit=max_upload_bytes + FORM_OVERHEAD_BYTES)
+    app.add_middleware(_SameOriginPosts)
+    if allowed_hosts is not None:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+
+    @app.middleware("http")
+    async def nosniff(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
     app.state.pipeline = pipeline
 
     def lookup(cid: str) -> Any:
@@ -280,10 +338,7 @@ def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_byte
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         query_image = None
         if ctype == "application/json":
-            try:
-                payload = await request.json()
-            except ValueError:
-                raise HTTPException(400, "body is not valid JSON") from None
+            payload = _parse_json(await request.body())
             if not isinstance(payload, dict):
                 raise HTTPException(422, "body must be a JSON object with a 'question'")
         elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
@@ -315,6 +370,9 @@ def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_byte
         question = req.question.strip()
         if not question:
             raise _validation_error("question", "question must not be empty", "string_too_short")
+        if not _encodable(question):
+            raise _validation_error("question", "question contains characters that are not valid Unicode "
+                                                "(a lone surrogate)")
         if len(question) > max_question_chars:
             raise _validation_error("question", f"question has {len(question)} characters; at most "
                                                 f"{max_question_chars} allowed", "string_too_long")
@@ -406,6 +464,14 @@ def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_byte
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _version() -> str:

@@ -25,6 +25,8 @@ class ModelSection:
     use_pixels: bool = True  # give image pixels to a vision-language model (captions are always given)
     max_pixels: int | None = None  # Qwen2-VL processors: cap on pixels per image (None = processor default)
 
+    RANGES = {"max_pixels": (1, None)}
+
 
 @dataclass
 class DataSection:
@@ -51,6 +53,9 @@ class DataSection:
     negatives: Literal["stage1", "retrieval", "pool"] = "retrieval"  # how "hardest" negatives are ordered
     max_chars: int = 600  # per candidate text in the prompt (the prompt-length bound)
     seed: int = 0
+
+    RANGES = {"limit": (1, None), "val_fraction": (0.0, 0.99), "balance": (0.0, None), "max_pairs_per_question": (1, None),
+              "other_negatives": (0.0, 1.0), "num_candidates": (1, 100), "permutations": (1, 100), "max_chars": (1, None)}
 
 
 @dataclass
@@ -95,6 +100,14 @@ class GRPOSection:
     log_completions: bool = False
     report_to: str = "none"
 
+    RANGES = {"num_generations": (2, None), "temperature": (1e-3, 10.0), "top_p": (1e-6, 1.0), "top_k": (0, None),
+              "repetition_penalty": (1e-3, None), "beta": (0.0, None), "epsilon": (0.0, 1.0), "epsilon_high": (0.0, 1.0),
+              "num_iterations": (1, None), "max_completion_length": (1, None), "learning_rate": (1e-12, 1.0),
+              "warmup_steps": (0, None), "weight_decay": (0.0, None), "max_grad_norm": (0.0, None),
+              "num_train_epochs": (0.0, None), "max_steps": (-1, None), "per_device_train_batch_size": (1, None),
+              "gradient_accumulation_steps": (1, None), "generation_batch_size": (1, None), "logging_steps": (1, None),
+              "save_steps": (1, None), "save_total_limit": (1, None), "vllm_gpu_memory_utilization": (0.01, 1.0)}
+
 
 @dataclass
 class LoraSection:
@@ -108,6 +121,8 @@ class LoraSection:
     # graph, so forward, backward and generation all get cheaper (1.7x per CPU step at 8 of 30 layers).
     top_layers: int | None = None
 
+    RANGES = {"r": (1, 1024), "alpha": (1, None), "dropout": (0.0, 0.99), "top_layers": (1, None)}
+
 
 @dataclass
 class WarmupSection:
@@ -118,6 +133,8 @@ class WarmupSection:
     learning_rate: float = 2e-4
     batch_size: int = 4
     seed: int = 0
+
+    RANGES = {"steps": (0, None), "learning_rate": (1e-12, 1.0), "batch_size": (1, None)}
 
 
 @dataclass
@@ -134,25 +151,19 @@ class TrainConfig:
     stop_after_zero_std_steps: int | None = 10
     stop_zero_std_mean: float = 0.95
 
+    RANGES = {"stop_after_zero_std_steps": (1, None), "stop_zero_std_mean": (1e-6, 1.0)}
+
     def __post_init__(self) -> None:
+        from mmrag_rft.config import check_ranges
+
         g = self.grpo
-        if self.stop_after_zero_std_steps is not None and self.stop_after_zero_std_steps < 1:
-            raise ValueError("stop_after_zero_std_steps must be >= 1 (or null to never stop early)")
-        if not 0.0 < self.stop_zero_std_mean <= 1.0:
-            raise ValueError("stop_zero_std_mean must be in (0, 1]")
-        if g.num_generations < 2:
-            raise ValueError("grpo.num_generations must be >= 2 (a group needs variance)")
+        for section in (self, self.model, self.data, g, self.lora, self.warmup):  # built in Python, not by `load`
+            check_ranges(section)
+        if g.max_steps == 0 or (g.max_steps < 0 and g.num_train_epochs <= 0):
+            raise ValueError("nothing to train: set grpo.max_steps > 0 or grpo.num_train_epochs > 0")
         if (g.per_device_train_batch_size * g.gradient_accumulation_steps) % g.num_generations:
             raise ValueError("grpo.per_device_train_batch_size x gradient_accumulation_steps must be a multiple "
                              "of grpo.num_generations")
-        if not 0.0 <= self.data.val_fraction < 1.0:
-            raise ValueError("data.val_fraction must be within [0, 1)")
-        if self.data.num_candidates < 1 or self.data.permutations < 1:
-            raise ValueError("data.num_candidates and data.permutations must be >= 1")
-        if not 0.0 <= self.data.other_negatives <= 1.0:
-            raise ValueError("data.other_negatives must be within [0, 1]")
-        if self.lora.top_layers is not None and self.lora.top_layers < 1:
-            raise ValueError("lora.top_layers must be >= 1 (or null for all layers)")
 
 
 def load_train_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> TrainConfig:

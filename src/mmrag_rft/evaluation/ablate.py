@@ -1,0 +1,131 @@
+"""`mmrag ablate`: what each stage adds, on questions the shipped model never trained on, in one run.
+
+Every system answers the same held-out questions over the same candidate pools; each is one resumable
+`evaluate_file` run in its own folder, so an interrupted ablation picks up where it stopped. A "view" re-scores a
+system's predictions with another source list (stage 2's own ranking instead of the filter's order) without
+asking the model again.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmrag_rft.config import atomic_write_text
+from mmrag_rft.evaluation.evaluate import CAPTION_NOTE, evaluate_file, score_rows
+from mmrag_rft.evaluation.report import markdown_table
+from mmrag_rft.evaluation.runner import read_predictions
+
+
+@dataclass
+class System:
+    name: str
+    description: str
+    model: str  # the stage-1 model spec (and the reader, unless overrides set stage2_model)
+    overrides: list[str] = field(default_factory=list)
+    view_of: str = ""  # re-score this system's predictions instead of asking again
+    sources: Callable[[Mapping[str, Any]], list[str]] | None = None  # the view's source list for one prediction
+
+
+def _stage2_sources(row: Mapping[str, Any], k: int) -> list[str]:
+    """Stage 2's own ranking (the filter's order where stage 2's output was unusable), cut to k."""
+    return list(row.get("stage2_rank") or row.get("kept_ids") or [])[:k]
+
+
+def default_systems(reader: str, *, sources: int = 2) -> list[System]:
+    """The simple alternatives a user would pick, then the shipped system, then what stage 2's ranking adds.
+
+    `reader`: the stage-2 model spec for the rows that swap readers ("" = the stage-1 model reads too).
+    """
+    r = [f"stage2_model={reader}"] if reader else []
+    rname = reader or "the stage-1 model"
+    return [
+        System("retriever_topk", f"retriever's top {sources} -> {rname} answers (no stage 1, no stage-2 ranking)",
+               "base", ["stage1_mode=skip", f"filter.top_k={sources}", "sources=filter",
+                        f"max_sources={sources}", *r]),
+        System("untrained", "the untrained SmolLM2-135M for both stages, its default settings", "base"),
+        System("shipped", "the shipped default: trained stage 1 filters, the same model answers", "default"),
+        System("stage1_reader", f"trained stage 1 filters -> {rname} answers; sources follow the filter's order",
+               "default", r),
+        System("stage1_reader_stage2_rank", f"as stage1_reader, sources follow {rname}'s own <rank> list",
+               "default", r, view_of="stage1_reader", sources=lambda row: _stage2_sources(row, sources)),
+    ]
+
+
+def _row_numbers(m: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    o, f = m["overall"], m["filter"]
+    secs = [r["timings"]["total_s"] for r in rows if (r.get("timings") or {}).get("total_s") is not None]
+    return {"n": o["n"], "qa_acc": o.get("qa_acc"), "retrieval_f1": o.get("retr_f1"),
+            "retrieval_p": o.get("retr_p"), "retrieval_r": o.get("retr_r"),
+            "gold_kept": f["gold_recall_after_filter"], "sources_ndcg@5": f["stage2_ndcg@5"],
+            "stage2_fallbacks": f["stage2_fallbacks"], "abstained": f["abstained"],
+            "s_per_question": statistics.mean(secs) if secs else None}
+
+
+def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout: str, limit: int | None,
+                 systems: Sequence[System], load: Callable[[str], Any], progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) every system, then write ablation.json / ablation.md / ablation.png in out_dir."""
+    from mmrag_rft.pipeline import pipeline_config
+
+    out = Path(out_dir)
+    results: dict[str, dict[str, Any]] = {}
+    for s in systems:
+        if s.view_of:
+            continue
+        cfg = pipeline_config(s.model, None, s.overrides)
+        evaluate_file(path, dataset=dataset, out_dir=out / s.name, limit=limit, config=cfg, progress=progress,
+                      backend_factory=lambda m=s.model: load(m), model=s.model, heldout=heldout,
+                      reader_factory=(lambda m=cfg.stage2_model: load(m)) if cfg.stage2_model else None)
+    metric_set = "mmqa" if dataset == "mmqa" else "webqa"
+    for s in systems:
+        preds = read_predictions(out / (s.view_of or s.name) / "predictions.jsonl")
+        rows = list(preds.values())
+        if s.sources is not None:
+            rows = [{**r, "rank": s.sources(r)} for r in rows]
+        results[s.name] = {"description": s.description, "model": s.model, "overrides": s.overrides,
+                           **({"view_of": s.view_of} if s.view_of else {}),
+                           **_row_numbers(score_rows(rows, dataset=metric_set), rows)}
+    n = min((r["n"] for r in results.values()), default=0)
+    summary = {"benchmark": "ablation", "data": Path(path).name, "dataset": dataset, "heldout_of": heldout,
+               "questions": n, "note": f"{n} questions the stage-1 model never trained on; {CAPTION_NOTE}",
+               "systems": results}
+    atomic_write_text(out / "ablation.json", json.dumps(summary, indent=2, default=str))
+    atomic_write_text(out / "ablation.md", ablation_markdown(summary))
+    plot_ablation(summary, out / "ablation.png")
+    return summary
+
+
+COLUMNS = ("qa_acc", "retrieval_f1", "gold_kept", "sources_ndcg@5", "stage2_fallbacks", "abstained", "s_per_question")
+
+
+def ablation_markdown(summary: Mapping[str, Any]) -> str:
+    rows = [[name, r["n"], *(r.get(c) for c in COLUMNS), r["description"]] for name, r in summary["systems"].items()]
+    return "\n".join([f"# Ablation ({summary['dataset']}, {summary['data']})", "", f"_{summary['note']}_", "",
+                      markdown_table(["system", "n", *COLUMNS, "what it is"], rows), ""])
+
+
+def plot_ablation(summary: Mapping[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary["systems"])
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.38
+    for i, metric in enumerate(("qa_acc", "retrieval_f1")):
+        vals = [summary["systems"][n].get(metric) or 0.0 for n in names]
+        ax.bar([x + (i - 0.5) * width for x in range(len(names))], vals, width, label=metric)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title(f"{summary['questions']} held-out questions ({CAPTION_NOTE})")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
