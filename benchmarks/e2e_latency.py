@@ -43,7 +43,7 @@ def build_demo_index(out: Path) -> float:
     from mmrag_rft.retrieval.index import RetrievalConfig, build_index
 
     t0 = time.perf_counter()
-    build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), out, RetrievalConfig())
+    build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), out, RetrievalConfig(), base_dir=demo_corpus_dir())
     return time.perf_counter() - t0
 
 

@@ -70,7 +70,8 @@ def build_app(model: str, work: Path) -> Any:
 
     index_dir = work / "index"
     if not (index_dir / "manifest.json").is_file():
-        build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), index_dir, RetrievalConfig())
+        build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), index_dir, RetrievalConfig(),
+                    base_dir=demo_corpus_dir())
     idx = HybridIndex.load(index_dir)
     idx.search("warm-up", top_n=1)
     return create_app(Pipeline(load_backend(model), index=idx, config=PipelineConfig(top_n=8)))

@@ -131,3 +131,29 @@ def test_ask_blank_question_is_one_clear_line(tmp_path):
     assert runner.invoke(app, ["index", str(demo_corpus_dir() / "corpus.jsonl"), "--out", str(idx)]).exit_code == 0
     r = runner.invoke(app, ["ask", "   ", "--index", str(idx), "--model", "tiny-lm"])
     assert r.exit_code == 2 and "question is empty" in r.output and "Traceback" not in r.output
+
+
+def test_a_failed_first_evaluate_does_not_block_the_corrected_one(tmp_path, shared_data):
+    out = tmp_path / "ev"
+    args = ["evaluate", str(shared_data / "webqa" / "val_records.json.gz"), "--dataset", "webqa", "--limit", "1",
+            "--out", str(out), "--set", "top_n=3", "--set", "filter.threshold=0", "--set", "stage2_max_new_tokens=4"]
+    r = runner.invoke(app, args + ["--model", str(tmp_path / "no-such-model")])
+    assert r.exit_code == 2 and "no-such-model" in r.output
+    r = runner.invoke(app, args + ["--model", "tiny-lm"])
+    assert r.exit_code == 0, r.output
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
+
+
+def test_two_evaluates_into_one_folder_are_refused_and_out_must_be_a_folder(tmp_path, shared_data):
+    from mmrag_rft.evaluation.evaluate import run_lock
+
+    out = tmp_path / "ev"
+    out.mkdir()
+    args = ["evaluate", str(shared_data / "webqa" / "val_records.json.gz"), "--dataset", "webqa", "--limit", "1",
+            "--model", "tiny-lm", "--set", "top_n=3"]
+    with run_lock(out):  # another evaluate is writing there
+        r = runner.invoke(app, args + ["--out", str(out)])
+    assert r.exit_code == 2 and "another evaluate" in r.output and not (out / "predictions.jsonl").exists()
+    (tmp_path / "file").write_text("x")
+    r = runner.invoke(app, args + ["--out", str(tmp_path / "file")])
+    assert r.exit_code == 2 and "is a file" in r.output and "Traceback" not in r.output

@@ -17,7 +17,7 @@ from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig, build_index
 @pytest.fixture(scope="module")
 def demo_index(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "index"
-    build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), out, RetrievalConfig())
+    build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), out, RetrievalConfig(), base_dir=demo_corpus_dir())
     return HybridIndex.load(out)
 
 

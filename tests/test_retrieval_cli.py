@@ -85,3 +85,54 @@ def test_bad_input_is_one_clear_line(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "rrf_kk" in r.output
     r = runner.invoke(app, ["search", "q", "--index", str(tmp_path)])
     assert r.exit_code == 2 and "manifest.json: missing" in r.output and "Traceback" not in r.output
+
+
+def _png(path: Path) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), "red").save(path)
+    return path
+
+
+def test_index_refuses_image_paths_outside_the_corpus_folder(tmp_path):
+    """An image_path that escapes the corpus folder (absolute or ../) is refused, naming the candidate; the
+    index would otherwise copy it and the server serve it. --image-dir or --allow-outside-images lets it in."""
+    outside = _png(tmp_path / "elsewhere" / "pic.png")
+    secret = tmp_path / "elsewhere" / "secret.txt"
+    secret.write_text("password")
+    corpus_dir = tmp_path / "corpus"
+    _png(corpus_dir / "imgs" / "ok.png")
+    for i, path in enumerate([str(secret), "../elsewhere/secret.txt", str(outside)]):
+        corpus = corpus_dir / f"c{i}.jsonl"
+        corpus.write_text(json.dumps({"id": "a", "modality": "image", "text": "a red square", "image_path": path})
+                          + "\n" + json.dumps({"id": "b", "modality": "image", "text": "ok", "image_path": "imgs/ok.png"})
+                          + "\n")
+        r = runner.invoke(app, ["index", str(corpus), "--out", str(tmp_path / f"idx{i}"), "--set", "use_dense=false"])
+        assert r.exit_code == 2, r.output
+        assert "outside the corpus folder" in r.output and "'a'" in r.output and "Traceback" not in r.output
+        assert not (tmp_path / f"idx{i}").exists()
+    ok = runner.invoke(app, ["index", str(corpus_dir / "c2.jsonl"), "--out", str(tmp_path / "ok"),
+                             "--set", "use_dense=false", "--image-dir", str(outside.parent)])
+    assert ok.exit_code == 0, ok.output
+    from mmrag_rft.retrieval.index import HybridIndex
+
+    idx = HybridIndex.load(tmp_path / "ok")
+    assert idx.manifest.num_images == 2 and idx.image_path("a").parent == tmp_path / "ok" / "images"
+
+
+def test_index_stores_only_files_that_decode_as_images(tmp_path):
+    (tmp_path / "notes.png").write_text("not a picture")
+    _png(tmp_path / "real.png")
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "modality": "image", "text": "caption", "image_path": f}) + "\n"
+                              for i, f in (("fake", "notes.png"), ("real", "real.png"))))
+    out = tmp_path / "idx"
+    r = runner.invoke(app, ["index", str(corpus), "--out", str(out), "--set", "use_dense=false",
+                            "--allow-outside-images"])
+    assert r.exit_code == 0, r.output
+    from mmrag_rft.retrieval.index import HybridIndex
+
+    idx = HybridIndex.load(out)
+    assert idx.image_path("fake") is None and idx.image_path("real") is not None
+    assert idx.manifest.num_images == 1 and len(list((out / "images").iterdir())) == 1

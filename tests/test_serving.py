@@ -31,7 +31,7 @@ def index(tmp_path_factory):
     from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig, build_index
 
     out = tmp_path_factory.mktemp("serving") / "index"
-    build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), out, RetrievalConfig())
+    build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), out, RetrievalConfig(), base_dir=demo_corpus_dir())
     idx = HybridIndex.load(out)
     yield idx
     idx.close()

@@ -68,6 +68,11 @@ def register(app: typer.Typer) -> None:
         image_encoder: Optional[str] = typer.Option(None, help="'efficientnet-lite0' to fuse image pixels in."),
         images_tsv: Optional[Path] = typer.Option(None, help="WebQA imgs.tsv with the pictures' bytes."),
         skip_bad: bool = typer.Option(False, help="Skip malformed rows (reported) instead of stopping."),
+        image_dir: list[Path] = typer.Option([], "--image-dir", help="A folder image_paths may point into besides "
+                                                                     "the corpus file's own (repeatable)."),
+        allow_outside_images: bool = typer.Option(False, "--allow-outside-images",
+                                                  help="Index image_paths anywhere on disk (the server will serve "
+                                                       "them): only for a corpus you trust."),
     ) -> None:
         """Build a hybrid (dense + BM25) retrieval index over a corpus."""
         from mmrag_rft.data.schema import DataError
@@ -89,7 +94,8 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
         try:
             stream, total, used = _candidates(corpus, format, skip_bad=skip_bad, images_tsv=images_tsv, report=report)
-            manifest = build_index(stream, out_dir, cfg, base_dir=corpus.resolve().parent, total=total)
+            manifest = build_index(stream, out_dir, cfg, base_dir=corpus.resolve().parent, total=total,
+                                   image_roots=image_dir, allow_outside_images=allow_outside_images)
         except (DataError, IndexLoadError) as e:
             raise fail(str(e)) from None
         except ValueError as e:  # empty corpus, bad config values

@@ -146,6 +146,8 @@ def register(app: typer.Typer) -> None:
                           reader_factory=lambda: _load_reader(cfg))
         except (DataError, RunMismatch) as e:
             raise fail(str(e)) from None
+        except OSError as e:  # a read-only or full output folder
+            raise fail(f"{e.filename or out_dir}: {e.strerror or e}") from None
 
     @app.command()
     def ablate(
@@ -185,5 +187,7 @@ def register(app: typer.Typer) -> None:
                                    systems=systems, load=_load_backend)
         except (DataError, RunMismatch, ConfigError) as e:
             raise fail(str(e)) from None
+        except OSError as e:
+            raise fail(f"{e.filename or out_dir}: {e.strerror or e}") from None
         print(ablation_markdown(summary))  # plain: rich would wrap the table's rows
         console.print(f"wrote {out_dir / 'ablation.json'}, {out_dir / 'ablation.md'}, {out_dir / 'ablation.png'}")

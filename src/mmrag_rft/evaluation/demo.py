@@ -28,7 +28,7 @@ def build_or_load_demo_index(out_dir: Path) -> Any:
             console.print("[yellow]demo index is stale (corpus changed): rebuilding[/]")
         except Exception as e:  # stale or damaged: rebuild, but say so
             console.print(f"[yellow]demo index unusable ({e}): rebuilding[/]")
-    build_index(load_corpus(corpus), index_dir, RetrievalConfig())
+    build_index(load_corpus(corpus), index_dir, RetrievalConfig(), base_dir=corpus.parent)
     return HybridIndex.load(index_dir)
 
 

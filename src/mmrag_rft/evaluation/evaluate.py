@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,9 @@ def check_run(out: Path, settings: dict[str, Any]) -> None:
     another `--set filter.top_k` would silently report the old predictions under the new settings.
     """
     path = out / RUN_NAME
+    preds = out / "predictions.jsonl"
+    if path.is_file() and not (preds.is_file() and preds.stat().st_size):
+        path.unlink()  # a run that failed before its first answer (a typo'd --model): nothing to protect
     if path.is_file():
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
@@ -126,14 +130,41 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
     on) are asked. `reader_factory`: the stage-2 backend when `config.stage2_model` names one."""
     from rich.console import Console
 
-    from mmrag_rft.data.loaders import load_samples
-    from mmrag_rft.evaluation.runner import run
-    from mmrag_rft.pipeline import Pipeline
-
     console = Console(stderr=True)
     out = Path(out_dir)
     # the settings a resume must share (limit is not one: a larger --limit extends the same run)
     keep = heldout_qids(heldout) if heldout is not None else None
+    if out.exists() and not out.is_dir():
+        raise RunMismatch(f"--out {out}: is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        return _evaluate_locked(path, dataset=dataset, out=out, limit=limit, config=config, skip_bad=skip_bad,
+                                backend_factory=backend_factory, progress=progress, model=model, heldout=heldout,
+                                reader_factory=reader_factory, keep=keep, console=console)
+
+
+@contextlib.contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """One evaluate per output folder at a time: two would append duplicate rows to one predictions file."""
+    import fcntl
+
+    with open(out / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunMismatch(f"{out}: another evaluate is writing there right now; wait for it or use another "
+                              "--out") from None
+        yield
+
+
+def _evaluate_locked(path: str | Path, *, dataset: str, out: Path, limit: int | None, config: Any, skip_bad: bool,
+                     backend_factory: Callable[[], Any], progress: bool, model: str | None,
+                     heldout: str | Path | None, reader_factory: Callable[[], Any] | None, keep: set[str] | None,
+                     console: Any) -> dict[str, Any]:
+    from mmrag_rft.data.loaders import load_samples
+    from mmrag_rft.evaluation.runner import run
+    from mmrag_rft.pipeline import Pipeline
+
     check_run(out, {"model": model, "dataset": dataset, "data": Path(path).name, "config": _asdict(config),
                     **({"heldout_of": str(heldout)} if heldout is not None else {})})
     report: list[Any] = []

@@ -218,16 +218,20 @@ def _package_version() -> str:
 # -- building --------------------------------------------------------------------------------------------
 
 class _Builder:
-    def __init__(self, tmp: Path, cfg: RetrievalConfig, embedder: TextEmbedder | None, base_dir: Path | None):
+    def __init__(self, tmp: Path, cfg: RetrievalConfig, embedder: TextEmbedder | None, base_dir: Path | None,
+                 image_roots: Sequence[Path] = (), allow_outside_images: bool = False):
         import faiss
 
         self.tmp, self.cfg, self.embedder = tmp, cfg, embedder
         self.base_dir = base_dir
+        # an image_path may name only files under these folders: the index copies them and the server serves them
+        self.image_roots = [Path(r).expanduser().resolve() for r in (*image_roots, base_dir or Path.cwd())]
+        self.allow_outside_images = allow_outside_images
         self.hasher = _CorpusHasher()
         self.offsets = array("q")
         self.ids: list[str] = []
         self.seen: set[str] = set()
-        self.num_images = self.num_image_vectors = self.missing_images = 0
+        self.num_images = self.num_image_vectors = self.missing_images = self.not_images = 0
         self.fh = open(tmp / CANDIDATES, "wb")
         self.pos = 0
         self.dense = faiss.IndexFlatIP(embedder.dim) if embedder is not None else None
@@ -255,9 +259,21 @@ class _Builder:
         src = Path(c.image_path).expanduser()
         if not src.is_absolute():
             src = (self.base_dir or Path.cwd()) / src
+        real = src.resolve()
+        if not self.allow_outside_images and not any(real.is_relative_to(r) for r in self.image_roots):
+            from mmrag_rft.data.schema import DataError
+
+            raise DataError(f"candidate {c.id!r}: image_path {c.image_path!r} is outside the corpus folder "
+                            f"({', '.join(map(str, self.image_roots))}); the index would copy it and the server "
+                            "serve it: move the image there, add its folder with --image-dir, or pass "
+                            "--allow-outside-images", field="image_path")
         if not src.is_file():
             self.missing_images += 1
             return c.image_path, None  # kept for provenance; the caption still stands in for it
+        if not _decodes_as_image(real):
+            self.not_images += 1
+            log.warning("candidate %r: %s does not decode as an image: indexed by caption only", c.id, src)
+            return None, None  # never stored, never served
         self.num_images += 1
         if self.cfg.copy_images:
             (self.tmp / IMAGES).mkdir(exist_ok=True)
@@ -322,6 +338,9 @@ class _Builder:
         if self.missing_images:
             log.warning("%d image file(s) not found: those candidates are indexed by caption only",
                         self.missing_images)
+        if self.not_images:
+            log.warning("%d image_path file(s) are not images: those candidates are indexed by caption only",
+                        self.not_images)
         files = {name: (self.tmp / name).stat().st_size for name in (CANDIDATES, OFFSETS, IDS, DENSE)
                  if (self.tmp / name).exists()}
         m = IndexManifest(
@@ -339,6 +358,17 @@ class _Builder:
             self.fh.close()
 
 
+def _decodes_as_image(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:  # noqa: BLE001 - PIL raises many kinds for "not an image"
+        return False
+
+
 def _progress(enabled: bool) -> Any:
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
@@ -351,14 +381,15 @@ def _progress(enabled: bool) -> Any:
 
 def build_index(candidates: Iterable[Any], out_dir: str | os.PathLike[str], config: RetrievalConfig | None = None,
                 *, base_dir: str | os.PathLike[str] | None = None, embedder: TextEmbedder | None = None,
-                progress: bool = True, total: int | None = None,
-                on_batch: Any = None) -> IndexManifest:
+                progress: bool = True, total: int | None = None, on_batch: Any = None,
+                image_roots: Sequence[str | os.PathLike[str]] = (), allow_outside_images: bool = False) -> IndexManifest:
     """Stream `candidates` (Candidates or their dicts) into an index at `out_dir`, replacing any index there.
 
     Memory stays flat in corpus size apart from the vectors and BM25 token ids themselves: candidates are
     written to disk batch by batch and dropped. Duplicate ids keep their first occurrence. Relative image
-    paths resolve against `base_dir` (default: the working directory). `on_batch(done)` is called after each
-    batch (the benchmark samples memory with it).
+    paths resolve against `base_dir` (default: the working directory); an image must lie under `base_dir` or one
+    of `image_roots` unless `allow_outside_images`, and only files that decode as images are stored.
+    `on_batch(done)` is called after each batch (the benchmark samples memory with it).
     """
     cfg = config or RetrievalConfig()
     out = Path(out_dir)
@@ -375,7 +406,8 @@ def build_index(candidates: Iterable[Any], out_dir: str | os.PathLike[str], conf
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
     builder = None
     try:
-        builder = _Builder(tmp, cfg, emb, Path(base_dir) if base_dir else None)
+        builder = _Builder(tmp, cfg, emb, Path(base_dir) if base_dir else None,
+                           [Path(r) for r in image_roots], allow_outside_images)
         t0 = time.perf_counter()
         with _progress(progress) as bar:
             task = bar.add_task(f"indexing into {out.name}", total=total, rate="")
