@@ -340,3 +340,71 @@ def test_rank_pool_on_real_webqa(shared_data, embedder):
         recalls.append(len(gold & {h.id for h in hits}) / len(gold))
         chance.append(5 / len(cands))
     assert np.mean(recalls) >= 0.5 > 2 * np.mean(chance)
+
+
+def _fresh(tmp_path, embedder, **cfg):
+    out = tmp_path / "idx"
+    build_index(make_corpus(), out, RetrievalConfig(**cfg), embedder=embedder, progress=False)
+    return out
+
+
+def _flip_same_size(path, old: bytes, new: bytes):
+    data = path.read_bytes()
+    assert len(old) == len(new) and old in data
+    path.write_bytes(data.replace(old, new, 1))
+
+
+def test_same_size_corruption_and_swapped_ids_are_caught_on_load(tmp_path, embedder):
+    from mmrag_rft.retrieval.index import IndexCorruptError
+
+    out = _fresh(tmp_path, embedder)
+    _flip_same_size(out / "candidates.jsonl", b'"text":"', b'"text";"')
+    with pytest.raises(IndexCorruptError, match="candidates.jsonl: content does not match its checksum"):
+        HybridIndex.load(out)
+    out = _fresh(tmp_path, embedder)
+    ids = json.loads((out / "ids.json").read_text())
+    a, b = next((x, y) for x in ids for y in ids if x != y and len(x) == len(y))
+    raw = (out / "ids.json").read_bytes()  # swap two ids byte for byte: same size, same format
+    raw = raw.replace(f'"{a}"'.encode(), b"\0").replace(f'"{b}"'.encode(), f'"{a}"'.encode())
+    (out / "ids.json").write_bytes(raw.replace(b"\0", f'"{b}"'.encode()))
+    with pytest.raises(IndexCorruptError, match="ids.json"):
+        HybridIndex.load(out)
+
+
+def test_big_files_are_checked_on_read_and_by_verify(tmp_path, embedder, monkeypatch):
+    """Files over the load-time budget are not hashed on load; a damaged record then fails as IndexCorruptError
+    (a server error), its id is checked against ids.json, and `mmrag verify` finds it."""
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+    from mmrag_rft.retrieval import index as index_mod
+    from mmrag_rft.retrieval.index import IndexCorruptError
+
+    out = _fresh(tmp_path, embedder, use_dense=False)
+    ok = CliRunner().invoke(app, ["verify", str(out)])
+    assert ok.exit_code == 0 and "match their checksums" in ok.output
+    first = HybridIndex.load(out).ids[0]
+    _flip_same_size(out / "candidates.jsonl", b'{"id":"', b'{"id";"')
+    monkeypatch.setattr(index_mod, "VERIFY_ON_LOAD_BYTES", 0)
+    idx = HybridIndex.load(out)
+    with pytest.raises(IndexCorruptError, match="record 0 is unreadable"):
+        idx.get(first)
+    idx.close()
+    r = CliRunner().invoke(app, ["verify", str(out)])
+    assert r.exit_code == 2 and "checksum" in r.output and "Traceback" not in r.output
+
+
+def test_nan_vectors_are_refused_at_build(tmp_path, embedder):
+    import numpy as np
+
+    class NaNAfterTen:
+        name, dim = embedder.name, embedder.dim
+
+        def encode(self, texts):
+            v = embedder.encode(texts)
+            v[min(10, len(v) - 1)] = np.nan
+            return v
+
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        build_index(make_corpus(), tmp_path / "idx", RetrievalConfig(), embedder=NaNAfterTen(), progress=False)
+    assert not (tmp_path / "idx").exists()

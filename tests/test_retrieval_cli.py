@@ -136,3 +136,52 @@ def test_index_stores_only_files_that_decode_as_images(tmp_path):
     idx = HybridIndex.load(out)
     assert idx.image_path("fake") is None and idx.image_path("real") is not None
     assert idx.manifest.num_images == 1 and len(list((out / "images").iterdir())) == 1
+
+
+def test_stale_build_folders_of_dead_builders_and_an_interrupted_swap_are_recovered(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from mmrag_rft.retrieval.housekeeping import PID_FILE
+    from mmrag_rft.retrieval.index import HybridIndex
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "modality": "text", "text": f"passage {i}"}) + "\n" for i in range(5)))
+    out = tmp_path / "idx"
+    args = ["index", str(corpus), "--out", str(out), "--format", "corpus", "--set", "use_dense=false"]
+    assert runner.invoke(app, args).exit_code == 0
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for name, pid in ((".idx.build-dead", dead.stdout.strip()), (".idx.build-live", str(os.getpid()))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / PID_FILE).write_text(pid)
+    assert runner.invoke(app, args).exit_code == 0
+    assert not (tmp_path / ".idx.build-dead").exists() and (tmp_path / ".idx.build-live").exists()
+    # killed between the swap's two renames: no index, the old one hidden; the next load puts it back
+    os.rename(out, tmp_path / ".idx.old-1234abcd")
+    assert len(HybridIndex.load(out)) == 5 and out.is_dir()
+
+
+def test_sigterm_during_a_build_leaves_no_build_folder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = tmp_path / "c.jsonl"
+    with corpus.open("w") as f:
+        for i in range(300_000):
+            f.write(f'{{"id": "d{i}", "modality": "text", "text": "passage number {i} about topic {i % 97}"}}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "mmrag_rft.cli", "index", str(corpus), "--out",
+                             str(tmp_path / "idx"), "--format", "corpus", "--set", "use_dense=false"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".idx.build-*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before it could be interrupted"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+    assert not list(tmp_path.glob(".idx.build-*")) and not (tmp_path / "idx").exists()
+    del os

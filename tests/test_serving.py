@@ -392,3 +392,24 @@ def test_every_response_says_nosniff_and_swagger_ui_is_off_by_default(client, pi
     assert client.get("/docs").status_code == 404
     with TestClient(create_app(pipeline, docs=True)) as c:
         assert c.get("/docs").status_code == 200
+
+
+def test_a_corrupt_index_is_a_server_error_not_the_clients(backend, tmp_path, monkeypatch):
+    """A damaged record is the server's fault: 500 (logged), never a 400 that blames the request."""
+    from mmrag_rft.data import demo_corpus_dir, load_corpus
+    from mmrag_rft.retrieval import index as index_mod
+    from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig, build_index
+
+    out = tmp_path / "index"
+    build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), out, RetrievalConfig(use_dense=False),
+                base_dir=demo_corpus_dir(), progress=False)
+    data = (out / "candidates.jsonl").read_bytes()
+    (out / "candidates.jsonl").write_bytes(data.replace(b'"text":"', b'"text";"'))  # every record, same size
+    monkeypatch.setattr(index_mod, "VERIFY_ON_LOAD_BYTES", 0)  # as for a file too big to hash on every load
+    idx = HybridIndex.load(out)
+    pipe = Pipeline(backend, index=idx, config=PipelineConfig(top_n=3, stage2_max_new_tokens=4))
+    with TestClient(create_app(pipe), raise_server_exceptions=False) as c:
+        r = c.post("/v1/ask", json={"question": QUESTION})
+        assert r.status_code == 500, r.text
+        assert c.get(f"/v1/candidates/{idx.ids[0]}").status_code == 500
+    idx.close()

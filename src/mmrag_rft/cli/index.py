@@ -53,6 +53,17 @@ def _candidates(path: Path, fmt: str, *, skip_bad: bool, images_tsv: Optional[Pa
     return pools(), None, fmt
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (a `kill`, a container stop) raises SystemExit, so the half-built index is cleaned away."""
+    import signal
+    import sys
+
+    try:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    except ValueError:  # not the main thread (an embedding caller): its own handling applies
+        pass
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def index(
@@ -90,6 +101,7 @@ def register(app: typer.Typer) -> None:
         if image_encoder is not None:
             overrides.append(f"image_encoder={json.dumps(image_encoder)}")
         cfg = _retrieval_config(config, overrides)
+        _exit_cleanly_on_sigterm()
         report: list[Any] = []
         t0 = time.perf_counter()
         try:
@@ -102,6 +114,8 @@ def register(app: typer.Typer) -> None:
             raise fail(f"{corpus}: {e}") from None
         except RuntimeError as e:  # an embedder or image encoder that cannot be loaded
             raise fail(str(e)) from None
+        except OSError as e:  # a full disk or a read-only output folder; the half-built index is already gone
+            raise fail(f"{e.filename or out_dir}: {e.strerror or e}") from None
         dt = time.perf_counter() - t0
         from rich.table import Table
 
@@ -117,6 +131,20 @@ def register(app: typer.Typer) -> None:
         out.print(t)
         if report:
             console.print(f"[yellow]{len(report)} malformed row(s) skipped[/], first: {report[0]}")
+
+    @app.command()
+    def verify(index_dir: Path = typer.Argument(..., help="Index folder built by `mmrag index`.")) -> None:
+        """Check an index end to end: every file against its checksum, every record under its own id, every vector
+        finite (loading checks only the small files)."""
+        from mmrag_rft.retrieval.index import HybridIndex
+
+        try:
+            with HybridIndex.load(index_dir, verify=True) as idx:
+                info = idx.verify()
+        except Exception as e:  # corrupt, stale or missing: one line naming the file
+            raise fail(f"index {index_dir}: {e}") from None
+        out.print(f"[green]ok[/] {index_dir}: {info['records']:,} records, {info['vectors']:,} vectors, "
+                  f"{len(info['checksummed_files'])} files match their checksums")
 
     @app.command()
     def search(
@@ -141,7 +169,7 @@ def register(app: typer.Typer) -> None:
         try:
             hits = idx.search(query, top_n=top_n, query_image=query_image, use_dense=mode != "bm25",
                               use_bm25=mode != "dense")
-        except RuntimeError as e:
+        except RuntimeError as e:  # a missing embedder, a corrupt index (IndexCorruptError)
             raise fail(str(e)) from None
         if as_json:
             for h in hits:

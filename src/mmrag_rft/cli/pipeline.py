@@ -95,6 +95,8 @@ def register(app: typer.Typer) -> None:
             r = pipe.ask(question, query_image=query_image, top_n=top_n, threshold=threshold, top_k=top_k)
         except ValueError as e:  # the pipeline's refusal of this question (empty, not valid Unicode)
             raise fail(str(e)) from None
+        except RuntimeError as e:  # a corrupt index (IndexCorruptError) or a missing embedder
+            raise fail(f"index {index}: {e}") from None
         if as_json:
             print(json.dumps(r.to_dict(), indent=2, ensure_ascii=False))
         else:

@@ -50,6 +50,14 @@ class IndexLoadError(ValueError):
     file and what to do (rebuild with `mmrag index`)."""
 
 
+class IndexCorruptError(RuntimeError):
+    """An index file's content is damaged (checksum, unreadable record, wrong id, NaN vectors). A RuntimeError, not
+    a ValueError: it is the server's fault, never the request's (HTTP 500, logged)."""
+
+
+VERIFY_ON_LOAD_BYTES = 64 * 1024 * 1024  # files up to this size are checksummed on every load; all by `verify`
+
+
 @dataclass
 class RetrievalConfig:
     embedder: str = "default"  # bundled all-MiniLM-L6-v2; or any sentence-transformers folder / cached hub id
@@ -123,6 +131,7 @@ class IndexManifest:
     num_images: int = 0
     num_image_vectors: int = 0
     files: dict[str, int] = field(default_factory=dict)  # file -> size in bytes, to detect tampering/staleness
+    sha256: dict[str, str] = field(default_factory=dict)  # file (relative, BM25 files too) -> content checksum
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -300,6 +309,9 @@ class _Builder:
                 pixels.append((i, px))
         if self.dense is not None:
             vecs = self.embedder.encode(texts)
+            if not np.isfinite(vecs).all():
+                bad = batch[int(np.nonzero(~np.isfinite(vecs).all(axis=1))[0][0])].id
+                raise ValueError(f"the embedder returned NaN or infinite values for candidate {bad!r}")
             if pixels:
                 vecs = self._fuse_images(vecs, pixels)
             self.dense.add(vecs)
@@ -343,19 +355,55 @@ class _Builder:
                         self.not_images)
         files = {name: (self.tmp / name).stat().st_size for name in (CANDIDATES, OFFSETS, IDS, DENSE)
                  if (self.tmp / name).exists()}
+        checksums = {name: file_sha256(self.tmp / name) for name in _checked_files(self.tmp)}
         m = IndexManifest(
             format_version=INDEX_FORMAT, package_version=_package_version(),
             embedder=self.embedder.name if self.embedder else None, dim=self.embedder.dim if self.embedder else 0,
             count=count, corpus_hash=self.hasher.hexdigest(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             config=asdict(self.cfg), image_encoder=self.image_encoder.name if self.image_encoder else None,
-            num_images=self.num_images, num_image_vectors=self.num_image_vectors, files=files,
+            num_images=self.num_images, num_image_vectors=self.num_image_vectors, files=files, sha256=checksums,
         )
         atomic_write_text(self.tmp / MANIFEST, json.dumps(m.to_dict(), indent=2, ensure_ascii=False))
         return m
 
     def close(self) -> None:
         if not self.fh.closed:
-            self.fh.close()
+            try:
+                self.fh.close()
+            except OSError:  # the unflushed tail of a build that is being thrown away (e.g. a full disk)
+                pass
+
+
+def _checked_files(d: Path) -> list[str]:
+    """The files a manifest checksums: every file of the index but the manifest and the copied images."""
+    names = [n for n in (CANDIDATES, OFFSETS, IDS, DENSE) if (d / n).is_file()]
+    if (d / BM25_DIR).is_dir():
+        names += sorted(f"{BM25_DIR}/{f.name}" for f in (d / BM25_DIR).iterdir() if f.is_file())
+    return names
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checksums(d: Path, m: IndexManifest, *, all_files: bool) -> list[str]:
+    """Compare the files with the manifest's sha256 (small ones only unless `all_files`); returns those checked."""
+    checked = []
+    for name, want in (m.sha256 or {}).items():
+        f = d / name
+        if not f.is_file():
+            raise IndexLoadError(f"{f}: missing; the index is incomplete (rebuild it)")
+        if not all_files and f.stat().st_size > VERIFY_ON_LOAD_BYTES:
+            continue
+        if file_sha256(f) != want:
+            raise IndexCorruptError(f"{f}: content does not match its checksum in {MANIFEST}; the index is corrupt "
+                                    "(rebuild it)")
+        checked.append(name)
+    return checked
 
 
 def _decodes_as_image(path: Path) -> bool:
@@ -391,8 +439,13 @@ def build_index(candidates: Iterable[Any], out_dir: str | os.PathLike[str], conf
     of `image_roots` unless `allow_outside_images`, and only files that decode as images are stored.
     `on_batch(done)` is called after each batch (the benchmark samples memory with it).
     """
+    from mmrag_rft.retrieval.housekeeping import mark_builder, remove_stale_builds, restore_interrupted_swap
+
     cfg = config or RetrievalConfig()
     out = Path(out_dir)
+    if out.parent.is_dir():
+        restore_interrupted_swap(out, MANIFEST)
+        remove_stale_builds(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise IndexLoadError(f"{out}: exists and is not an index folder; refusing to overwrite it")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -406,6 +459,7 @@ def build_index(candidates: Iterable[Any], out_dir: str | os.PathLike[str], conf
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
     builder = None
     try:
+        mark_builder(tmp)
         builder = _Builder(tmp, cfg, emb, Path(base_dir) if base_dir else None,
                            [Path(r) for r in image_roots], allow_outside_images)
         t0 = time.perf_counter()
@@ -439,9 +493,9 @@ def build_index(candidates: Iterable[Any], out_dir: str | os.PathLike[str], conf
         _swap_into_place(tmp, out)
         return manifest
     except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # first: on a full disk, closing the file would fail to flush
         if builder is not None:
             builder.close()
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -485,11 +539,18 @@ class HybridIndex:
     # -- load ---------------------------------------------------------------------------------------
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, expect_embedder: str | None = None,
-             embedder: TextEmbedder | None = None, mmap_vectors: bool = False) -> HybridIndex:
-        """Open an index, refusing a stale or mismatched one with a message that names the file at fault."""
+             embedder: TextEmbedder | None = None, mmap_vectors: bool = False, verify: bool = False) -> HybridIndex:
+        """Open an index, refusing a stale, mismatched or corrupt one with a message that names the file at fault.
+
+        Files up to VERIFY_ON_LOAD_BYTES are checked against their checksums on every load, all of them with
+        `verify` (`mmrag index verify`)."""
         import faiss
 
         d = Path(directory)
+        if not d.exists() and d.parent.is_dir():
+            from mmrag_rft.retrieval.housekeeping import restore_interrupted_swap
+
+            restore_interrupted_swap(d, MANIFEST)
         if not d.is_dir():
             raise IndexLoadError(f"{d}: no such index folder (build one with `mmrag index CORPUS --out {d}`)")
         mpath = d / MANIFEST
@@ -513,6 +574,7 @@ class HybridIndex:
             if (d / name).is_file() and (d / name).stat().st_size != size:
                 raise IndexLoadError(f"{d / name}: {((d / name).stat().st_size)} bytes but {MANIFEST} recorded "
                                      f"{size}; the index is stale or was modified (rebuild it)")
+        verify_checksums(d, m, all_files=verify)
         if expect_embedder is not None and use_dense and canonical_name(expect_embedder) != m.embedder:
             raise IndexLoadError(f"{mpath}: index built with embedder {m.embedder!r}, expected "
                                  f"{canonical_name(expect_embedder)!r}; rebuild it with that embedder")
@@ -525,9 +587,12 @@ class HybridIndex:
                 raise IndexLoadError(f"{d / name}: holds {n} rows but {MANIFEST} says {m.count}; "
                                      "the index is stale (rebuild it)")
 
-        offsets = np.load(d / OFFSETS)
+        try:
+            offsets = np.load(d / OFFSETS)
+            ids = json.loads((d / IDS).read_text(encoding="utf-8"))
+        except (ValueError, OSError) as e:
+            raise IndexCorruptError(f"{d}: {OFFSETS} or {IDS} unreadable ({e}); rebuild the index") from None
         check_count(OFFSETS, len(offsets))
-        ids = json.loads((d / IDS).read_text())
         check_count(IDS, len(ids))
         dense = None
         if use_dense:
@@ -582,13 +647,36 @@ class HybridIndex:
 
     # -- random access ------------------------------------------------------------------------------
     def _read(self, row: int) -> Candidate:
+        from mmrag_rft.data.schema import DataError
+
         start = int(self._offsets[row])
         end = self._mm.find(b"\n", start)
-        rec = json.loads(self._mm[start: end if end >= 0 else len(self._mm)])
-        c = Candidate.from_dict(rec)
+        try:
+            c = Candidate.from_dict(json.loads(self._mm[start: end if end >= 0 else len(self._mm)]))
+        except (ValueError, TypeError, DataError) as e:
+            raise IndexCorruptError(f"{self.dir / CANDIDATES}: record {row} is unreadable ({e}); the index is "
+                                    "corrupt (rebuild it)") from None
+        if c.id != self.ids[row]:
+            raise IndexCorruptError(f"{self.dir / CANDIDATES}: record {row} holds {c.id!r} but {IDS} says "
+                                    f"{self.ids[row]!r}; the index is corrupt (rebuild it)")
         if c.image_path and not os.path.isabs(c.image_path) and c.image_path.startswith(IMAGES + "/"):
             c.image_path = str(self.dir / c.image_path)
         return c
+
+    def verify(self, progress: bool = False) -> dict[str, Any]:
+        """Every check there is: all checksums, every record readable under its own id, every vector finite.
+        Raises IndexCorruptError / IndexLoadError naming the file; returns what was checked."""
+        checked = verify_checksums(self.dir, self.manifest, all_files=True)
+        for _ in self:  # _read checks each record's id
+            pass
+        if self.dense is not None:
+            for start in range(0, self.dense.ntotal, 4096):
+                n = min(4096, self.dense.ntotal - start)
+                if not np.isfinite(self.dense.reconstruct_n(start, n)).all():
+                    raise IndexCorruptError(f"{self.dir / DENSE}: NaN or infinite vectors among rows {start}-"
+                                            f"{start + n - 1}; the index is corrupt (rebuild it)")
+        return {"records": len(self), "vectors": self.dense.ntotal if self.dense is not None else 0,
+                "checksummed_files": checked}
 
     def get(self, cid: str) -> Candidate:
         row = self._row.get(cid)
