@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import json
 from pathlib import Path
 
@@ -115,3 +116,63 @@ def test_truncated_gzip_jsonl(tmp_path: Path) -> None:
     p.write_bytes(gzip.compress(body)[:300])
     with pytest.raises(DataError, match="truncated"):
         list(load_samples(p, "jsonl"))
+
+
+_GOOD = {"qid": "q1", "question": "What is red?", "answers": ["a rose"], "gold_ids": ["c1"],
+         "candidates": [{"id": "c1", "modality": "text", "text": "Roses are red."}]}
+
+
+@pytest.mark.parametrize("path, value, field, says", [
+    (("qid",), None, "qid", "null"),
+    (("candidates", 0, "id"), None, "candidates[0].id", "null"),
+    (("candidates", 0, "text"), {"en": "Roses"}, "candidates[0].text", "an object"),
+    (("candidates", 0, "title"), ["a", "b"], "candidates[0].title", "a list"),
+    (("answers",), [{"answer": "Mask"}], "answers[0]", "an object"),
+    (("gold_ids",), [["c1"]], "gold_ids[0]", "a list"),
+    (("meta",), [1, 2], "meta", "a list"),
+    (("candidates", 0, "image_path"), 7, "candidates[0].image_path", "int"),
+])
+def test_wrong_types_are_errors_naming_the_field_not_strings(tmp_path: Path, path, value, field, says) -> None:
+    """A null id never becomes the id "None", an object text never its Python repr; --skip-bad skips exactly
+    that row."""
+    import copy
+
+    bad = copy.deepcopy(_GOOD)
+    target = bad
+    for k in path[:-1]:
+        target = target[k]
+    target[path[-1]] = value
+    bad["qid"] = bad["qid"] if path != ("qid",) else None
+    f = tmp_path / "s.jsonl"
+    other = {**copy.deepcopy(_GOOD), "qid": "q2"}
+    f.write_text(json.dumps(bad) + "\n" + json.dumps(other) + "\n")
+    with pytest.raises(DataError, match=rf"row 1, field '{re.escape(field)}': .*{says}"):
+        list(load_samples_jsonl(f))
+    report: list = []
+    kept = list(load_samples_jsonl(f, skip_bad=True, report=report))
+    assert [s.qid for s in kept] == ["q2"] and len(report) == 1
+
+
+def test_numeric_ids_are_ids_and_numbers_are_text(tmp_path: Path) -> None:
+    s = Sample.from_dict({"qid": 17, "question": "How many?", "answers": [3],
+                          "candidates": [{"id": 5, "modality": "text", "text": 1984}], "gold_ids": [5]})
+    assert (s.qid, s.answers, s.candidates[0].id, s.candidates[0].text, s.gold_ids) == ("17", ["3"], "5", "1984",
+                                                                                        ["5"])
+
+
+def test_webqa_image_id_that_is_a_list_is_an_error(tmp_path: Path) -> None:
+    from mmrag_rft.data.webqa import webqa_sample
+
+    row = {"Q": "q?", "A": ["a"], "img_posFacts": [{"image_id": [1, 2], "caption": "c"}], "txt_negFacts": []}
+    with pytest.raises(DataError, match=r"field 'img_posFacts\[0\]\.image_id': must be a string or an integer id"):
+        webqa_sample("g1", row)
+    row["img_posFacts"][0] = {"image_id": 12, "caption": {"text": "c"}}
+    with pytest.raises(DataError, match=r"img_posFacts\[0\]\.caption"):
+        webqa_sample("g1", row)
+
+
+def test_mmqa_read_as_our_jsonl_is_refused_not_stringified(shared_data) -> None:
+    """MMQA's answers are objects: read as our JSONL they must be an error, not 2,441 answers like "{'answer': ..."."""
+    mmqa = next((shared_data / "mmqa").glob("*dev*.jsonl*"))
+    with pytest.raises(DataError, match=r"answers\[0\]|must be"):
+        next(iter(load_samples_jsonl(mmqa)))

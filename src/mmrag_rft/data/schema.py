@@ -30,6 +30,36 @@ class DataError(ValueError):
         super().__init__(f"{': '.join([', '.join(where), message]) if where else message}")
 
 
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", type(None): "null", bool: "a boolean"}.get(type(v), type(v).__name__)
+
+
+def as_id(v: Any, field: str) -> str:
+    """An id: a string or an integer (datasets number their items); anything else is an error, never its repr."""
+    if isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)):
+        return str(v)
+    raise DataError(f"must be a string or an integer id, got {_kind(v)}", field=field)
+
+
+def as_text(v: Any, field: str) -> str:
+    """A text field: a string (a number is written out; null is empty); an object or list is an error."""
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    raise DataError(f"must be a string, got {_kind(v)}", field=field)
+
+
+def _optional_str(v: Any, field: str) -> str | None:
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str):
+        raise DataError(f"must be a string, got {_kind(v)}", field=field)
+    return v
+
+
 @dataclass
 class Candidate:
     """One piece of evidence: a text passage, a table (linearised into `text`) or an image.
@@ -84,9 +114,10 @@ class Candidate:
         except ValueError as e:
             raise DataError(f"image_bytes is not valid base64 ({e})", field="image_bytes") from None
         return cls(
-            id=str(d["id"]), modality=d["modality"], title=str(d.get("title") or ""), text=str(d.get("text") or ""),
-            image_path=d.get("image_path"), image_url=d.get("image_url"), image_bytes=image_bytes,
-            source=str(d.get("source") or ""),
+            id=as_id(d["id"], "id"), modality=d["modality"], title=as_text(d.get("title"), "title"),
+            text=as_text(d.get("text"), "text"), image_path=_optional_str(d.get("image_path"), "image_path"),
+            image_url=_optional_str(d.get("image_url"), "image_url"), image_bytes=image_bytes,
+            source=as_text(d.get("source"), "source"),
         )
 
 
@@ -159,8 +190,13 @@ class Sample:
         gold = d.get("gold_ids", [])
         if not isinstance(gold, list):
             raise DataError("gold_ids must be a list", field="gold_ids")
+        meta = d.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise DataError(f"must be an object, got {_kind(meta)}", field="meta")
         return cls(
-            qid=str(d["qid"]), question=d["question"], answers=[str(a) for a in answers], candidates=parsed,
-            gold_ids=[str(g) for g in gold], category=str(d.get("category") or ""),
-            dataset=str(d.get("dataset") or ""), meta=dict(d.get("meta") or {}),
+            qid=as_id(d["qid"], "qid"), question=as_text(d["question"], "question"),
+            answers=[as_text(a, f"answers[{i}]") for i, a in enumerate(answers)], candidates=parsed,
+            gold_ids=[as_id(g, f"gold_ids[{i}]") for i, g in enumerate(gold)],
+            category=as_text(d.get("category"), "category"), dataset=as_text(d.get("dataset"), "dataset"),
+            meta=dict(meta or {}),
         )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrag_rft.data.jsonl import bad_row, iter_lines, open_text
-from mmrag_rft.data.schema import Candidate, DataError, Sample
+from mmrag_rft.data.schema import Candidate, DataError, Sample, as_id, as_text
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,25 @@ def _facts(row: dict[str, Any], key: str, guid: str, path: str) -> list[dict[str
     return v
 
 
+def _fields(f: dict[str, Any], guid: str, path: str, key: str, i: int, **spec: str) -> dict[str, Any]:
+    """Type-checked fields of one fact: `name=kind` with kind id | text | url; errors name the fact's field."""
+    out: dict[str, Any] = {}
+    for name, kind in spec.items():
+        try:
+            v = f.get(name)
+            out[name] = (as_id(v, name) if kind == "id" else as_text(v, name) if kind == "text"
+                         else (as_text(v, name) or None))
+        except DataError as e:
+            raise DataError(e.reason, file=path, row=guid, field=f"{key}[{i}].{name}") from None
+    return out
+
+
 def _img_candidate(f: dict[str, Any], guid: str, path: str, key: str, i: int) -> Candidate:
     if f.get("image_id") in (None, ""):
         raise DataError("missing image_id", file=path, row=guid, field=f"{key}[{i}].image_id")
-    return Candidate(id=str(f["image_id"]), modality="image", title=str(f.get("title") or ""),
-                     text=str(f.get("caption") or ""), image_url=f.get("imgUrl") or f.get("url") or None,
-                     source=str(f.get("url") or ""))
+    v = _fields(f, guid, path, key, i, image_id="id", title="text", caption="text", imgUrl="url", url="url")
+    return Candidate(id=v["image_id"], modality="image", title=v["title"], text=v["caption"],
+                     image_url=v["imgUrl"] or v["url"], source=v["url"] or "")
 
 
 def _txt_candidate(f: dict[str, Any], guid: str, path: str, key: str, i: int) -> Candidate:
@@ -138,8 +151,8 @@ def _txt_candidate(f: dict[str, Any], guid: str, path: str, key: str, i: int) ->
         raise DataError("missing snippet_id", file=path, row=guid, field=f"{key}[{i}].snippet_id")
     if not isinstance(f.get("fact", ""), str):
         raise DataError("must be a string", file=path, row=guid, field=f"{key}[{i}].fact")
-    return Candidate(id=str(f["snippet_id"]), modality="text", title=str(f.get("title") or ""),
-                     text=str(f.get("fact") or ""), source=str(f.get("url") or ""))
+    v = _fields(f, guid, path, key, i, snippet_id="id", title="text", fact="text", url="url")
+    return Candidate(id=v["snippet_id"], modality="text", title=v["title"], text=v["fact"], source=v["url"] or "")
 
 
 def _pool_order(guid: str, cid: str) -> str:
