@@ -89,3 +89,31 @@ def test_convert_round_trip(shared_data: Path, tmp_path: Path) -> None:
     assert len(out.read_text().splitlines()) == 5
     d = json.loads(_run("stats", out).stdout)
     assert d["format"] == "jsonl" and d["samples"] == 5 and d["datasets"] == {"webqa": 5}
+
+
+def test_convert_out_must_be_a_new_file_and_unwritable_folders_are_one_line(tmp_path, shared_data):
+    import os
+
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+
+    src = tmp_path / "s.jsonl"
+    r = CliRunner().invoke(app, ["data", "convert", str(shared_data / "webqa" / "val_records.json.gz"), "--limit",
+                                 "2", "--out", str(src)])
+    assert r.exit_code == 0, r.output
+    before = src.read_bytes()
+    r = CliRunner().invoke(app, ["data", "convert", str(src), "--out", str(src)])
+    assert r.exit_code == 2 and "is the input file" in r.output and src.read_bytes() == before
+    r = CliRunner().invoke(app, ["data", "convert", str(src), "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "is a folder" in r.output
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):  # running as root: permissions do not stop writes
+            return
+        r = CliRunner().invoke(app, ["data", "convert", str(src), "--out", str(ro / "x.jsonl")])
+        assert r.exit_code == 2 and "Permission denied" in r.output and "Traceback" not in r.output
+    finally:
+        os.chmod(ro, 0o700)

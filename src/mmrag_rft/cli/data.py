@@ -63,7 +63,10 @@ def stats(
     _report_skipped(report)
     text = json.dumps(result, indent=2, ensure_ascii=False)
     if out_file is not None:
-        atomic_write_text(out_file, text + "\n")
+        try:
+            atomic_write_text(out_file, text + "\n")
+        except OSError as e:
+            raise fail(f"{e.filename or out_file}: {e.strerror or e}") from None
     out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -83,6 +86,10 @@ def convert(
     from mmrag_rft.data.schema import DataError
 
     _check_format(format)
+    if out_path.is_dir():
+        raise fail(f"--out {out_path}: is a folder; name the samples JSONL file to write")
+    if out_path.exists() and path.exists() and out_path.resolve() == path.resolve():
+        raise fail(f"--out {out_path}: is the input file; converting would replace it (write elsewhere)")
     report: list[DataError] = []
     try:
         samples = load_samples(path, format, skip_bad=skip_bad, report=report, limit=limit,
@@ -90,6 +97,8 @@ def convert(
         n = write_samples_jsonl(samples, out_path, with_bytes=with_bytes)
     except DataError as e:
         raise fail(str(e)) from None
+    except OSError as e:  # a read-only or full output folder
+        raise fail(f"{e.filename or out_path}: {e.strerror or e}") from None
     _report_skipped(report)
     console.print(f"wrote {n} samples to {out_path}", highlight=False)
 

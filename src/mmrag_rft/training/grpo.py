@@ -304,13 +304,36 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return [d for _, d in found]
 
 
+def checkpoint_problem(d: Path) -> str | None:
+    """Why checkpoint folder `d` cannot be resumed from (None if it can): the Trainer writes trainer_state.json
+    last, so a folder without it was torn by a kill mid-save; a broken state or weights file names itself."""
+    state = d / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json: killed while saving?"
+    try:
+        int(json.loads(state.read_text())["global_step"])
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        return f"{state} is unreadable ({type(e).__name__}: {e})"
+    weights = [d / n for n in ("adapter_model.safetensors", "model.safetensors") if (d / n).is_file()]
+    if not weights:
+        return "no adapter_model.safetensors or model.safetensors"
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights[0]), framework="pt") as f:
+            f.keys()
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a torn header
+        return f"{weights[0]} is unreadable ({type(e).__name__}: {e})"
+    return None
+
+
 def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest *complete* checkpoint-N. The Trainer writes trainer_state.json after the weights, optimizer and
-    RNG state, so a folder without it was torn by a kill mid-save; resuming from it would fail, so skip it."""
+    """The newest checkpoint-N that can be resumed from; broken newer ones are skipped with a warning naming why."""
     for d in reversed(checkpoints(output_dir)):
-        if (d / "trainer_state.json").is_file():
+        problem = checkpoint_problem(d)
+        if problem is None:
             return d
-        log.warning("%s is incomplete (no trainer_state.json: killed while saving?); skipping it", d)
+        log.warning("%s cannot be resumed from (%s); falling back to the one before it", d, problem)
     return None
 
 
