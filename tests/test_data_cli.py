@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from typer.testing import CliRunner
 
 from mmrag_rft.cli import app
@@ -117,3 +119,73 @@ def test_convert_out_must_be_a_new_file_and_unwritable_folders_are_one_line(tmp_
         assert r.exit_code == 2 and "Permission denied" in r.output and "Traceback" not in r.output
     finally:
         os.chmod(ro, 0o700)
+
+
+def test_a_bad_utf8_byte_is_an_error_of_its_own_line_and_skip_bad_skips_only_it(tmp_path):
+    from mmrag_rft.data import DataError, load_corpus
+
+    rows = [json.dumps({"id": f"c{i}", "modality": "text", "text": f"passage {i}"}).encode() for i in range(4)]
+    rows[2] = rows[2].replace(b"passage", b"pass\xffage")
+    f = tmp_path / "c.jsonl"
+    f.write_bytes(b"\n".join(rows) + b"\n")
+    with pytest.raises(DataError, match=r"row 3: not valid UTF-8"):
+        list(load_corpus(f))
+    report: list = []
+    assert [c.id for c in load_corpus(f, skip_bad=True, report=report)] == ["c0", "c1", "c3"]
+    assert len(report) == 1 and report[0].row == 3
+
+
+def test_stats_reads_a_corpus_whose_first_line_is_longer_than_64_kb_and_takes_format_corpus(tmp_path):
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"id": "long", "modality": "text", "text": "word " * 30_000}) + "\n"
+                 + json.dumps({"id": "short", "modality": "text", "text": "hi"}) + "\n")
+    for args in ([], ["--format", "corpus"]):
+        r = CliRunner().invoke(app, ["data", "stats", str(f), *args])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["format"] == "corpus"
+
+
+def test_files_and_index_folders_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from mmrag_rft.config import atomic_write_text
+    from mmrag_rft.retrieval.index import RetrievalConfig, build_index
+    from mmrag_rft.data.schema import Candidate
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+        build_index([Candidate(id="x", modality="text", text="hello")], tmp_path / "idx",
+                    RetrievalConfig(use_dense=False), progress=False)
+        assert stat.S_IMODE((tmp_path / "idx").stat().st_mode) == 0o755
+        assert stat.S_IMODE((tmp_path / "idx" / "manifest.json").stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_embedder_folder_that_does_not_exist_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"id": "a", "modality": "text", "text": "hi"}) + "\n")
+    r = CliRunner().invoke(app, ["index", str(f), "--out", str(tmp_path / "i"), "--embedder", "/nonexistent"])
+    assert r.exit_code == 2 and "no such folder" in r.output and "alphanumeric" not in r.output
+
+
+def test_a_manifest_that_is_not_an_object_is_one_clear_line(tmp_path):
+    from mmrag_rft.retrieval.index import HybridIndex, IndexLoadError, RetrievalConfig, build_index
+    from mmrag_rft.data.schema import Candidate
+
+    build_index([Candidate(id="x", modality="text", text="hello")], tmp_path / "idx",
+                RetrievalConfig(use_dense=False), progress=False)
+    (tmp_path / "idx" / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(IndexLoadError, match="expected a JSON object, got list"):
+        HybridIndex.load(tmp_path / "idx")

@@ -248,3 +248,18 @@ def test_stage1_skip_on_a_pool_follows_the_retrievers_order(shared_data):
     from mmrag_rft.retrieval.index import rank_pool
 
     assert r.kept_ids == [h.candidate.id for h in rank_pool(s.question, s.candidates, 2)]
+
+
+def test_huge_questions_and_candidate_texts_are_clipped_before_tokenising(demo_index, caplog):
+    """A 108 KB question (40 s and 5 GB before) and a 10 MB caption are clipped, with a warning naming them."""
+    from mmrag_rft.data.schema import Candidate
+    from mmrag_rft.retrieval.embed import MAX_INDEXED_CHARS, candidate_text
+
+    cfg = PipelineConfig(top_n=3, filter=FilterConfig(0.0, 1), max_question_chars=500)
+    with caplog.at_level("WARNING"):
+        r = Pipeline(_Fixed("m"), index=demo_index, config=cfg).ask("colour? " * 13_500)
+    assert len(r.question) == 500 and "characters; using the first 500" in caplog.text
+    big = Candidate(id="huge", modality="image", text="a cat " * 2_000_000)
+    with caplog.at_level("WARNING"):
+        assert len(candidate_text(big)) == MAX_INDEXED_CHARS
+    assert "'huge'" in caplog.text

@@ -53,11 +53,12 @@ class PipelineConfig:
     # ranking does not yet beat the order it receives; the answer still comes from stage 2)
     sources: Literal["stage2", "filter"] = "stage2"
     max_sources: int = 0  # cite at most this many (0: all that the chosen ranking lists)
+    max_question_chars: int = 2000  # longer questions are clipped (with a warning) before anything tokenises them
 
     # the same bounds the HTTP API puts on its per-request fields, where they overlap
     RANGES = {"top_n": (1, 1000), "stage1_samples": (1, 64), "stage1_max_new_tokens": (1, 4096),
               "stage1_batch_size": (1, 4096), "stage2_max_new_tokens": (1, 8192), "stage2_temperature": (0.0, 5.0),
-              "max_sources": (0, 1000)}
+              "max_sources": (0, 1000), "max_question_chars": (1, 1_000_000)}
 
     def __post_init__(self) -> None:
         from mmrag_rft.config import check_ranges
@@ -304,6 +305,12 @@ class Pipeline:
             question.encode("utf-8")
         except UnicodeEncodeError:
             raise ValueError("question contains characters that are not valid Unicode (a lone surrogate)") from None
+        if len(question) > self.config.max_question_chars:
+            import logging
+
+            logging.getLogger(__name__).warning("question %r... has %d characters; using the first %d",
+                                                question[:40], len(question), self.config.max_question_chars)
+            question = question[: self.config.max_question_chars]
         cfg = self.config
         if threshold is not None or top_k is not None:  # per-request overrides never touch the shared config
             cfg = copy.deepcopy(cfg)

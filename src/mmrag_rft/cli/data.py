@@ -11,17 +11,18 @@ import typer
 from mmrag_rft.cli._common import console, fail, out
 
 _FORMAT_HELP = "auto | webqa | webqa-tsv | mmqa | jsonl (auto reads the file's content)."
+_STATS_FORMAT_HELP = "auto | webqa | webqa-tsv | mmqa | jsonl | corpus (auto reads the file's content)."
 
 
 def _loader_options(images_tsv: Optional[Path], image_dir: Optional[Path]) -> dict[str, object]:
     return {"images_tsv": images_tsv, "image_dir": image_dir}
 
 
-def _check_format(format: str) -> None:
+def _check_format(format: str, extra: tuple[str, ...] = ()) -> None:
     from mmrag_rft.data.loaders import FORMATS
 
-    if format not in FORMATS:
-        raise fail(f"--format must be one of {', '.join(FORMATS)}; got {format!r}")
+    if format not in FORMATS + extra:
+        raise fail(f"--format must be one of {', '.join(FORMATS + extra)}; got {format!r}")
 
 
 def _report_skipped(report: list) -> None:
@@ -32,7 +33,7 @@ def _report_skipped(report: list) -> None:
 
 def stats(
     path: Path = typer.Argument(..., help="WebQA JSON/TSV, MMQA jsonl, our samples JSONL, or a corpus JSONL."),
-    format: str = typer.Option("auto", "--format", "-f", help=_FORMAT_HELP),
+    format: str = typer.Option("auto", "--format", "-f", help=_STATS_FORMAT_HELP),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Report and skip malformed rows instead of stopping."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON here."),
     images_tsv: Optional[Path] = typer.Option(None, "--images-tsv", help="WebQA imgs.tsv (lineidx beside it)."),
@@ -44,7 +45,7 @@ def stats(
     from mmrag_rft.data.loaders import detect_format, load_samples, summarize, summarize_corpus
     from mmrag_rft.data.schema import DataError
 
-    _check_format(format)
+    _check_format(format, extra=("corpus",))
     report: list[DataError] = []
     try:
         fmt = detect_format(path) if format == "auto" else format

@@ -27,7 +27,7 @@ def _retrieval_config(path: Optional[Path], overrides: list[str]) -> Any:
 def _candidates(path: Path, fmt: str, *, skip_bad: bool, images_tsv: Optional[Path],
                 report: list[Any]) -> tuple[Iterator[Any], int | None, str]:
     """(candidate stream, total if cheaply known, format used). Sample files give the union of their pools."""
-    from mmrag_rft.data.jsonl import load_corpus, open_text
+    from mmrag_rft.data.jsonl import count_lines, load_corpus
     from mmrag_rft.data.loaders import detect_format, load_samples
 
     detected = detect_format(path) if fmt in ("auto", "jsonl") else fmt
@@ -36,8 +36,7 @@ def _candidates(path: Path, fmt: str, *, skip_bad: bool, images_tsv: Optional[Pa
     elif fmt == "auto":
         fmt = detected
     if fmt == "corpus":
-        with open_text(path) as f:
-            total = sum(1 for line in f if line.strip())
+        total = count_lines(path)
         return load_corpus(path, skip_bad=skip_bad, report=report), total, fmt
     kw: dict[str, Any] = {}
     if images_tsv is not None:

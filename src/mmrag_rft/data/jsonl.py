@@ -55,26 +55,50 @@ def read_head(path: str | os.PathLike[str], n: int = 65536) -> str:
         raise DataError(f"unreadable ({e})", file=str(path)) from None
 
 
-_READ_ERRORS = (OSError, EOFError, zlib.error, UnicodeDecodeError)
+def count_lines(path: str | os.PathLike[str]) -> int:
+    """Non-blank lines (for a progress bar's total), read as bytes so no encoding problem can stop the count."""
+    p = Path(path)
+    open_text(p).close()
+    try:
+        with (gzip.open(p, "rb") if is_gzip(p) else open(p, "rb")) as f:
+            return sum(1 for raw in f if raw.strip())
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"unreadable ({e}); is the file truncated?", file=str(p)) from None
 
 
-def iter_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
-    """(1-based line number, line) for non-blank lines; a truncated gzip stream is a DataError, not EOFError."""
-    f = open_text(path)
+def iter_lines(path: str | os.PathLike[str], *, skip_bad: bool = False, report: list[DataError] | None = None,
+               quiet: bool = False) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) for non-blank lines; a truncated gzip stream is a DataError, not EOFError.
+
+    Lines are decoded one by one, so a bad UTF-8 byte is an error of its own line (skipped with `skip_bad`),
+    not of the whole file. `quiet`: drop such lines silently (a pre-pass whose main pass reports them)."""
+    p = Path(path)
+    open_text(p).close()  # the file-level checks and their messages (missing, a folder)
+    f = gzip.open(p, "rb") if is_gzip(p) else open(p, "rb")
     lineno = 0
     try:
         with f:
-            for lineno, line in enumerate(f, 1):
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    if quiet:
+                        continue
+                    bad_row(DataError(f"not valid UTF-8 (byte {e.start} of the line)", file=str(p), row=lineno),
+                            skip_bad, report)
+                    continue
+                if lineno == 1:
+                    line = line.lstrip("\ufeff")
                 if line.strip():
                     yield lineno, line
-    except _READ_ERRORS as e:
-        raise DataError(f"unreadable after line {lineno} ({e}); is the file truncated?", file=str(path)) from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"unreadable after line {lineno} ({e}); is the file truncated?", file=str(p)) from None
 
 
 def iter_json_lines(path: str | os.PathLike[str], *, skip_bad: bool = False,
                     report: list[DataError] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) per JSONL row; a line that is not a JSON object is a row error."""
-    for lineno, line in iter_lines(path):
+    for lineno, line in iter_lines(path, skip_bad=skip_bad, report=report):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:

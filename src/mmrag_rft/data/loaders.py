@@ -19,6 +19,7 @@ Format = Literal["auto", "webqa", "webqa-tsv", "mmqa", "jsonl"]
 FORMATS: tuple[str, ...] = ("auto", "webqa", "webqa-tsv", "mmqa", "jsonl")
 # What detect_format can say: the sample formats above plus "corpus" (our candidate-per-line file).
 DETECTED: tuple[str, ...] = ("webqa", "webqa-tsv", "mmqa", "jsonl", "corpus")
+FIRST_LINE_LIMIT = 16 * 1024 * 1024  # a JSONL row longer than this is sniffed by the regex alone
 
 _WEBQA_KEYS = re.compile(r'"(Qcate|Guid|img_posFacts|txt_posFacts|img_Facts|txt_Facts)"\s*:')
 
@@ -45,17 +46,21 @@ def _classify_object(obj: dict[str, Any]) -> str | None:
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """'webqa' | 'webqa-tsv' | 'mmqa' | 'jsonl' | 'corpus', from the first 64 KB (gzip or not)."""
+    """'webqa' | 'webqa-tsv' | 'mmqa' | 'jsonl' | 'corpus', from the first 64 KB, or the whole first line where
+    that is longer (gzip or not)."""
     p = Path(path)
     head = read_head(p)
     stripped = head.lstrip("\ufeff \t\r\n")
     if not stripped:
         raise DataError("empty file", file=str(p))
+    if "\n" not in stripped and len(head) == 65536:  # a first line longer than the sniffed head: read it whole
+        head = read_head(p, FIRST_LINE_LIMIT)
+        stripped = head.lstrip("\ufeff \t\r\n")
     first_line = stripped.split("\n", 1)[0]
     if first_line.startswith("Guid\t") or ("\t" in first_line and "Qcate" in first_line.split("\t")):
         return "webqa-tsv"
     if stripped[0] == "{":
-        if "\n" in stripped or len(head) < 65536:
+        if "\n" in stripped or len(head) < FIRST_LINE_LIMIT:
             try:
                 obj = json.loads(first_line)
             except json.JSONDecodeError:

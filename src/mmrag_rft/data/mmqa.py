@@ -84,7 +84,7 @@ def _needed_ids(path: Path) -> set[str]:
     """Ids the questions reference: a quiet pre-pass over the whole file (bad rows are reported by the main
     pass; with --limit and skipped rows, which rows make the cut is only known then)."""
     ids: set[str] = set()
-    for _, line in iter_lines(path):
+    for _, line in iter_lines(path, quiet=True):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError:

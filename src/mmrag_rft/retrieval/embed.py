@@ -7,6 +7,7 @@ manifest records, so an index is never queried with a different embedder than th
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -47,9 +48,18 @@ def model_location(name: str | os.PathLike[str] | None) -> str:
     return canon
 
 
+MAX_INDEXED_CHARS = 20_000  # tokenizers see a whole string before truncating it: a 10 MB caption costs GBs
+
+
 def candidate_text(c: Candidate) -> str:
-    """What gets embedded and BM25-indexed for a candidate: images stand in through their title and caption."""
-    return c.display_text()
+    """What gets embedded and BM25-indexed for a candidate: images stand in through their title and caption;
+    clipped to MAX_INDEXED_CHARS (with a warning naming the candidate)."""
+    text = c.display_text()
+    if len(text) > MAX_INDEXED_CHARS:
+        logging.getLogger(__name__).warning("candidate %r has %d characters; indexing the first %d", c.id,
+                                            len(text), MAX_INDEXED_CHARS)
+        text = text[:MAX_INDEXED_CHARS]
+    return text
 
 
 class TextEmbedder:
@@ -63,6 +73,9 @@ class TextEmbedder:
         self.name = canonical_name(name)
         self.batch_size = batch_size
         loc = model_location(name)
+        if isinstance(loc, str) and loc.startswith((".", "/", "~")) and not Path(loc).expanduser().exists():
+            raise RuntimeError(f"embedder {self.name!r}: no such folder {loc!r} (give a sentence-transformers "
+                               "folder, or a model id in the local cache)")
         try:
             self.model = SentenceTransformer(loc, device=device or "cpu")
         except Exception as e:

@@ -501,6 +501,13 @@ def build_index(candidates: Iterable[Any], out_dir: str | os.PathLike[str], conf
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
     """Rename the finished build over `out`; the old index is removed only once the new one is in place."""
+    from mmrag_rft.config import current_umask
+
+    mask = current_umask()
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it 0700: an index built by one account is served by another
+    for sub in tmp.rglob("*"):
+        if sub.is_dir():
+            os.chmod(sub, 0o777 & ~mask)
     old = None
     if out.exists():
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
@@ -557,7 +564,13 @@ class HybridIndex:
         if not mpath.is_file():
             raise IndexLoadError(f"{mpath}: missing; {d} is not an index or its build did not finish (rebuild it)")
         try:
-            m = IndexManifest.from_dict(json.loads(mpath.read_text()))
+            raw = json.loads(mpath.read_text())
+            if not isinstance(raw, dict):
+                raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+            m = IndexManifest.from_dict(raw)
+            if not isinstance(m.config or {}, dict) or not isinstance(m.files or {}, dict) \
+                    or not isinstance(m.sha256 or {}, dict):
+                raise ValueError("config, files and sha256 must be objects")
         except (ValueError, TypeError) as e:
             raise IndexLoadError(f"{mpath}: unreadable manifest ({e}); rebuild the index") from None
         if m.format_version != INDEX_FORMAT:
