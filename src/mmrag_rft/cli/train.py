@@ -41,6 +41,8 @@ def _run(stage: int, config: Path, overrides: list[str] | None, resume: bool, ou
         res = train(cfg, stage=stage, init=init, resume=resume, overwrite=overwrite)
     except (DataError, FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from None
+    except OSError as e:  # a read-only or full output folder
+        raise fail(f"{e.filename or cfg.output_dir}: {e.strerror or e}") from None
     out.print_json(json.dumps(res.to_dict(), default=str))
     console.print(f"stage {stage}: {res.global_step} steps; merged model in {res.merged_dir}; "
                   f"log {res.log_path} (draw it with `mmrag plot-training {res.output_dir}`)")
