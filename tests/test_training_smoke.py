@@ -297,3 +297,56 @@ def test_a_finished_run_exports_as_the_shipped_model_kind(stage1_run, tmp_path):
     assert got.score_yes_no(p) == pytest.approx(want.score_yes_no(p), abs=1e-4)
     bad = CliRunner().invoke(app, ["train", "export", str(tmp_path), "--to", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a finished training run" in bad.output
+
+
+# Only what a CPU cannot have (bf16, vLLM, a GPU-sized model) and what makes it quick changes; every other key of
+# the paper-scale files runs as written (G=8, beta, LoRA r64 on all projections, max_pixels, gradient
+# checkpointing, accumulation, cosine schedule, strict format reward).
+PAPER_SCALE_CPU = ["model.path=tiny-vlm25", "model.dtype=float32", "grpo.bf16=false", "grpo.use_vllm=false",
+                   "grpo.max_steps=2", "grpo.max_completion_length=12", "grpo.save_steps=2"]
+
+
+def _image_data(tmp: Path, n_questions: int = 4, n_candidates: int = 9) -> Path:
+    from mmrag_rft.data.loaders import demo_corpus_dir
+
+    imgs = sorted(p for p in (demo_corpus_dir() / "images").iterdir() if p.suffix in (".jpg", ".png"))
+    rows = []
+    for q in range(n_questions):
+        cands = [Candidate(id=f"q{q}-i{i}", modality="image", title=f"picture {i}", text=f"a photo {i}",
+                           image_path=str(imgs[i % len(imgs)])) for i in range(n_candidates // 2)]
+        cands += [Candidate(id=f"q{q}-t{i}", modality="text", title=f"Doc {i}", text=f"Fact {i} about {q}.")
+                  for i in range(n_candidates - len(cands))]
+        rows.append(Sample(qid=f"p{q}", question=f"what is shown in {q}?", answers=["a photo"], candidates=cands,
+                           gold_ids=[cands[q % len(cands)].id]).to_dict())
+    p = tmp / "paper.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_paper_scale_configs_train_both_stages_on_a_tiny_qwen25_vl(tmp_path):
+    """configs/stage{1,2}_qwen2.5-vl-3b.yaml on Qwen2_5_VLForConditionalGeneration (windowed vision attention,
+    its own rope index), pixels through the vision tower, stage 2 from the stage-1 run; then the pipeline."""
+    from mmrag_rft.models.loading import load_backend
+    from mmrag_rft.pipeline import Pipeline, PipelineConfig
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import train
+
+    data = _image_data(tmp_path)
+    runs = {}
+    for stage in (1, 2):
+        cfg = load_train_config(ROOT / f"configs/stage{stage}_qwen2.5-vl-3b.yaml",
+                                PAPER_SCALE_CPU + [f"data.path={data}", f"output_dir={tmp_path / f's{stage}'}"])
+        assert cfg.lora.r == 64 and cfg.grpo.num_generations == 8 and cfg.model.max_pixels == 401408
+        res = train(cfg, stage=stage, init=str(runs[1].output_dir) if stage == 2 else None)
+        assert res.global_step == 2
+        steps = [json.loads(x) for x in Path(res.log_path).read_text().splitlines() if "train_runtime" not in x]
+        assert steps and all(math.isfinite(r["loss"]) for r in steps)
+        merged = json.loads((Path(res.merged_dir) / "config.json").read_text())
+        assert merged["model_type"] == "qwen2_5_vl"
+        runs[stage] = res
+    backend = load_backend(str(runs[2].output_dir))
+    assert backend.supports_images
+    s = Sample.from_dict(json.loads(data.read_text().splitlines()[0]))
+    r = Pipeline(backend, config=PipelineConfig(top_n=9, stage2_max_new_tokens=8)).ask(s.question,
+                                                                                       candidates=s.candidates)
+    assert len(r.judgements) == 9 and all(0.0 <= j.score <= 1.0 for j in r.judgements)

@@ -3,7 +3,7 @@
 
 spec: "default" (the shipped system: SmolLM2-135M-Instruct + the trained stage-1 adapter in the package),
 "base" (the untrained SmolLM2-135M-Instruct), "qwen2.5-coder-0.5b" (the optional stage-2 reader, `./run.sh reader`),
-"tiny-vlm" / "tiny-lm" (random tiny models for tests), a model
+"tiny-vlm" / "tiny-vlm25" / "tiny-lm" (random tiny Qwen2-VL, Qwen2.5-VL and Llama for tests), a model
 folder, a training run folder (its `merged/` model), a PEFT adapter folder (merged into its base once, cached),
 or a Hugging Face hub id (needs the model in the local HF cache, or internet with HF_HUB_OFFLINE unset).
 A folder's `mmrag_model.json` carries the settings it was trained with (`model_settings`).
@@ -19,7 +19,8 @@ from typing import Any
 
 from mmrag_rft.models.backend import PolicyBackend
 
-BUILTIN_SPECS = ("default", "base", "qwen2.5-coder-0.5b", "tiny-vlm", "tiny-lm")
+BUILTIN_SPECS = ("default", "base", "qwen2.5-coder-0.5b", "tiny-vlm", "tiny-vlm25", "tiny-lm")
+TINY_SPECS = ("tiny-vlm", "tiny-vlm25", "tiny-lm")
 READER_SPEC = "qwen2.5-coder-0.5b"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "trained"  # package data: the trained adapters
 
@@ -59,6 +60,10 @@ def source_path(spec: str) -> Path:
         from mmrag_rft.models.tiny import build_tiny_vlm
 
         return build_tiny_vlm()
+    if spec == "tiny-vlm25":
+        from mmrag_rft.models.tiny import build_tiny_vlm25
+
+        return build_tiny_vlm25()
     if spec == "tiny-lm":
         from mmrag_rft.models.tiny import build_tiny_lm
 
@@ -108,7 +113,7 @@ def model_settings(spec: str) -> dict[str, Any]:
     settings it was trained for (`pipeline`), its held-out numbers."""
     from mmrag_rft.models.export import read_manifest
 
-    if str(spec).strip() in ("tiny-vlm", "tiny-lm"):
+    if str(spec).strip() in TINY_SPECS:
         return {}
     path = source_path(spec)
     found = read_manifest(path)

@@ -1,7 +1,8 @@
 """Tiny randomly initialised models with the real architectures, for fast tests and smoke runs.
 
 `build_tiny_vlm` is the real `Qwen2VLForConditionalGeneration` (vision tower, patch merger, M-RoPE) at toy size,
-so the pixel path runs for real on a CPU in well under a second. The tokenizer is SmolLM2's plus Qwen2-VL's
+so the pixel path runs for real on a CPU in well under a second; `build_tiny_vlm25` is the same for
+`Qwen2_5_VLForConditionalGeneration`, the paper-scale configs' class (windowed vision attention, its own rope index). The tokenizer is SmolLM2's plus Qwen2-VL's
 vision special tokens, and the processor is `QwenVLProcessor` (no torchvision needed). Weights are random
 (seeded): outputs are gibberish by design; these models exercise code paths, not answer questions.
 """
@@ -17,6 +18,7 @@ from mmrag_rft.config import cache_dir
 from mmrag_rft.models.default import ensure_default_model, file_lock, is_complete, publish_dir
 
 TINY_VLM_NAME = "tiny-qwen2-vl"
+TINY_VLM25_NAME = "tiny-qwen2.5-vl"
 TINY_LM_NAME = "tiny-llama"
 
 
@@ -68,6 +70,44 @@ def tiny_vlm_config(tok: Any) -> Any:
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=pad)
+
+
+def tiny_vlm25_config(tok: Any) -> Any:
+    """Qwen2.5-VL at toy size: two vision blocks, the first windowed and the second full attention, as in the
+    real model's pattern (fullatt_block_indexes)."""
+    from transformers import Qwen2_5_VLConfig
+
+    base = tiny_vlm_config(tok).to_dict()
+    return Qwen2_5_VLConfig(
+        text_config=base["text_config"],
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                           fullatt_block_indexes=[1]),
+        image_token_id=base["image_token_id"], video_token_id=base["video_token_id"],
+        vision_start_token_id=base["vision_start_token_id"], vision_end_token_id=base["vision_end_token_id"],
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=base["eos_token_id"],
+        pad_token_id=tok.pad_token_id)
+
+
+def build_tiny_vlm25(out_dir: str | Path | None = None, *, seed: int = 0) -> Path:
+    """A tiny random Qwen2.5-VL (text hidden 64 x 2 layers, vision depth 2: windowed + full) + QwenVLProcessor."""
+    final = Path(out_dir) if out_dir is not None else cache_dir() / "models" / TINY_VLM25_NAME
+
+    def make(tmp: Path) -> None:
+        import torch
+        from transformers import Qwen2_5_VLForConditionalGeneration
+
+        from mmrag_rft.models.processor import QwenVLProcessor
+
+        tok = _tokenizer(with_vision=True)
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(tiny_vlm25_config(tok))
+        model.generation_config.eos_token_id = model.config.eos_token_id
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(tmp)
+        QwenVLProcessor.from_parts(tok).save_pretrained(tmp)
+
+    return _build(final, make)
 
 
 def build_tiny_vlm(out_dir: str | Path | None = None, *, seed: int = 0) -> Path:
