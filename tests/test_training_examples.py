@@ -173,8 +173,12 @@ def test_config_loads_every_shipped_yaml_and_rejects_typos():
         assert isinstance(cfg, TrainConfig)
     with pytest.raises(ConfigError, match="num_generatoins"):
         load_train_config(None, ["grpo.num_generatoins=4"])
-    with pytest.raises(ConfigError, match="multiple"):
-        load_train_config(None, ["grpo.num_generations=4", "grpo.per_device_train_batch_size=6"])
+    from mmrag_rft.training.grpo import check_group_batch
+
+    cfg = load_train_config(None, ["grpo.num_generations=4", "grpo.per_device_train_batch_size=6"])
+    with pytest.raises(ValueError, match=r"x processes \(1\) = 6 is not a multiple of grpo.num_generations \(4\)"):
+        check_group_batch(cfg, 1)
+    check_group_batch(cfg, 2)  # 12 completions over two processes hold three whole groups
 
 
 def test_grpo_section_names_exist_in_trl_grpoconfig():

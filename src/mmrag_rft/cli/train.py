@@ -18,10 +18,41 @@ _RESUME = typer.Option(False, "--resume", help="Continue from the last checkpoin
 _OVERWRITE = typer.Option(False, "--overwrite", help="Start over in an output folder that holds a run (the old run is "
                                                      "moved aside to NAME.old-TIME).")
 _OUTPUT = typer.Option(None, "--output", "-o", help="Output folder (overrides output_dir).")
+_DRY = typer.Option(False, "--dry-run", help="Check the config, accelerate file and model (no weights loaded) and "
+                                             "print the plan; train nothing.")
+_ACC = typer.Option(None, "--accelerate-config", help="The accelerate config the run will be launched with (for "
+                                                      "--dry-run: processes, DeepSpeed stage, precision).")
+_PROCS = typer.Option(None, "--num-processes", min=1, help="Processes the run will use (for --dry-run; default: "
+                                                           "the accelerate config's, else 1).")
+
+
+def _dry_run(stage: int, cfg, init: str | None, accelerate_config: Path | None, num_processes: int | None) -> None:
+    from rich.table import Table
+
+    from mmrag_rft.training.dry_run import dry_run
+
+    try:
+        r = dry_run(cfg, stage=stage, accelerate_config=accelerate_config, num_processes=num_processes, init=init)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    t = Table(title=f"stage {stage} plan (dry run: nothing trained, no weights loaded)", show_header=False)
+    for k, v in r.plan.items():
+        t.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+    out.print(t)
+    from rich.markup import escape
+
+    for n in r.notes:
+        console.print(f"[yellow]note:[/] {escape(n)}", highlight=False, soft_wrap=True)
+    for p in r.problems:
+        console.print(f"[bold red]error:[/] {escape(p)}", highlight=False, soft_wrap=True)
+    if r.problems:
+        raise typer.Exit(2)
+    console.print("[green]dry run ok[/]: nothing found that would stop this run before its first step")
 
 
 def _run(stage: int, config: Path, overrides: list[str] | None, resume: bool, output: Path | None,
-         init: str | None, overwrite: bool = False) -> None:
+         init: str | None, overwrite: bool = False, dry: bool = False, accelerate_config: Path | None = None,
+         num_processes: int | None = None) -> None:
     from mmrag_rft.config import ConfigError
     from mmrag_rft.data.schema import DataError
     from mmrag_rft.training.config import load_train_config
@@ -35,6 +66,8 @@ def _run(stage: int, config: Path, overrides: list[str] | None, resume: bool, ou
         raise fail(str(e)) from None
     if init is not None and not Path(init).exists():
         raise fail(f"--init {init}: no such checkpoint folder")
+    if dry:
+        return _dry_run(stage, cfg, init, accelerate_config, num_processes)
     from mmrag_rft.training.grpo import train
 
     try:
@@ -55,18 +88,20 @@ def _run(stage: int, config: Path, overrides: list[str] | None, resume: bool, ou
 def stage1(config: Path = _CONFIG, overrides: Optional[list[str]] = _SET, resume: bool = _RESUME,
            output: Optional[Path] = _OUTPUT,
            init: Optional[str] = typer.Option(None, "--init", help="Start from this model/run instead of model.path."),
-           overwrite: bool = _OVERWRITE) -> None:
+           overwrite: bool = _OVERWRITE, dry: bool = _DRY, accelerate_config: Optional[Path] = _ACC,
+           num_processes: Optional[int] = _PROCS) -> None:
     """Stage 1: rule-based GRPO on point-wise yes/no relevance (format + accuracy rewards)."""
-    _run(1, config, overrides, resume, output, init, overwrite)
+    _run(1, config, overrides, resume, output, init, overwrite, dry, accelerate_config, num_processes)
 
 
 @train_app.command("stage2")
 def stage2(config: Path = _CONFIG,
            init: Optional[str] = typer.Option(None, "--init", help="The stage-1 run folder (or its merged/ model)."),
            overrides: Optional[list[str]] = _SET, resume: bool = _RESUME, output: Optional[Path] = _OUTPUT,
-           overwrite: bool = _OVERWRITE) -> None:
+           overwrite: bool = _OVERWRITE, dry: bool = _DRY, accelerate_config: Optional[Path] = _ACC,
+           num_processes: Optional[int] = _PROCS) -> None:
     """Stage 2: reasoning GRPO on list-wise ranking + answer (format + ranking + answer rewards)."""
-    _run(2, config, overrides, resume, output, init, overwrite)
+    _run(2, config, overrides, resume, output, init, overwrite, dry, accelerate_config, num_processes)
 
 
 @train_app.command("export")

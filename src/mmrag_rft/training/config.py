@@ -80,7 +80,9 @@ class GRPOSection:
     max_grad_norm: float = 1.0
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides num_train_epochs
-    per_device_train_batch_size: int = 4  # completions per device per step (a multiple of num_generations)
+    # completions per device per step; x gradient_accumulation_steps x processes must hold whole groups of
+    # num_generations (checked by `train` and `--dry-run`, which know the process count)
+    per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     generation_batch_size: int | None = None
     logging_steps: int = 1
@@ -161,9 +163,6 @@ class TrainConfig:
             check_ranges(section)
         if g.max_steps == 0 or (g.max_steps < 0 and g.num_train_epochs <= 0):
             raise ValueError("nothing to train: set grpo.max_steps > 0 or grpo.num_train_epochs > 0")
-        if (g.per_device_train_batch_size * g.gradient_accumulation_steps) % g.num_generations:
-            raise ValueError("grpo.per_device_train_batch_size x gradient_accumulation_steps must be a multiple "
-                             "of grpo.num_generations")
 
 
 def load_train_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> TrainConfig:

@@ -427,6 +427,20 @@ def check_resume_config(saved_path: Path, cfg: TrainConfig) -> None:
                          "--overwrite) to change the others")
 
 
+def check_group_batch(cfg: TrainConfig, processes: int | None = None) -> None:
+    """TRL generates whole groups: per-device batch x accumulation x processes must be a multiple of G."""
+    if processes is None:
+        from accelerate import PartialState
+
+        processes = PartialState().num_processes
+    g = cfg.grpo
+    total = g.per_device_train_batch_size * g.gradient_accumulation_steps * processes
+    if total % g.num_generations:
+        raise ValueError(f"grpo.per_device_train_batch_size ({g.per_device_train_batch_size}) x "
+                         f"gradient_accumulation_steps ({g.gradient_accumulation_steps}) x processes ({processes}) "
+                         f"= {total} is not a multiple of grpo.num_generations ({g.num_generations})")
+
+
 def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: bool = False,
           overwrite: bool = False, stage1_scores: dict[str, dict[str, float]] | None = None,
           callbacks: list[Any] | None = None) -> RunResult:
@@ -434,6 +448,7 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     folder that holds one needs `overwrite` (the old run is moved aside, never mixed with the new one)."""
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+    check_group_batch(config)
     _offline()
     from mmrag_rft.rewards import make_reward_funcs
     from mmrag_rft.training.shared_prompt import SharedPromptGRPOTrainer

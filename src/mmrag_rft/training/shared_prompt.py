@@ -72,6 +72,24 @@ def prefill_shared(lm: Any, ids: torch.Tensor, mask: torch.Tensor, *, key: str,
     return cache, first
 
 
+# The TRL releases whose private `_get_per_token_logps_and_entropies` / `_generate` this file overrides were read
+# and tested; outside them sharing switches itself off (TRL's own passes run) instead of guessing.
+TESTED_TRL = ("1.16.0", "1.17.0")  # [lowest, below this]
+
+
+def trl_version_problem() -> str | None:
+    """Why prompt sharing cannot trust the installed TRL, or None."""
+    import importlib.metadata
+
+    from packaging.version import Version
+
+    have = Version(importlib.metadata.version("trl"))
+    low, high = (Version(v) for v in TESTED_TRL)
+    if not low <= have < high:
+        return f"TRL {have} is outside the releases it was written against ({TESTED_TRL[0]} <= TRL < {TESTED_TRL[1]})"
+    return None
+
+
 class SharedPromptGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer with the prompt pass shared by the completions of a group (see the module docstring)."""
 
@@ -85,6 +103,9 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
         log.info("GRPO prompt sharing %s", f"off: {reason}" if reason else "on")
 
     def _shared_prompt_unsupported(self) -> str | None:
+        off = trl_version_problem()
+        if off:
+            return off
         acc = self.accelerator
         if getattr(self, "use_vllm", False):
             return "vLLM generation"
