@@ -306,18 +306,15 @@ PAPER_SCALE_CPU = ["model.path=tiny-vlm25", "model.dtype=float32", "grpo.bf16=fa
                    "grpo.max_steps=2", "grpo.max_completion_length=12", "grpo.save_steps=2"]
 
 
-def _image_data(tmp: Path, n_questions: int = 4, n_candidates: int = 9) -> Path:
+def _demo_pools(tmp: Path, n_questions: int = 4) -> Path:
+    """Demo questions, each over the whole demo corpus: images with real pixels beside text and tables (a log-prob
+    chunk without any image is what TRL's VLM path once failed on)."""
+    from mmrag_rft.data.jsonl import load_corpus, load_samples_jsonl
     from mmrag_rft.data.loaders import demo_corpus_dir
 
-    imgs = sorted(p for p in (demo_corpus_dir() / "images").iterdir() if p.suffix in (".jpg", ".png"))
-    rows = []
-    for q in range(n_questions):
-        cands = [Candidate(id=f"q{q}-i{i}", modality="image", title=f"picture {i}", text=f"a photo {i}",
-                           image_path=str(imgs[i % len(imgs)])) for i in range(n_candidates // 2)]
-        cands += [Candidate(id=f"q{q}-t{i}", modality="text", title=f"Doc {i}", text=f"Fact {i} about {q}.")
-                  for i in range(n_candidates - len(cands))]
-        rows.append(Sample(qid=f"p{q}", question=f"what is shown in {q}?", answers=["a photo"], candidates=cands,
-                           gold_ids=[cands[q % len(cands)].id]).to_dict())
+    pool = [c.to_dict() for c in load_corpus(demo_corpus_dir() / "corpus.jsonl")]
+    rows = [{**s.to_dict(), "candidates": pool}
+            for s in list(load_samples_jsonl(demo_corpus_dir() / "questions.jsonl"))[:n_questions]]
     p = tmp / "paper.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return p
@@ -331,7 +328,7 @@ def test_paper_scale_configs_train_both_stages_on_a_tiny_qwen25_vl(tmp_path):
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import train
 
-    data = _image_data(tmp_path)
+    data = _demo_pools(tmp_path)
     runs = {}
     for stage in (1, 2):
         cfg = load_train_config(ROOT / f"configs/stage{stage}_qwen2.5-vl-3b.yaml",
@@ -350,3 +347,16 @@ def test_paper_scale_configs_train_both_stages_on_a_tiny_qwen25_vl(tmp_path):
     r = Pipeline(backend, config=PipelineConfig(top_n=9, stage2_max_new_tokens=8)).ask(s.question,
                                                                                        candidates=s.candidates)
     assert len(r.judgements) == 9 and all(0.0 <= j.score <= 1.0 for j in r.judgements)
+
+
+def test_log_probs_of_a_chunk_without_images_drop_the_image_inputs():
+    """The chunk split `_logps_chunk_by_chunk` uses: only Qwen-style inputs with an imageless chunk take it."""
+    import torch
+
+    from mmrag_rft.training.shared_prompt import _has_imageless_chunk
+
+    grid = torch.tensor([[1, 2, 2], [1, 2, 2]])
+    mm = {"pixel_values": torch.zeros(8, 3), "image_grid_thw": grid, "num_images": [1, 1, 0, 0]}
+    assert _has_imageless_chunk(mm, rows=4, batch_size=2)  # rows 2-3: no image
+    assert not _has_imageless_chunk({**mm, "num_images": [1, 0, 1, 0]}, rows=4, batch_size=2)
+    assert not _has_imageless_chunk({"num_images": [0, 0]}, rows=2, batch_size=1)  # a text-only batch: no pixels

@@ -72,25 +72,34 @@ def tiny_vlm_config(tok: Any) -> Any:
         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=pad)
 
 
-def tiny_vlm25_config(tok: Any) -> Any:
-    """Qwen2.5-VL at toy size: two vision blocks, the first windowed and the second full attention, as in the
-    real model's pattern (fullatt_block_indexes)."""
+def tiny_vlm25_config(tok: Any, *, hidden: int = 64, layers: int = 2, heads: int = 4, vision_depth: int = 2,
+                      vision_hidden: int = 32) -> Any:
+    """Qwen2.5-VL at toy size (or any width, for a GPU path proof without downloadable weights): vision blocks
+    windowed except every second one, which attends fully, as the real model's fullatt_block_indexes pattern."""
     from transformers import Qwen2_5_VLConfig
 
     base = tiny_vlm_config(tok).to_dict()
+    text = {**base["text_config"], "hidden_size": hidden, "intermediate_size": 2 * hidden,
+            "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": max(1, heads // 2)}
+    text.pop("layer_types", None)  # derived from num_hidden_layers again
+    hd = hidden // heads  # M-RoPE splits the rotary half of each head into temporal, height, width: 1/4, 3/8, 3/8
+    sections = [hd // 8, 3 * hd // 16, hd // 2 - hd // 8 - 3 * hd // 16]
+    text["rope_parameters"] = {**text["rope_parameters"], "mrope_section": sections}
     return Qwen2_5_VLConfig(
-        text_config=base["text_config"],
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+        text_config=text,
+        vision_config=dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+                           num_heads=2 if vision_hidden <= 64 else vision_hidden // 64, out_hidden_size=hidden,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
-                           fullatt_block_indexes=[1]),
+                           fullatt_block_indexes=list(range(1, vision_depth, 2))),
         image_token_id=base["image_token_id"], video_token_id=base["video_token_id"],
         vision_start_token_id=base["vision_start_token_id"], vision_end_token_id=base["vision_end_token_id"],
         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=base["eos_token_id"],
         pad_token_id=tok.pad_token_id)
 
 
-def build_tiny_vlm25(out_dir: str | Path | None = None, *, seed: int = 0) -> Path:
-    """A tiny random Qwen2.5-VL (text hidden 64 x 2 layers, vision depth 2: windowed + full) + QwenVLProcessor."""
+def build_tiny_vlm25(out_dir: str | Path | None = None, *, seed: int = 0, **size: int) -> Path:
+    """A tiny random Qwen2.5-VL (text hidden 64 x 2 layers, vision depth 2: windowed + full) + QwenVLProcessor;
+    `size` (hidden, layers, heads, vision_depth, vision_hidden) widens it (`python -m mmrag_rft.models.tiny`)."""
     final = Path(out_dir) if out_dir is not None else cache_dir() / "models" / TINY_VLM25_NAME
 
     def make(tmp: Path) -> None:
@@ -101,7 +110,7 @@ def build_tiny_vlm25(out_dir: str | Path | None = None, *, seed: int = 0) -> Pat
 
         tok = _tokenizer(with_vision=True)
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(tiny_vlm25_config(tok))
+        model = Qwen2_5_VLForConditionalGeneration(tiny_vlm25_config(tok, **size))
         model.generation_config.eos_token_id = model.config.eos_token_id
         model.generation_config.pad_token_id = tok.pad_token_id
         model.save_pretrained(tmp)
@@ -151,3 +160,15 @@ def build_tiny_lm(out_dir: str | Path | None = None, *, seed: int = 0) -> Path:
         tok.save_pretrained(tmp)
 
     return _build(final, make)
+
+
+if __name__ == "__main__":  # a random Qwen2.5-VL of a chosen width, e.g. for scripts/gpu_proof.sh
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Build a random Qwen2.5-VL (SmolLM2 tokenizer + vision tokens).")
+    ap.add_argument("out")
+    for k, v in (("hidden", 64), ("layers", 2), ("heads", 4), ("vision_depth", 2), ("vision_hidden", 32)):
+        ap.add_argument(f"--{k.replace('_', '-')}", type=int, default=v)
+    a = ap.parse_args()
+    print(build_tiny_vlm25(a.out, hidden=a.hidden, layers=a.layers, heads=a.heads, vision_depth=a.vision_depth,
+                           vision_hidden=a.vision_hidden))

@@ -90,8 +90,47 @@ def trl_version_problem() -> str | None:
     return None
 
 
+def _has_imageless_chunk(mm: dict[str, Any], rows: int, batch_size: int) -> bool:
+    """Qwen-style inputs (pixel rows per image_grid_thw entry) where some log-prob chunk holds no image: TRL 1.16
+    passes that chunk an empty pixel tensor, and the vision tower fails on it (text candidates beside images)."""
+    n = mm.get("num_images")
+    if mm.get("image_grid_thw") is None or mm.get("pixel_values") is None or not n:
+        return False
+    return any(sum(n[s:s + batch_size]) == 0 for s in range(0, rows, batch_size))
+
+
 class SharedPromptGRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer with the prompt pass shared by the completions of a group (see the module docstring)."""
+
+    def _logps_chunk_by_chunk(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                              logits_to_keep: int, batch_size: int, compute_entropy: bool, compute_aux_loss: bool,
+                              mm: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """TRL's own pass, one chunk at a time, with the image inputs dropped from chunks that have none."""
+        n = list(mm["num_images"])
+        grid, pixels = mm["image_grid_thw"], mm["pixel_values"]
+        img_cum = [0]
+        for k in n:
+            img_cum.append(img_cum[-1] + k)
+        pix_cum = [0] + grid.prod(dim=-1).cumsum(0).tolist()
+        logps, ents, aux = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = min(start + batch_size, input_ids.size(0))
+            i0, i1 = img_cum[start], img_cum[end]
+            sub = {k: (v[start:end] if isinstance(v, torch.Tensor) and k in ("token_type_ids", "mm_token_type_ids")
+                       else v) for k, v in mm.items() if k not in ("pixel_values", "image_grid_thw", "num_images")}
+            if i1 > i0:
+                sub.update(pixel_values=pixels[pix_cum[i0]:pix_cum[i1]], image_grid_thw=grid[i0:i1],
+                           num_images=n[start:end])
+            lp, ent, ax = super()._get_per_token_logps_and_entropies(
+                model, input_ids[start:end], attention_mask[start:end], logits_to_keep, batch_size=end - start,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **sub)
+            logps.append(lp)
+            if ent is not None:
+                ents.append(ent)
+            if ax is not None:
+                aux.append(ax)
+        return (torch.cat(logps, dim=0), torch.cat(ents, dim=0) if ents else None,
+                torch.stack(aux).mean() if aux else None)
 
     def __init__(self, *args: Any, share_prompt: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,6 +171,10 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
                  or mm.get("num_images") and any(mm["num_images"])
                  or input_ids.size(1) - logits_to_keep - 1 < MIN_SHARED_PREFIX)
         if plain:
+            if _has_imageless_chunk(mm, input_ids.size(0), batch_size or input_ids.size(0)):
+                return self._logps_chunk_by_chunk(model, input_ids, attention_mask, logits_to_keep,
+                                                  batch_size or input_ids.size(0), compute_entropy,
+                                                  compute_aux_loss, mm)
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                 compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **mm)
