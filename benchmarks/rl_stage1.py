@@ -93,7 +93,7 @@ def eval_checkpoints(args) -> int:
     from mmrag_rft.models.loading import load_backend
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import checkpoints, load_split
-    from mmrag_rft.training.logging import read_log
+    from mmrag_rft.training.run_log import read_log
 
     run = Path(args.output)
     cfg = load_train_config(run / "config.yaml")
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import load_split, resolve_model, train
-    from mmrag_rft.training.logging import read_log
+    from mmrag_rft.training.run_log import read_log
     from mmrag_rft.training.plot import plot_training
 
     cfg = load_train_config(args.config, [f"data.path={args.data}", f"grpo.max_steps={args.steps}",

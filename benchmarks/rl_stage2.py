@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.examples import stage2_rows
     from mmrag_rft.training.grpo import load_split, resolve_model, retrieval_order, train
-    from mmrag_rft.training.logging import read_log
+    from mmrag_rft.training.run_log import read_log
     from mmrag_rft.training.plot import plot_training
 
     init = args.init if Path(args.init).exists() else None

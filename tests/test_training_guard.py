@@ -9,7 +9,7 @@ from transformers import TrainerControl, TrainerState
 
 from mmrag_rft.config import ConfigError
 from mmrag_rft.training.config import load_train_config
-from mmrag_rft.training.logging import ZeroVarianceStop, read_log
+from mmrag_rft.training.run_log import ZeroVarianceStop, read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"

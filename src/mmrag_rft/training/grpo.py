@@ -20,7 +20,7 @@ from typing import Any
 from mmrag_rft.config import atomic_write_text, dump
 from mmrag_rft.training.config import TrainConfig
 from mmrag_rft.training.examples import interleave_by_label, split_by_question, stage1_rows, stage2_rows, to_dataset
-from mmrag_rft.training.logging import JsonlLogCallback, ZeroVarianceStop
+from mmrag_rft.training.run_log import JsonlLogCallback, ZeroVarianceStop
 
 log = logging.getLogger(__name__)
 
