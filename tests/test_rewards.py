@@ -139,3 +139,31 @@ def test_factory_names_weights_and_combined():
     assert combined_reward(["<think>a</think><answer>no</answer>"], stage=1, label=["yes"]) == [1.0]
     with pytest.raises(ValueError):
         make_reward_funcs(3)
+
+
+def test_rewards_are_chosen_by_name_with_weights_and_a_users_own_by_dotted_path():
+    from mmrag_rft.config import ConfigError, build
+    from mmrag_rft.rewards import reward_names
+
+    assert reward_names(1) == ["format", "accuracy"] and reward_names(2) == ["format", "ranking", "answer"]
+    cfg = build(RewardConfig, {"funcs": {"answer": 2.0, "format": 0.5}})
+    funcs, weights = make_reward_funcs(2, cfg)
+    assert [f.__name__ for f in funcs] == ["answer_reward", "stage2_format_reward"] and weights == [2.0, 0.5]
+    own = build(RewardConfig, {"funcs": {"accuracy": 1.0, "os.path.basename": 0.1}})
+    funcs, weights = make_reward_funcs(1, own)
+    assert funcs[1] is __import__("os").path.basename and weights == [1.0, 0.1]
+    with pytest.raises(ValueError, match="no stage-1 reward named 'ranking'.*registered: format, accuracy"):
+        make_reward_funcs(1, build(RewardConfig, {"funcs": {"ranking": 1.0}}))
+    with pytest.raises(ValueError, match="cannot import 'no_such_pkg.reward'"):
+        make_reward_funcs(2, build(RewardConfig, {"funcs": {"no_such_pkg.reward": 1.0}}))
+    del ConfigError
+
+
+def test_a_misnamed_reward_fails_before_any_model_loads(tmp_path):
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import train
+
+    cfg = load_train_config(None, ["model.path=/not/loaded", "rewards.funcs={formatt: 1.0}",
+                                   f"output_dir={tmp_path / 'r'}"])
+    with pytest.raises(ValueError, match="formatt"):
+        train(cfg, stage=1)

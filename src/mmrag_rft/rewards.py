@@ -49,6 +49,10 @@ class RewardConfig:
     ranking_k: int | None = None  # NDCG cut-off; None = the whole ranking
     answer_metric: Literal["auto", "webqa", "f1", "em"] = "auto"  # auto: WebQA acc for WebQA rows, list F1 else
     webqa_domain_fallback: bool = True  # score full bags when a reference has no colour/shape/... word
+    # the stage's rewards by name with their weights, e.g. {format: 0.5, ranking: 1.0, answer: 1.0,
+    # my_pkg.rewards.brevity: 0.2}: a registered name (`reward_names(stage)`) or a dotted path to a function with
+    # TRL's reward signature. null: the stage's registered rewards at the *_weight values above.
+    funcs: dict[str, float] | None = None
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -224,20 +228,65 @@ def make_answer_reward(metric: Literal["auto", "webqa", "f1", "em"] = "auto",
 answer_reward = make_answer_reward("auto")
 
 
-# --- factory ------------------------------------------------------------------------------------------------
+# --- registry: a new reward is one function plus one line ------------------------------------------------
+
+RewardFactory = Callable[[RewardConfig], RewardFunc]
+_REGISTRY: dict[tuple[int, str], RewardFactory] = {}
+_DEFAULT_WEIGHT = {"format": "format_weight", "accuracy": "accuracy_weight", "ranking": "ranking_weight",
+                   "answer": "answer_weight"}
+
+
+def register_reward(name: str, stage: int, factory: RewardFactory) -> None:
+    """Make `name` usable in a stage's `rewards.funcs`; `factory(config)` builds the TRL reward function."""
+    _REGISTRY[(stage, name)] = factory
+
+
+register_reward("format", 1, lambda c: make_stage1_format_reward(c.format_mode))
+register_reward("accuracy", 1, lambda c: stage1_accuracy_reward)
+register_reward("format", 2, lambda c: make_stage2_format_reward(c.format_mode))
+register_reward("ranking", 2, lambda c: make_ranking_reward(c.ranking_metric, c.ranking_k))
+register_reward("answer", 2, lambda c: make_answer_reward(c.answer_metric, c.webqa_domain_fallback))
+
+
+def reward_names(stage: int) -> list[str]:
+    """The registered rewards of a stage, in their default order."""
+    return [n for s, n in _REGISTRY if s == stage]
+
+
+def _import_reward(path: str) -> RewardFunc:
+    import importlib
+
+    module, _, attr = path.replace(":", ".").rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ValueError(f"rewards.funcs: cannot import {path!r} ({e})") from None
+    if not callable(fn):
+        raise ValueError(f"rewards.funcs: {path!r} is not a function")
+    return fn
+
 
 def make_reward_funcs(stage: int, config: RewardConfig | None = None) -> tuple[list[RewardFunc], list[float]]:
     """The reward functions of a stage and their weights, in the form GRPOTrainer takes
     (`reward_funcs=funcs`, `GRPOConfig(reward_weights=weights)`)."""
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     cfg = config or RewardConfig()
-    if stage == 1:
-        return ([make_stage1_format_reward(cfg.format_mode), stage1_accuracy_reward],
-                [cfg.format_weight, cfg.accuracy_weight])
-    if stage == 2:
-        return ([make_stage2_format_reward(cfg.format_mode), make_ranking_reward(cfg.ranking_metric, cfg.ranking_k),
-                 make_answer_reward(cfg.answer_metric, cfg.webqa_domain_fallback)],
-                [cfg.format_weight, cfg.ranking_weight, cfg.answer_weight])
-    raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+    chosen = cfg.funcs if cfg.funcs else {n: getattr(cfg, _DEFAULT_WEIGHT[n]) for n in reward_names(stage)}
+    funcs, weights = [], []
+    for name, weight in chosen.items():
+        if (stage, name) in _REGISTRY:
+            funcs.append(_REGISTRY[(stage, name)](cfg))
+        elif "." in name or ":" in name:
+            funcs.append(_import_reward(name))
+        else:
+            raise ValueError(f"rewards.funcs: no stage-{stage} reward named {name!r} (registered: "
+                             f"{', '.join(reward_names(stage))}; or a dotted path module.function)")
+        try:
+            weights.append(float(weight))
+        except (TypeError, ValueError):
+            raise ValueError(f"rewards.funcs.{name}: the weight must be a number, got {weight!r}") from None
+    return funcs, weights
 
 
 def make_combined_reward(stage: int, config: RewardConfig | None = None) -> RewardFunc:

@@ -119,6 +119,13 @@ def dry_run(cfg: TrainConfig, *, stage: int, accelerate_config: str | Path | Non
     if g.use_vllm and g.vllm_mode == "colocate" and procs > 1 and g.vllm_gpu_memory_utilization > 0.9:
         r.problems.append("grpo.vllm_gpu_memory_utilization leaves no room for training in colocate mode")
 
+    from mmrag_rft.rewards import make_reward_funcs
+
+    try:
+        make_reward_funcs(stage, cfg.rewards)
+    except ValueError as e:
+        r.problems.append(str(e))
+
     # -- the model, without its weights --------------------------------------------------------------------
     spec = init or cfg.model.path
     try:

@@ -448,9 +448,11 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     folder that holds one needs `overwrite` (the old run is moved aside, never mixed with the new one)."""
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
-    check_group_batch(config)
-    _offline()
     from mmrag_rft.rewards import make_reward_funcs
+
+    check_group_batch(config)
+    make_reward_funcs(stage, config.rewards)  # a misnamed reward fails here, before any model loads
+    _offline()
     from mmrag_rft.training.shared_prompt import SharedPromptGRPOTrainer
     from mmrag_rft.training.warmup import WARMUP_DIR, format_warmup
 
