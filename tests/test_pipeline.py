@@ -263,3 +263,11 @@ def test_huge_questions_and_candidate_texts_are_clipped_before_tokenising(demo_i
     with caplog.at_level("WARNING"):
         assert len(candidate_text(big)) == MAX_INDEXED_CHARS
     assert "'huge'" in caplog.text
+
+
+def test_a_stage2_model_that_is_not_installed_degrades_to_the_stage1_model_and_says_so(demo_index, demo_questions):
+    cfg = PipelineConfig(top_n=3, filter=FilterConfig(0.0, 2), stage2_model="/no/such/reader")
+    judge = _Fixed("judge")
+    r = Pipeline(judge, index=demo_index, config=cfg).ask(demo_questions[0].question)
+    assert r.answer == "blue" and judge.generated == 1  # the stage-1 model read and answered
+    assert "/no/such/reader" in r.bypassed["stage2_model"] and "stage2" not in r.models

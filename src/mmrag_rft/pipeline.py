@@ -158,17 +158,24 @@ class Pipeline:
         self.image_dir = image_dir
         self._ranker = ranker
         self._reader = reader
+        self.reader_note: str | None = None  # why `config.stage2_model` is not the one reading, if it is not
 
     @property
     def reader(self) -> Any:
-        """The stage-2 backend: `config.stage2_model` (loaded on first use) or, by default, the stage-1 model."""
+        """The stage-2 backend: `config.stage2_model` (loaded on first use) or, by default, the stage-1 model.
+
+        A stage2_model that is not installed (the reader's wheels, `./run.sh reader`) degrades to the stage-1
+        model, and every result says so (`bypassed.stage2_model`); a broken one is an error."""
         if self._reader is None:
+            self._reader = self.backend
             if self.config.stage2_model:
                 from mmrag_rft.models.loading import load_backend
 
-                self._reader = load_backend(self.config.stage2_model)
-            else:
-                self._reader = self.backend
+                try:
+                    self._reader = load_backend(self.config.stage2_model)
+                except FileNotFoundError as e:
+                    self.reader_note = (f"stage2_model {self.config.stage2_model!r} is not available ({e}); the "
+                                        "stage-1 model read the survivors and answered")
         return self._reader
 
     # -- construction -------------------------------------------------------------------------------
@@ -326,7 +333,7 @@ class Pipeline:
         t2 = time.perf_counter()
         by_id = {c.id: c for c, _ in retrieved}
         models = {"policy": getattr(self.backend, "model_id", "?")}
-        if cfg.stage2_model:
+        if cfg.stage2_model and self.reader is not self.backend:
             models["stage2"] = getattr(self.reader, "model_id", "?")
         if self.index is not None:
             models["retriever"] = str(self.index.manifest.embedder or "bm25")
@@ -340,6 +347,8 @@ class Pipeline:
         unfaithful = [f"[{s}]" for s in invalid] + [r for r in rank if r not in kept_ids]
         bypassed = {}
         stage2_rank = list(rank) if not fallback else []
+        if self.reader_note:
+            bypassed["stage2_model"] = self.reader_note
         if cfg.stage1_mode == "skip":
             bypassed["stage1"] = f"stage1_mode: skip: the retriever's top {cfg.filter.top_k} went to stage 2"
         if cfg.sources == "filter":

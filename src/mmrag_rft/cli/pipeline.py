@@ -36,8 +36,21 @@ def _load_backend(model: str):
 
 
 def _load_reader(cfg):
-    """The stage-2 model `stage2_model` names, loaded up front so a missing one fails before any question."""
-    return _load_backend(cfg.stage2_model) if cfg.stage2_model else None
+    """The stage-2 model `stage2_model` names, loaded up front (not on the first question); one that is not
+    installed degrades to the stage-1 model with a warning, as the pipeline does."""
+    if not cfg.stage2_model:
+        return None
+    from mmrag_rft.models.loading import load_backend
+
+    with console.status(f"loading stage-2 model {cfg.stage2_model} ..."):
+        try:
+            return load_backend(cfg.stage2_model)
+        except FileNotFoundError as e:
+            console.print(f"[yellow]stage2_model {cfg.stage2_model!r} is not available ({e}); the stage-1 model "
+                          "reads and answers[/]", highlight=False, soft_wrap=True)
+            return None
+        except (ValueError, OSError) as e:
+            raise fail(f"stage2_model {cfg.stage2_model!r}: {e}") from None
 
 
 def _print_result(r, lookup) -> None:

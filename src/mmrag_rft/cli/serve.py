@@ -75,11 +75,14 @@ def register(app: typer.Typer) -> None:
                 backend = load_backend(model)
             except (FileNotFoundError, ValueError, OSError) as e:
                 raise fail(f"model {model!r}: {e}") from None
+        pipe = Pipeline(backend, index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None)
+        with console.status(f"loading stage-2 model {cfg.stage2_model} ..."):
             try:  # the stage-2 reader, if the config names one, before the first user waits for it
-                reader = load_backend(cfg.stage2_model) if cfg.stage2_model else None
-            except (FileNotFoundError, ValueError, OSError) as e:
+                _ = pipe.reader
+            except (ValueError, OSError) as e:
                 raise fail(f"stage2_model {cfg.stage2_model!r}: {e}") from None
-        pipe = Pipeline(backend, index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None, reader=reader)
+        if pipe.reader_note:
+            console.print(f"[yellow]{pipe.reader_note}[/]", highlight=False, soft_wrap=True)
         # Warm the retriever's query embedder now, not on the first user's question.
         try:
             idx.search("warm-up", top_n=1)

@@ -53,6 +53,9 @@ def default_systems(reader: str, *, sources: int = 2) -> list[System]:
                "default", r),
         System("stage1_reader_stage2_rank", f"as stage1_reader, sources follow {rname}'s own <rank> list",
                "default", r, view_of="stage1_reader", sources=lambda row: _stage2_sources(row, sources)),
+        System("stage1_topk_reader", f"trained stage 1's top {sources} (fused order) -> {rname} answers: the "
+                                     "retriever_topk row with stage 1 in front", "default",
+               [f"filter.top_k={sources}", *r]),
     ]
 
 
