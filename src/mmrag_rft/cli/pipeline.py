@@ -170,13 +170,17 @@ def register(app: typer.Typer) -> None:
                                               "asked), e.g. ../shared/data/webqa/val_records.json.gz."),
         dataset: str = typer.Option("webqa", "--dataset", help="webqa | mmqa | jsonl"),
         out_dir: Path = typer.Option(Path("out/ablate"), "--out", help="Output folder (re-running resumes)."),
-        heldout: str = typer.Option("default", "--heldout", help="Whose held-out questions: a model spec or a run "
-                                                                  "folder with split.json."),
-        reader: str = typer.Option("", help="Stage-2 model for the rows that swap readers, e.g. qwen2.5-coder-0.5b "
-                                            "(`./run.sh reader`); empty: the stage-1 model reads too."),
+        model: str = typer.Option("default", help="The trained model the stage-1 rows use (its settings included)."),
+        heldout: Optional[str] = typer.Option(None, "--heldout", help="Whose held-out questions: a model spec or a "
+                                                                       "folder with split.json (default: --model's)."),
+        reader: Optional[str] = typer.Option(None, help="Stage-2 model the retriever-alone row answers with "
+                                                        "(default: the shipped model's own stage2_model)."),
         sources: int = typer.Option(2, min=1, max=10, help="Sources each system cites (WebQA questions have 1-2)."),
         limit: Optional[int] = typer.Option(None, min=1, help="First N held-out questions."),
         only: list[str] = typer.Option([], "--only", help="Run only these systems (repeatable)."),
+        record_in: Optional[Path] = typer.Option(None, "--record-in", help="An exported model folder (e.g. "
+                                                 "src/mmrag_rft/trained/stage1): write the table into its manifest "
+                                                 "and model card."),
     ) -> None:
         """What each stage adds: the retriever alone, the untrained model, the shipped system and stage 2's
         ranking, on the same held-out questions in one resumable run; writes ablation.json/.md/.png."""
@@ -187,7 +191,10 @@ def register(app: typer.Typer) -> None:
 
         if not path.exists():
             raise fail(f"{path}: file not found")
-        systems = default_systems(reader, sources=sources)
+        if reader is None:
+            reader = _pipeline_config(None, [], model).stage2_model
+        heldout = heldout or model
+        systems = default_systems(reader, sources=sources, model=model)
         if only:
             names = {s.name for s in systems}
             unknown = [o for o in only if o not in names]
@@ -204,5 +211,15 @@ def register(app: typer.Typer) -> None:
             raise fail(str(e)) from None
         except OSError as e:
             raise fail(f"{e.filename or out_dir}: {e.strerror or e}") from None
+        if record_in is not None:
+            import shlex
+            import sys
+
+            from mmrag_rft.models.export import record_ablation
+
+            try:
+                record_ablation(record_in, summary, command="mmrag " + shlex.join(sys.argv[1:]))
+            except (ValueError, OSError) as e:
+                raise fail(f"--record-in {record_in}: {e}") from None
         print(ablation_markdown(summary))  # plain: rich would wrap the table's rows
         console.print(f"wrote {out_dir / 'ablation.json'}, {out_dir / 'ablation.md'}, {out_dir / 'ablation.png'}")

@@ -36,26 +36,25 @@ def _stage2_sources(row: Mapping[str, Any], k: int) -> list[str]:
     return list(row.get("stage2_rank") or row.get("kept_ids") or [])[:k]
 
 
-def default_systems(reader: str, *, sources: int = 2) -> list[System]:
-    """The simple alternatives a user would pick, then the shipped system, then what stage 2's ranking adds.
+def default_systems(reader: str, *, sources: int = 2, model: str = "default") -> list[System]:
+    """The simple alternatives a user would pick, the trained stage 1 with the 135M model reading, then the shipped
+    system (`--model default` as it is) and what stage 2's own ranking would change.
 
-    `reader`: the stage-2 model spec for the rows that swap readers ("" = the stage-1 model reads too).
+    `reader`: the stage-2 model the retriever-alone row answers with (the shipped default's `stage2_model`, so
+    that row differs from the shipped one only by stage 1). `model`: the trained stage-1 model spec.
     """
-    r = [f"stage2_model={reader}"] if reader else []
     rname = reader or "the stage-1 model"
     return [
         System("retriever_topk", f"retriever's top {sources} -> {rname} answers (no stage 1, no stage-2 ranking)",
                "base", ["stage1_mode=skip", f"filter.top_k={sources}", "sources=filter",
-                        f"max_sources={sources}", *r]),
+                        f"max_sources={sources}", f'stage2_model="{reader}"']),
         System("untrained", "the untrained SmolLM2-135M for both stages, its default settings", "base"),
-        System("shipped", "the shipped default: trained stage 1 filters, the same model answers", "default"),
-        System("stage1_reader", f"trained stage 1 filters -> {rname} answers; sources follow the filter's order",
-               "default", r),
-        System("stage1_reader_stage2_rank", f"as stage1_reader, sources follow {rname}'s own <rank> list",
-               "default", r, view_of="stage1_reader", sources=lambda row: _stage2_sources(row, sources)),
-        System("stage1_topk_reader", f"trained stage 1's top {sources} (fused order) -> {rname} answers: the "
-                                     "retriever_topk row with stage 1 in front", "default",
-               [f"filter.top_k={sources}", *r]),
+        System("stage1_135m_reads", "trained stage 1 filters (fused top 9), the 135M model itself reads and answers",
+               model, ['stage2_model=""', "filter.top_k=9"]),
+        System("shipped", "the shipped default (--model default): trained stage 1's fused top "
+                          f"{sources} -> {rname} answers; sources follow the filter's order", model),
+        System("shipped_stage2_rank", f"as shipped, sources follow {rname}'s own <rank> list", model,
+               view_of="shipped", sources=lambda row: _stage2_sources(row, sources)),
     ]
 
 

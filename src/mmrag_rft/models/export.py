@@ -191,6 +191,19 @@ def model_card(manifest: dict[str, Any], *, base_model: str, license: str, note:
     t, held = manifest["training"], manifest.get("heldout", {})
     rows = "\n".join(f"| {k} | {v} |" for k, v in held.items() if not isinstance(v, dict))
     pipe = json.dumps(manifest.get("pipeline", {}))
+    reader = (manifest.get("pipeline") or {}).get("stage2_model")
+    reader_limit = (f"\n- Stage 2 is read by `{reader}` as released, not trained by this project; without it "
+                    "installed the stage-1 model reads, and results say so (`bypassed.stage2_model`).") if reader else ""
+    ablation = manifest.get("ablation") or {}
+    cols = ("qa_acc", "retrieval_f1", "sources_ndcg@5")
+    ablation_md = ("" if not ablation else f"""
+## What each stage adds, held out ({note})
+{ablation.get('note', '')}
+
+| system | {' | '.join(cols)} | what it is |
+|---|{'---|' * len(cols)}---|
+""" + "\n".join(f"| {name} | {' | '.join(f'{r[c]:.3f}' for c in cols)} | {r['description']} |"
+                for name, r in ablation.get("systems", {}).items()) + "\n")
     return f"""---
 base_model: {base_model}
 library_name: peft
@@ -213,15 +226,37 @@ model.
 - {t['steps']} GRPO steps; config sha256 `{t['config_sha256'][:16]}`; code at commit `{t['commit'] or 'unknown'}`.
 - Prompt: layout `{manifest['prompt']['layout']}`, think {'on' if manifest['prompt']['think'] else 'off'}.
 
-## Settings it was trained for (read by the pipeline)
-`{pipe}`. The filter's operating point was chosen on training questions only.
+## Settings it ships with (read by the pipeline)
+`{pipe}`. {manifest.get('pipeline_note') or "The filter's operating point was chosen on training questions only."}
 
 ## Held-out results ({note})
 | metric | value |
 |---|---|
 {rows}
-
+{ablation_md}
 ## Limits
 - Trained on {t['split']['train_questions']} questions' text: images are judged by their captions, not pixels.
-- Stage 1 judges relevance only; the answer comes from stage 2.
+- Stage 1 judges relevance only; the answer comes from stage 2.{reader_limit}
 """
+
+
+BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what `base` is, for the card's front matter
+CARD_NOTE = "captions stand in for pixels"
+
+
+def record_ablation(folder: str | Path, summary: dict[str, Any], *, command: str = "") -> None:
+    """Put an `mmrag ablate` summary into a shipped model's manifest and rewrite its card from it (atomically)."""
+    from mmrag_rft.config import atomic_write_text
+
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if not manifest:
+        raise ValueError(f"{folder}: no {MANIFEST}; record an ablation only in an exported model folder")
+    keep = ("description", "n", "qa_acc", "retrieval_f1", "retrieval_p", "retrieval_r", "sources_ndcg@5",
+            "stage2_fallbacks", "abstained", "s_per_question")
+    manifest["ablation"] = {"note": summary.get("note", ""), "data": summary.get("data"),
+                            "questions": summary.get("questions"), "command": command,
+                            "systems": {k: {f: v.get(f) for f in keep} for k, v in summary["systems"].items()}}
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(folder / "README.md", model_card(manifest, base_model=BASE_MODEL, license="apache-2.0",
+                                                       note=CARD_NOTE))
