@@ -53,7 +53,7 @@ def test_tiny_vlm_pipeline_with_pixels(demo_index, demo_questions):
 
 def test_abstains_when_nothing_survives(demo_index, demo_questions):
     pipe = Pipeline(load_backend("tiny-lm"), index=demo_index,
-                    config=PipelineConfig(top_n=4, filter=FilterConfig(threshold=1.01, top_k=3)))
+                    config=PipelineConfig(top_n=4, filter=FilterConfig(threshold=1.0, top_k=3)))
     r = pipe.ask(demo_questions[0].question)
     assert r.abstained and r.answer == ABSTAIN_ANSWER and r.rank == [] and r.kept_ids == []
     assert r.timings["stage2_s"] == 0.0

@@ -50,6 +50,6 @@ def test_top_layers_below_one_is_a_config_error():
     from mmrag_rft.config import ConfigError
     from mmrag_rft.training.config import load_train_config
 
-    with pytest.raises(ConfigError, match="lora.top_layers must be >= 1"):
+    with pytest.raises(ConfigError, match=r"override lora.top_layers=0: must be >= 1"):
         load_train_config(None, ["lora.top_layers=0"])
 
