@@ -102,3 +102,24 @@ def test_export_refuses_a_model_that_is_not_a_fine_tune(tmp_path):
     with pytest.raises(ValueError, match="not a linear weight"):
         export_adapter(tmp_path / "m", tmp_path / "out", base_spec="tiny-lm")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_ablation_is_recorded_in_the_manifest_and_the_card(tmp_path):
+    import shutil
+
+    from mmrag_rft.models.export import MANIFEST, read_manifest, record_ablation
+    from mmrag_rft.models.loading import shipped_model
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(shipped_model(1) / MANIFEST, folder / MANIFEST)
+    row = {"description": "what it is", "n": 3, "qa_acc": 0.5, "retrieval_f1": 0.25, "sources_ndcg@5": 0.125}
+    record_ablation(folder, {"note": "3 questions; captions stand in for pixels", "questions": 3,
+                             "systems": {"shipped": row}}, command="mmrag ablate X")
+    m = read_manifest(folder)
+    assert m["ablation"]["systems"]["shipped"]["qa_acc"] == 0.5 and m["ablation"]["command"] == "mmrag ablate X"
+    card = (folder / "README.md").read_text()
+    assert "## What each stage adds" in card and "| shipped | 0.500 | 0.250 | 0.125 | what it is |" in card
+    assert "qwen2.5-coder-0.5b" in card  # the reader it ships with is named among the limits
+    with pytest.raises(ValueError, match="no mmrag_model.json"):
+        record_ablation(tmp_path, {"systems": {}})
