@@ -32,6 +32,16 @@ def register(app: typer.Typer) -> None:
                "stage": settings.get("stage"), "pipeline_settings": settings.get("pipeline", {}),
                "trained_by": (settings.get("training") or {}).get("command", ""),
                "heldout": settings.get("heldout", {})}
+        reader = (settings.get("pipeline") or {}).get("stage2_model")
+        if reader:  # one model per stage: what reads the survivors and answers, and whether it is installed
+            try:
+                installed = str(source_path(reader)) if reader != "qwen2.5-coder-0.5b" else _reader_state()
+            except (FileNotFoundError, ValueError, OSError) as e:
+                installed = f"not available ({e}); the stage-1 model reads instead"
+            row["stage2_model"] = f"{model_name(reader)}: {installed}"
+        if settings.get("ablation"):
+            row["ablation"] = {k: {m: round(v[m], 3) for m in ("qa_acc", "retrieval_f1") if v.get(m) is not None}
+                               for k, v in settings["ablation"]["systems"].items()}
         if as_json:
             print(json.dumps(row, indent=2))
             return
@@ -41,3 +51,13 @@ def register(app: typer.Typer) -> None:
                 continue
             t.add_row(k, v if isinstance(v, str) else json.dumps(v))
         out.print(t)
+
+
+def _reader_state() -> str:
+    """Whether the embedded reader is installed and converted, without converting it (that takes minutes)."""
+    from mmrag_rft.models.default import READER_INSTALL, READER_PACKAGES, _package_dir, is_complete, reader_model_path
+
+    if not all(_package_dir(p) is not None for p in READER_PACKAGES):
+        return f"not installed ({READER_INSTALL}); the stage-1 model reads instead"
+    folder = reader_model_path()
+    return str(folder) if is_complete(folder) else "installed; converted on first use"

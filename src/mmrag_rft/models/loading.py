@@ -189,7 +189,16 @@ def merged_adapter(adapter_dir: Path) -> Path:
 
 
 def model_name(spec: str) -> str:
-    """A short name for results and `mmrag info`: the manifest's name, else the folder's."""
+    """A short name for results and `mmrag info`: the manifest's name, else the folder's (built-in plain models are
+    named without resolving them, which would convert them)."""
+    if spec == "base":
+        from mmrag_rft.models.default import DEFAULT_MODEL_NAME
+
+        return DEFAULT_MODEL_NAME
+    if spec == READER_SPEC:
+        from mmrag_rft.models.default import READER_MODEL_NAME
+
+        return READER_MODEL_NAME
     settings = model_settings(spec)
     if settings.get("name"):
         return str(settings["name"])
