@@ -64,7 +64,7 @@ def serve(app: Any) -> Iterator[str]:
 def build_app(model: str, work: Path) -> Any:
     from mmrag_rft.data import demo_corpus_dir, load_corpus
     from mmrag_rft.models.loading import load_backend
-    from mmrag_rft.pipeline import Pipeline, PipelineConfig
+    from mmrag_rft.pipeline import Pipeline, pipeline_config
     from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig, build_index
     from mmrag_rft.serving.app import create_app
 
@@ -74,7 +74,8 @@ def build_app(model: str, work: Path) -> Any:
                     base_dir=demo_corpus_dir())
     idx = HybridIndex.load(index_dir)
     idx.search("warm-up", top_n=1)
-    return create_app(Pipeline(load_backend(model), index=idx, config=PipelineConfig(top_n=8)))
+    # the model's own settings (the shipped default's reader among them), at a shallower retrieval depth
+    return create_app(Pipeline(load_backend(model), index=idx, config=pipeline_config(model, overrides=["top_n=8"])))
 
 
 def wait_js(page: Any, expression: str, timeout_s: float = 60.0) -> None:
