@@ -115,6 +115,10 @@ function render(res, threshold) {
   for (const [stage, why] of Object.entries(res.bypassed || {})) notes.push(`${stage.replace("_", " ")} bypassed: ${why}.`);
   if (!res.faithful && res.unfaithful_ids.length) notes.push(`Ranked ids not shown to stage 2: ${res.unfaithful_ids.join(", ")}`);
   $("#notes").textContent = notes.join(" ");
+  const byFilter = Boolean((res.bypassed || {}).stage2_ranking) || Boolean(res.fallback);
+  $("#evidence-hint").textContent = byFilter
+    ? "ranked by the stage-1 filter (stage 2's own ranking is not cited) · the answer rests on these"
+    : "ranked by stage 2 · the answer rests on these";
 
   const byId = new Map(res.judgements.map((j) => [j.id, j]));
   const ev = $("#evidence");
