@@ -170,6 +170,22 @@ def test_stage2_starts_from_stage1_run(stage1_run, tmp_path):
     assert all(0.0 <= p <= 1.0 for q in cache["scores"].values() for p in q.values())
 
 
+def test_stage2_negatives_can_come_from_another_model_than_the_policy(stage1_run, tmp_path):
+    """One model per stage: the stage-1 run orders the negatives of a stage-2 run whose policy is another model."""
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import train
+
+    cfg1, res1, _ = stage1_run
+    cfg = load_train_config(ROOT / "configs/stage2_tiny.yaml",
+                            [f"data.path={cfg1.data.path}", f"output_dir={tmp_path / 'reader'}", "model.path=tiny-lm",
+                             "data.negatives=stage1", f"data.negatives_model={res1.output_dir}",
+                             "warmup.enabled=false"])
+    res = train(cfg, stage=2)
+    assert res.global_step == 2
+    cache = json.loads((tmp_path / "reader" / "stage1_scores.json").read_text())
+    assert cache["model"].startswith(str(res1.output_dir)) and cache["scores"]
+
+
 def test_stage1_scores_cache_is_reused(stage1_run, tmp_path):
     from mmrag_rft.training.grpo import load_model, load_processor, load_split, stage1_scores_with_model
 

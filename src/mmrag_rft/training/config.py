@@ -51,6 +51,9 @@ class DataSection:
     num_candidates: int = 5  # K: gold + the hardest negatives
     permutations: int = 1  # shuffled copies of each question (against position bias)
     negatives: Literal["stage1", "retrieval", "pool"] = "retrieval"  # how "hardest" negatives are ordered
+    # stage1 negatives: the model spec whose P(yes) orders them ("": the --init model). One model per stage: the
+    # shipped stage-1 model (`default`) ordering the negatives of a stage-2 run on another reader.
+    negatives_model: str = ""
     max_chars: int = 600  # per candidate text in the prompt (the prompt-length bound)
     seed: int = 0
 

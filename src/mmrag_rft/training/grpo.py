@@ -239,6 +239,21 @@ def stage1_scores_with_model(get_model: Callable[[], Any], processing_class: Any
     return {s.qid: scores[s.qid] for s in samples}
 
 
+def negatives_from_model(cfg: TrainConfig, samples: list[Any], out: Path) -> dict[str, dict[str, float]]:
+    """Stage-1 P(yes) from `data.negatives_model` (its own tokenizer and the prompt layout its manifest names),
+    for a stage-2 policy that is another model: only the tokenizer loads unless the cache lacks scores."""
+    from transformers import AutoTokenizer
+
+    from mmrag_rft.models.loading import load_for_training, model_settings, resolve_model_path
+
+    spec = cfg.data.negatives_model
+    layout = (model_settings(spec).get("prompt") or {}).get("layout") or cfg.data.layout
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_path(spec)), padding_side="left")
+    return stage1_scores_with_model(lambda: load_for_training(spec, dtype=cfg.model.dtype)[0], tok, samples,
+                                    cache=out / "stage1_scores.json", model_key=f"{spec}|layout={layout}",
+                                    layout=layout)
+
+
 def retrieval_order(sample: Any) -> list[str]:
     from mmrag_rft.retrieval.index import rank_pool
 
@@ -491,7 +506,9 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
             log.warning("%s was warmed up for another model, data or warm-up setting: warming up again", warm_dir)
     model = load_model(src, is_vlm, cfg.model.dtype, cfg.model.attn_implementation)
 
-    if stage == 2 and cfg.data.negatives == "stage1" and stage1_scores is None:
+    if stage == 2 and cfg.data.negatives == "stage1" and stage1_scores is None and cfg.data.negatives_model:
+        stage1_scores = negatives_from_model(cfg, train_samples, out)
+    elif stage == 2 and cfg.data.negatives == "stage1" and stage1_scores is None:
         # negatives are ordered by the --init model itself, never by its format-warmed-up copy (a resumed run
         # loads the latter; the init model is reloaded only if the cache lacks scores)
         scorer = (lambda: model) if src == init_src else (
