@@ -189,7 +189,9 @@ def test_grpo_section_names_exist_in_trl_grpoconfig():
     from mmrag_rft.training.config import GRPOSection
 
     trl_fields = {f.name for f in dataclasses.fields(GRPOConfig)}
-    ours = {"share_prompt"}  # read by our trainer subclass (training/shared_prompt.py), not passed to GRPOConfig
+    from mmrag_rft.training.grpo import OUR_GRPO_FIELDS
+
+    ours = set(OUR_GRPO_FIELDS)  # read by our trainer subclass (training/shared_prompt.py), not passed to GRPOConfig
     assert ours.isdisjoint(trl_fields)
     assert {f.name for f in dataclasses.fields(GRPOSection)} - ours <= trl_fields
 
@@ -268,3 +270,18 @@ def test_balanced_steps_give_every_grpo_step_as_many_relevant_as_irrelevant_prom
     assert cfg.data.balanced_steps
     assert grpo_args(cfg, tmp_path, [1.0, 1.0], shuffle=False).shuffle_dataset is False
     assert grpo_args(cfg, tmp_path, [1.0, 1.0]).shuffle_dataset is True
+
+
+def test_every_grpo_section_field_reaches_grpoconfig(tmp_path):
+    import dataclasses
+
+    from mmrag_rft.training.grpo import OUR_GRPO_FIELDS, grpo_args
+
+    cfg = load_train_config(ROOT / "configs/stage1_tiny.yaml", ["grpo.top_k=7", "grpo.epsilon_high=0.3",
+                                                                 "grpo.repetition_penalty=1.1"])
+    args = grpo_args(cfg, tmp_path, [1.0, 1.0])
+    for f in dataclasses.fields(cfg.grpo):
+        ours = getattr(cfg.grpo, f.name)
+        if f.name not in OUR_GRPO_FIELDS and ours is not None and f.name != "report_to":  # TRL derives/normalises
+            assert getattr(args, f.name) == ours, f.name
+    assert (args.top_k, args.epsilon_high, args.repetition_penalty) == (7, 0.3, 1.1)

@@ -285,26 +285,20 @@ def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:
 
 # --- trainer --------------------------------------------------------------------------------------------------
 
+# GRPOSection fields that are ours, not GRPOConfig's (every other field is passed through under its TRL name; a
+# test checks the names against the installed TRL).
+OUR_GRPO_FIELDS = ("share_prompt",)
+
+
 def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float], shuffle: bool = True) -> Any:
+    import dataclasses
+
     import torch
     from trl import GRPOConfig
 
-    g = cfg.grpo
+    fields = {k: v for k, v in dataclasses.asdict(cfg.grpo).items() if k not in OUR_GRPO_FIELDS}
     return GRPOConfig(
-        output_dir=str(output_dir), num_generations=g.num_generations, temperature=g.temperature, top_p=g.top_p,
-        top_k=g.top_k, repetition_penalty=g.repetition_penalty, beta=g.beta, loss_type=g.loss_type,
-        epsilon=g.epsilon, epsilon_high=g.epsilon_high, num_iterations=g.num_iterations,
-        scale_rewards=g.scale_rewards, mask_truncated_completions=g.mask_truncated_completions,
-        max_completion_length=g.max_completion_length, learning_rate=g.learning_rate,
-        lr_scheduler_type=g.lr_scheduler_type, warmup_steps=g.warmup_steps, weight_decay=g.weight_decay,
-        max_grad_norm=g.max_grad_norm, num_train_epochs=g.num_train_epochs, max_steps=g.max_steps,
-        per_device_train_batch_size=g.per_device_train_batch_size,
-        gradient_accumulation_steps=g.gradient_accumulation_steps, generation_batch_size=g.generation_batch_size,
-        logging_steps=g.logging_steps, save_strategy="steps", save_steps=g.save_steps,
-        save_total_limit=g.save_total_limit, seed=g.seed, bf16=g.bf16, gradient_checkpointing=g.gradient_checkpointing,
-        use_vllm=g.use_vllm, vllm_mode=g.vllm_mode, vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
-        vllm_enable_sleep_mode=g.vllm_enable_sleep_mode, ds3_gather_for_generation=g.ds3_gather_for_generation,
-        log_completions=g.log_completions, report_to=g.report_to, reward_weights=reward_weights,
+        output_dir=str(output_dir), **fields, save_strategy="steps", reward_weights=reward_weights,
         use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, disable_tqdm=False,
         shuffle_dataset=shuffle,
     )
