@@ -124,6 +124,9 @@ def test_ablate_runs_each_system_once_and_scores_the_stage2_view(tmp_path, share
     again = run_ablation(shared_data / "webqa" / "val_records.json.gz", dataset="webqa", out_dir=out,
                          heldout="default", limit=2, systems=systems, load=load, progress=False)
     assert len(asked) == n and again["systems"] == s["systems"]  # a finished ablation re-scores, loads nothing
+    fewer = run_ablation(shared_data / "webqa" / "val_records.json.gz", dataset="webqa", out_dir=out,
+                         heldout="default", limit=1, systems=systems, load=load, progress=False)
+    assert fewer["questions"] == 1 and all(r["n"] == 1 for r in fewer["systems"].values())  # not the older 2
 
 
 def test_ask_blank_question_is_one_clear_line(tmp_path):

@@ -75,17 +75,19 @@ def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout
 
     out = Path(out_dir)
     results: dict[str, dict[str, Any]] = {}
+    asked: dict[str, list[str]] = {}  # per run system: the questions of this ablation (not older, wider runs)
     for s in systems:
         if s.view_of:
             continue
         cfg = pipeline_config(s.model, None, s.overrides)
-        evaluate_file(path, dataset=dataset, out_dir=out / s.name, limit=limit, config=cfg, progress=progress,
-                      backend_factory=lambda m=s.model: load(m), model=s.model, heldout=heldout,
-                      reader_factory=(lambda m=cfg.stage2_model: load(m)) if cfg.stage2_model else None)
+        asked[s.name] = evaluate_file(
+            path, dataset=dataset, out_dir=out / s.name, limit=limit, config=cfg, progress=progress,
+            backend_factory=lambda m=s.model: load(m), model=s.model, heldout=heldout,
+            reader_factory=(lambda m=cfg.stage2_model: load(m)) if cfg.stage2_model else None)["qids"]
     metric_set = "mmqa" if dataset == "mmqa" else "webqa"
     for s in systems:
         preds = read_predictions(out / (s.view_of or s.name) / "predictions.jsonl")
-        rows = list(preds.values())
+        rows = [preds[q] for q in asked[s.view_of or s.name]]
         if s.sources is not None:
             rows = [{**r, "rank": s.sources(r)} for r in rows]
         results[s.name] = {"description": s.description, "model": s.model, "overrides": s.overrides,

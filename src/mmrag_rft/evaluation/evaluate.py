@@ -127,8 +127,13 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
                   model: str | None = None, heldout: str | Path | None = None,
                   reader_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
     """`heldout`: a training run or shipped model folder; only the questions its split.json held out (never trained
-    on) are asked. `reader_factory`: the stage-2 backend when `config.stage2_model` names one."""
+    on) are asked. `reader_factory`: the stage-2 backend when `config.stage2_model` names one. Returns the summary
+    written to metrics.json plus `qids`, the questions it covers."""
     from rich.console import Console
+
+    from mmrag_rft.data.loaders import load_samples
+    from mmrag_rft.evaluation.runner import run
+    from mmrag_rft.pipeline import Pipeline
 
     console = Console(stderr=True)
     out = Path(out_dir)
@@ -138,9 +143,46 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
         raise RunMismatch(f"--out {out}: is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
-        return _evaluate_locked(path, dataset=dataset, out=out, limit=limit, config=config, skip_bad=skip_bad,
-                                backend_factory=backend_factory, progress=progress, model=model, heldout=heldout,
-                                reader_factory=reader_factory, keep=keep, console=console)
+        check_run(out, {"model": model, "dataset": dataset, "data": Path(path).name, "config": _asdict(config),
+                        **({"heldout_of": str(heldout)} if heldout is not None else {})})
+        report: list[Any] = []
+        samples = list(load_samples(path, format=dataset if dataset != "jsonl" else "jsonl", skip_bad=skip_bad,
+                                    report=report, limit=None if keep is not None else limit))
+        if keep is not None:
+            samples = [s for s in samples if s.qid in keep][:limit]
+            if not samples:
+                raise RunMismatch(f"{heldout}/split.json: none of its held-out questions is in {path}")
+        if report:
+            console.print(f"[yellow]skipped {len(report)} malformed row(s):[/]")
+            for e in report[:20]:
+                console.print(f"  {e}")
+        pipe: Pipeline | None = None
+
+        def ask(s: Any) -> Any:
+            nonlocal pipe
+            if pipe is None:  # load the model only if there is work left (a finished run re-scores instantly)
+                pipe = Pipeline(backend_factory(), config=config, reader=reader_factory() if reader_factory else None)
+            return pipe.ask(s.question, candidates=s.candidates, qid=s.qid)
+
+        preds = run(samples, ask, out, progress=progress)
+        wanted = {s.qid for s in samples}
+        rows = [preds[q] for q in (s.qid for s in samples) if q in preds and q in wanted]
+        metric_set = "mmqa" if dataset == "mmqa" else "webqa"
+        m = score_rows(rows, dataset=metric_set)
+        note = (f"{len(rows)} questions from {Path(path).name}"
+                f"{f', held out by {heldout}' if heldout is not None else ''}; {CAPTION_NOTE} (text-only policy reads "
+                "captions)")
+        summary = {k: v for k, v in m.items() if not k.startswith("per_question")}
+        summary["note"] = note
+        summary["config"] = _asdict(config)
+        atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2, default=str))
+        atomic_write_text(out / "metrics.md", metrics_markdown(m, note=note))
+        if metric_set == "webqa":  # the official submission format, for the eval server
+            sub = {r["qid"]: {"sources": r.get("rank") or [], "answer": r["answer"]} for r in rows}
+            atomic_write_text(out / "submission.json", json.dumps(sub, indent=1))
+        console.print(metrics_markdown(m, note=note))
+        console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {out / 'metrics.md'}")
+        return {**summary, "qids": [r["qid"] for r in rows]}  # the questions these metrics are over
 
 
 @contextlib.contextmanager
@@ -155,56 +197,6 @@ def run_lock(out: Path) -> Iterator[None]:
             raise RunMismatch(f"{out}: another evaluate is writing there right now; wait for it or use another "
                               "--out") from None
         yield
-
-
-def _evaluate_locked(path: str | Path, *, dataset: str, out: Path, limit: int | None, config: Any, skip_bad: bool,
-                     backend_factory: Callable[[], Any], progress: bool, model: str | None,
-                     heldout: str | Path | None, reader_factory: Callable[[], Any] | None, keep: set[str] | None,
-                     console: Any) -> dict[str, Any]:
-    from mmrag_rft.data.loaders import load_samples
-    from mmrag_rft.evaluation.runner import run
-    from mmrag_rft.pipeline import Pipeline
-
-    check_run(out, {"model": model, "dataset": dataset, "data": Path(path).name, "config": _asdict(config),
-                    **({"heldout_of": str(heldout)} if heldout is not None else {})})
-    report: list[Any] = []
-    samples = list(load_samples(path, format=dataset if dataset != "jsonl" else "jsonl", skip_bad=skip_bad,
-                                report=report, limit=None if keep is not None else limit))
-    if keep is not None:
-        samples = [s for s in samples if s.qid in keep][:limit]
-        if not samples:
-            raise RunMismatch(f"{heldout}/split.json: none of its held-out questions is in {path}")
-    if report:
-        console.print(f"[yellow]skipped {len(report)} malformed row(s):[/]")
-        for e in report[:20]:
-            console.print(f"  {e}")
-    pipe: Pipeline | None = None
-
-    def ask(s: Any) -> Any:
-        nonlocal pipe
-        if pipe is None:  # load the model only if there is work left (a finished run re-scores instantly)
-            pipe = Pipeline(backend_factory(), config=config, reader=reader_factory() if reader_factory else None)
-        return pipe.ask(s.question, candidates=s.candidates, qid=s.qid)
-
-    preds = run(samples, ask, out, progress=progress)
-    wanted = {s.qid for s in samples}
-    rows = [preds[q] for q in (s.qid for s in samples) if q in preds and q in wanted]
-    metric_set = "mmqa" if dataset == "mmqa" else "webqa"
-    m = score_rows(rows, dataset=metric_set)
-    note = (f"{len(rows)} questions from {Path(path).name}"
-            f"{f', held out by {heldout}' if heldout is not None else ''}; {CAPTION_NOTE} (text-only policy reads "
-            "captions)")
-    summary = {k: v for k, v in m.items() if not k.startswith("per_question")}
-    summary["note"] = note
-    summary["config"] = _asdict(config)
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2, default=str))
-    atomic_write_text(out / "metrics.md", metrics_markdown(m, note=note))
-    if metric_set == "webqa":  # the official submission format, for the eval server
-        sub = {r["qid"]: {"sources": r.get("rank") or [], "answer": r["answer"]} for r in rows}
-        atomic_write_text(out / "submission.json", json.dumps(sub, indent=1))
-    console.print(metrics_markdown(m, note=note))
-    console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {out / 'metrics.md'}")
-    return summary
 
 
 def heldout_qids(run_dir: str | Path) -> set[str]:
