@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from mmrag_rft.prompts import Stage1Layout
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -143,6 +146,29 @@ def coarse_filter(judgements: list[Judgement], f: FilterConfig) -> list[str]:
     return [j.id for j in kept]
 
 
+def check_question(question: str | None) -> str:
+    """The question stripped, or ValueError saying why it cannot be asked (empty, or not valid Unicode)."""
+    question = (question or "").strip()
+    if not question:
+        raise ValueError("question is empty")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("question contains characters that are not valid Unicode (a lone surrogate)") from None
+    return question
+
+
+def load_reader(spec: str) -> tuple[Any, str | None]:
+    """The stage-2 backend `spec` names, or (None, why) when it is not installed (a missing wheel or folder): the
+    pipeline then lets the stage-1 model read and answer. Any other failure is an error."""
+    from mmrag_rft.models.loading import load_backend
+
+    try:
+        return load_backend(spec), None
+    except FileNotFoundError as e:
+        return None, f"stage2_model {spec!r} is not available ({e}); the stage-1 model read the survivors and answered"
+
+
 class Pipeline:
     """The explainable MMRAG pipeline over one policy backend and (optionally) a persistent index.
 
@@ -169,13 +195,8 @@ class Pipeline:
         if self._reader is None:
             self._reader = self.backend
             if self.config.stage2_model:
-                from mmrag_rft.models.loading import load_backend
-
-                try:
-                    self._reader = load_backend(self.config.stage2_model)
-                except FileNotFoundError as e:
-                    self.reader_note = (f"stage2_model {self.config.stage2_model!r} is not available ({e}); the "
-                                        "stage-1 model read the survivors and answered")
+                reader, self.reader_note = load_reader(self.config.stage2_model)
+                self._reader = reader or self.backend
         return self._reader
 
     # -- construction -------------------------------------------------------------------------------
@@ -305,18 +326,10 @@ class Pipeline:
         import copy
         import time
 
-        question = (question or "").strip()
-        if not question:
-            raise ValueError("question is empty")
-        try:
-            question.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("question contains characters that are not valid Unicode (a lone surrogate)") from None
+        question = check_question(question)
         if len(question) > self.config.max_question_chars:
-            import logging
-
-            logging.getLogger(__name__).warning("question %r... has %d characters; using the first %d",
-                                                question[:40], len(question), self.config.max_question_chars)
+            log.warning("question %r... has %d characters; using the first %d",
+                        question[:40], len(question), self.config.max_question_chars)
             question = question[: self.config.max_question_chars]
         cfg = self.config
         if threshold is not None or top_k is not None:  # per-request overrides never touch the shared config

@@ -37,3 +37,20 @@ def open_query_image_or_fail(path: object):
         return Image.open(path).convert("RGB")
     except Exception as e:
         raise fail(f"query image {path}: {e}") from None
+
+
+def load_reader_or_fail(cfg):
+    """The stage-2 model a pipeline config names, loaded now rather than on the first question; one that is not
+    installed is said once and left to the pipeline, which lets the stage-1 model read (`pipeline.load_reader`)."""
+    if not cfg.stage2_model:
+        return None
+    from mmrag_rft.pipeline import load_reader
+
+    with console.status(f"loading stage-2 model {cfg.stage2_model} ..."):
+        try:
+            reader, why = load_reader(cfg.stage2_model)
+        except (ValueError, OSError) as e:
+            raise fail(f"stage2_model {cfg.stage2_model!r}: {e}") from None
+    if why:
+        console.print(f"[yellow]{why}[/]", highlight=False, soft_wrap=True)
+    return reader

@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
         from mmrag_rft.retrieval.index import HybridIndex
 
         try:
-            with HybridIndex.load(index_dir, verify=True) as idx:
+            with HybridIndex.load(index_dir) as idx:
                 info = idx.verify()
         except Exception as e:  # corrupt, stale or missing: one line naming the file
             raise fail(f"index {index_dir}: {e}") from None

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from mmrag_rft.cli._common import MODEL_HELP, console, fail, open_index_or_fail, open_query_image_or_fail, out
+from mmrag_rft.cli._common import (MODEL_HELP, console, fail, load_reader_or_fail, open_index_or_fail,
+                                   open_query_image_or_fail, out)
 
 
 
@@ -33,24 +34,6 @@ def _load_backend(model: str):
             return load_backend(model)
         except (FileNotFoundError, ValueError, OSError) as e:
             raise fail(f"model {model!r}: {e}") from None
-
-
-def _load_reader(cfg):
-    """The stage-2 model `stage2_model` names, loaded up front (not on the first question); one that is not
-    installed degrades to the stage-1 model with a warning, as the pipeline does."""
-    if not cfg.stage2_model:
-        return None
-    from mmrag_rft.models.loading import load_backend
-
-    with console.status(f"loading stage-2 model {cfg.stage2_model} ..."):
-        try:
-            return load_backend(cfg.stage2_model)
-        except FileNotFoundError as e:
-            console.print(f"[yellow]stage2_model {cfg.stage2_model!r} is not available ({e}); the stage-1 model "
-                          "reads and answers[/]", highlight=False, soft_wrap=True)
-            return None
-        except (ValueError, OSError) as e:
-            raise fail(f"stage2_model {cfg.stage2_model!r}: {e}") from None
 
 
 def _print_result(r, lookup) -> None:
@@ -103,7 +86,7 @@ def register(app: typer.Typer) -> None:
         idx = open_index_or_fail(index)
         query_image = open_query_image_or_fail(image)
         pipe = Pipeline(_load_backend(model), index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None,
-                        reader=_load_reader(cfg))
+                        reader=load_reader_or_fail(cfg))
         try:
             r = pipe.ask(question, query_image=query_image, top_n=top_n, threshold=threshold, top_k=top_k)
         except ValueError as e:  # the pipeline's refusal of this question (empty, not valid Unicode)
@@ -127,7 +110,7 @@ def register(app: typer.Typer) -> None:
         from mmrag_rft.evaluation.demo import run_demo
 
         cfg = _pipeline_config(config, set_, model)
-        run_demo(out_dir, backend=_load_backend(model), config=cfg, limit=limit, reader=_load_reader(cfg))
+        run_demo(out_dir, backend=_load_backend(model), config=cfg, limit=limit, reader=load_reader_or_fail(cfg))
 
     @app.command()
     def evaluate(
@@ -158,7 +141,7 @@ def register(app: typer.Typer) -> None:
         try:
             evaluate_file(path, dataset=dataset, out_dir=out_dir, limit=limit, config=cfg, skip_bad=skip_bad,
                           backend_factory=lambda: _load_backend(model), model=model, heldout=heldout,
-                          reader_factory=lambda: _load_reader(cfg))
+                          reader_factory=lambda: load_reader_or_fail(cfg))
         except (DataError, RunMismatch) as e:
             raise fail(str(e)) from None
         except OSError as e:  # a read-only or full output folder

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mmrag_rft.cli._common import MODEL_HELP, console, fail
+from mmrag_rft.cli._common import MODEL_HELP, console, fail, load_reader_or_fail
 
 
 def _is_loopback(host: str) -> bool:
@@ -75,14 +75,8 @@ def register(app: typer.Typer) -> None:
                 backend = load_backend(model)
             except (FileNotFoundError, ValueError, OSError) as e:
                 raise fail(f"model {model!r}: {e}") from None
-        pipe = Pipeline(backend, index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None)
-        with console.status(f"loading stage-2 model {cfg.stage2_model} ..."):
-            try:  # the stage-2 reader, if the config names one, before the first user waits for it
-                _ = pipe.reader
-            except (ValueError, OSError) as e:
-                raise fail(f"stage2_model {cfg.stage2_model!r}: {e}") from None
-        if pipe.reader_note:
-            console.print(f"[yellow]{pipe.reader_note}[/]", highlight=False, soft_wrap=True)
+        pipe = Pipeline(backend, index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None,
+                        reader=load_reader_or_fail(cfg))  # before the first user waits for it
         # Warm the retriever's query embedder now, not on the first user's question.
         try:
             idx.search("warm-up", top_n=1)

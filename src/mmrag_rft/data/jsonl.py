@@ -34,16 +34,19 @@ def is_gzip(path: str | os.PathLike[str]) -> bool:
         raise DataError(f"cannot open ({e.strerror or e})", file=str(path)) from None
 
 
-def open_text(path: str | os.PathLike[str]) -> IO[str]:
-    """Open a text file for reading, gunzipping transparently."""
+def open_bytes(path: str | os.PathLike[str]) -> IO[bytes]:
+    """Open a file for reading bytes, gunzipping transparently; a missing file or a folder is a DataError."""
     p = Path(path)
     if not p.exists():
         raise DataError("file not found", file=str(p))
     if p.is_dir():
         raise DataError("is a folder, expected a file", file=str(p))
-    if is_gzip(p):
-        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8")
-    return open(p, encoding="utf-8")
+    return gzip.open(p, "rb") if is_gzip(p) else open(p, "rb")
+
+
+def open_text(path: str | os.PathLike[str]) -> IO[str]:
+    """Open a text file for reading, gunzipping transparently."""
+    return io.TextIOWrapper(open_bytes(path), encoding="utf-8")
 
 
 def read_head(path: str | os.PathLike[str], n: int = 65536) -> str:
@@ -58,9 +61,8 @@ def read_head(path: str | os.PathLike[str], n: int = 65536) -> str:
 def count_lines(path: str | os.PathLike[str]) -> int:
     """Non-blank lines (for a progress bar's total), read as bytes so no encoding problem can stop the count."""
     p = Path(path)
-    open_text(p).close()
     try:
-        with (gzip.open(p, "rb") if is_gzip(p) else open(p, "rb")) as f:
+        with open_bytes(p) as f:
             return sum(1 for raw in f if raw.strip())
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"unreadable ({e}); is the file truncated?", file=str(p)) from None
@@ -73,8 +75,7 @@ def iter_lines(path: str | os.PathLike[str], *, skip_bad: bool = False, report: 
     Lines are decoded one by one, so a bad UTF-8 byte is an error of its own line (skipped with `skip_bad`),
     not of the whole file. `quiet`: drop such lines silently (a pre-pass whose main pass reports them)."""
     p = Path(path)
-    open_text(p).close()  # the file-level checks and their messages (missing, a folder)
-    f = gzip.open(p, "rb") if is_gzip(p) else open(p, "rb")
+    f = open_bytes(p)
     lineno = 0
     try:
         with f:

@@ -2,7 +2,7 @@
 (`load_backend`), for inference and training alike.
 
 spec: "default" (the shipped system: SmolLM2-135M-Instruct + the trained stage-1 adapter in the package),
-"base" (the untrained SmolLM2-135M-Instruct), "qwen2.5-coder-0.5b" (the optional stage-2 reader, `./run.sh reader`),
+"base" (the untrained SmolLM2-135M-Instruct), "qwen2.5-coder-0.5b" (the shipped default's stage-2 reader, installed by `./run.sh setup`),
 "tiny-vlm" / "tiny-vlm25" / "tiny-lm" (random tiny Qwen2-VL, Qwen2.5-VL and Llama for tests), a model
 folder, a training run folder (its `merged/` model), a PEFT adapter folder (merged into its base once, cached),
 or a Hugging Face hub id (needs the model in the local HF cache, or internet with HF_HUB_OFFLINE unset).

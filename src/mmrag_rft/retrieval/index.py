@@ -546,11 +546,11 @@ class HybridIndex:
     # -- load ---------------------------------------------------------------------------------------
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, expect_embedder: str | None = None,
-             embedder: TextEmbedder | None = None, mmap_vectors: bool = False, verify: bool = False) -> HybridIndex:
+             embedder: TextEmbedder | None = None, mmap_vectors: bool = False) -> HybridIndex:
         """Open an index, refusing a stale, mismatched or corrupt one with a message that names the file at fault.
 
-        Files up to VERIFY_ON_LOAD_BYTES are checked against their checksums on every load, all of them with
-        `verify` (`mmrag index verify`)."""
+        Files up to VERIFY_ON_LOAD_BYTES are checked against their checksums on every load; `verify()` (`mmrag
+        verify`) checks all of them."""
         import faiss
 
         d = Path(directory)
@@ -587,7 +587,7 @@ class HybridIndex:
             if (d / name).is_file() and (d / name).stat().st_size != size:
                 raise IndexLoadError(f"{d / name}: {((d / name).stat().st_size)} bytes but {MANIFEST} recorded "
                                      f"{size}; the index is stale or was modified (rebuild it)")
-        verify_checksums(d, m, all_files=verify)
+        verify_checksums(d, m, all_files=False)
         if expect_embedder is not None and use_dense and canonical_name(expect_embedder) != m.embedder:
             raise IndexLoadError(f"{mpath}: index built with embedder {m.embedder!r}, expected "
                                  f"{canonical_name(expect_embedder)!r}; rebuild it with that embedder")
@@ -679,7 +679,7 @@ class HybridIndex:
     def verify(self, progress: bool = False) -> dict[str, Any]:
         """Every check there is: all checksums, every record readable under its own id, every vector finite.
         Raises IndexCorruptError / IndexLoadError naming the file; returns what was checked."""
-        checked = verify_checksums(self.dir, self.manifest, all_files=True)
+        checked = verify_checksums(self.dir, self.manifest, all_files=True)  # the big files too (load skips them)
         for _ in self:  # _read checks each record's id
             pass
         if self.dense is not None:

@@ -367,12 +367,13 @@ def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_byte
         except ValidationError as e:
             raise RequestValidationError([{**err, "loc": ("body", *err["loc"])}
                                           for err in e.errors(include_url=False, include_context=False)]) from None
-        question = req.question.strip()
-        if not question:
-            raise _validation_error("question", "question must not be empty", "string_too_short")
-        if not _encodable(question):
-            raise _validation_error("question", "question contains characters that are not valid Unicode "
-                                                "(a lone surrogate)")
+        from mmrag_rft.pipeline import check_question
+
+        try:
+            question = check_question(req.question)
+        except ValueError as e:  # the pipeline's own refusal, before the question queues for the model
+            raise _validation_error("question", str(e),
+                                    "string_too_short" if not req.question.strip() else "value_error") from None
         if len(question) > max_question_chars:
             raise _validation_error("question", f"question has {len(question)} characters; at most "
                                                 f"{max_question_chars} allowed", "string_too_long")
@@ -464,14 +465,6 @@ def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_byte
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 def _version() -> str:

@@ -78,7 +78,7 @@ def dry_run(cfg: TrainConfig, *, stage: int, accelerate_config: str | Path | Non
     from transformers import AutoConfig
 
     from mmrag_rft.models.hf import is_vision_config
-    from mmrag_rft.models.loading import resolve_model_path, source_path
+    from mmrag_rft.models.loading import resolve_model_path
     from mmrag_rft.training.shared_prompt import trl_version_problem
 
     r = DryRun()
@@ -111,11 +111,13 @@ def dry_run(cfg: TrainConfig, *, stage: int, accelerate_config: str | Path | Non
                           f"{acc.get('mixed_precision')!r}")
 
     # -- batch arithmetic (TRL: the generation batch must hold whole groups) ---------------------------------
+    from mmrag_rft.training.grpo import check_group_batch
+
     global_batch = g.per_device_train_batch_size * g.gradient_accumulation_steps * procs
-    if global_batch % g.num_generations:
-        r.problems.append(f"grpo.per_device_train_batch_size ({g.per_device_train_batch_size}) x "
-                          f"gradient_accumulation_steps ({g.gradient_accumulation_steps}) x processes ({procs}) "
-                          f"= {global_batch} is not a multiple of grpo.num_generations ({g.num_generations})")
+    try:
+        check_group_batch(cfg, procs)
+    except ValueError as e:
+        r.problems.append(str(e))
     if g.use_vllm and g.vllm_mode == "colocate" and procs > 1 and g.vllm_gpu_memory_utilization > 0.9:
         r.problems.append("grpo.vllm_gpu_memory_utilization leaves no room for training in colocate mode")
 
@@ -129,9 +131,7 @@ def dry_run(cfg: TrainConfig, *, stage: int, accelerate_config: str | Path | Non
     # -- the model, without its weights --------------------------------------------------------------------
     spec = init or cfg.model.path
     try:
-        folder = source_path(spec)
-        if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
-            folder = resolve_model_path(spec)  # an adapter: its merged folder (cached after the first time)
+        folder = resolve_model_path(spec)  # an adapter: its merged folder (cached after the first time)
         mcfg = AutoConfig.from_pretrained(str(folder))
     except (FileNotFoundError, ValueError, OSError) as e:
         r.problems.append(f"model.path {spec!r}: {e}")
