@@ -15,6 +15,33 @@ def test_yaml_then_overrides(tmp_path):
     assert (cfg.top_n, cfg.filter.threshold, cfg.filter.top_k, cfg.stage1_mode) == (7, 0.3, 2, "reason")
 
 
+def test_a_config_is_an_overlay_on_its_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("top_n: 7\nfilter:\n  threshold: 0.3\n  top_k: 4\n")
+    (tmp_path / "sub").mkdir()
+    over = tmp_path / "sub" / "over.yaml"
+    over.write_text("base: ../base.yaml\nfilter:\n  top_k: 2\n")
+    cfg = load(PipelineConfig, over, ["top_n=9"])
+    assert (cfg.top_n, cfg.filter.threshold, cfg.filter.top_k) == (9, 0.3, 2)
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        load(PipelineConfig, loop)
+    (tmp_path / "gone.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load(PipelineConfig, tmp_path / "gone.yaml")
+
+
+def test_the_shipped_overlays_load():
+    from pathlib import Path
+
+    from mmrag_rft.training.config import load_train_config
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    reader = load_train_config(root / "stage2_reader_cpu.yaml")
+    assert reader.model.path == "qwen2.5-coder-0.5b" and reader.rewards.ranking_metric == "ndcg_penalized"
+    assert reader.data.num_candidates == load_train_config(root / "stage2_cpu.yaml").data.num_candidates
+
+
 @pytest.mark.parametrize("text, needle", [
     ("top_nn: 3\n", "unknown key(s) ['top_nn']"),
     ("filter:\n  treshold: 0.3\n", "filter: unknown key(s) ['treshold']"),

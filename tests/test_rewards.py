@@ -99,6 +99,24 @@ def test_ranking_reward_ndcg_and_penalty():
     assert at1(["<think>r</think><rank>[3] > [1]</rank>"], gold_ids=[["1", "2"]], num_candidates=[5]) == [0.0]
 
 
+def test_penalized_ranking_gives_each_id_its_own_credit():
+    # plain NDCG pays a full list with gold first as much as the gold id alone; per-id credit does not
+    full = "<think>r</think><rank>[1] > [2] > [3] > [4]</rank><answer>a</answer>"
+    alone = "<think>r</think><rank>[1]</rank><answer>a</answer>"
+    wrong_first = "<think>r</think><rank>[2] > [1]</rank><answer>a</answer>"
+    kw = {"gold_ids": [["1"]] * 3, "num_candidates": [4] * 3}
+    assert ranking_reward([full, alone, wrong_first], **kw)[:2] == [1.0, 1.0]
+    pen = make_ranking_reward("ndcg_penalized", penalty=0.5)
+    got = pen([full, alone, wrong_first], **kw)
+    assert got[1] == 1.0
+    assert got[0] == pytest.approx(1 - 0.5 * (L3 + 0.5 + 1 / math.log2(5)))
+    assert got[2] == pytest.approx(L3 - 0.5)
+    assert pen(["<think>r</think><rank>[2] > [3]</rank>"], gold_ids=[["1"]], num_candidates=[4]) == [0.0]  # floored
+    assert pen.__name__ == "ranking_penalized_reward"
+    with pytest.raises(ValueError, match="ranking_metric"):
+        make_ranking_reward("ndgc")
+
+
 def test_answer_reward_webqa_and_mmqa():
     comps = ["<think>r</think><rank>[1]</rank><answer>The roof is red and white.</answer>",
              "<think>r</think><rank>[1]</rank><answer>Yes, it is.</answer>",

@@ -159,22 +159,34 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_yaml(path: str | os.PathLike[str], _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as a mapping; a top-level `base: other.yaml` (relative to this file) is read first and this
+    file's keys are merged over it, so a variant is a small overlay on the config it changes."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: top level must be a mapping")
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{p}: base must be the path of another config file, got {base!r}")
+    base_path = (p.parent / base).resolve()
+    if base_path in _seen or base_path == p.resolve():
+        raise ConfigError(f"{p}: base {base!r} leads back to itself")
+    return merge(read_yaml(base_path, (*_seen, p.resolve())), loaded)
+
+
 def load(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None,
          defaults: dict[str, Any] | None = None) -> T:
     """Dataclass defaults <- `defaults` (e.g. a model's own settings) <- YAML file <- `a.b=value` overrides
     (values parsed as YAML scalars)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: top level must be a mapping")
-        data = loaded
+    data = read_yaml(path) if path is not None else {}
     data = merge(defaults or {}, data)
     given: dict[str, str] = {}
     for ov in overrides or []:

@@ -13,8 +13,9 @@ Values (see docs/method.md):
 - stage-2 format, shaped: think 0.2 + rank block 0.2 + ids valid (in 1..K, no repeats) 0.2 + answer 0.2 +
   clean 0.2; strict: 1 if all.
 - stage-1 accuracy: 1 if the parsed yes/no equals the label, else 0 (0 when no verdict can be read).
-- ranking: NDCG@k (binary relevance) of the ranked short ids against the gold ids, or set F1, multiplied by
-  the share of listed ids that are valid (in range and not repeats); 0 without a <rank> block. A row
+- ranking: NDCG@k (binary relevance) of the ranked short ids against the gold ids, or set F1, or penalized NDCG
+  (DCG of the gold ids minus penalty x DCG of the non-gold ids, over the ideal DCG, floored at 0), multiplied
+  by the share of listed ids that are valid (in range and not repeats); 0 without a <rank> block. A row
   without gold ids scores 1 for an empty ranking and 0 otherwise.
 - answer: WebQA QA-Acc for WebQA rows (category-aware F1 / keyword recall), MMQA list F1 (or EM) otherwise;
   0 without an <answer> block.
@@ -45,7 +46,10 @@ class RewardConfig:
     accuracy_weight: float = 1.0  # stage 1
     ranking_weight: float = 1.0  # stage 2
     answer_weight: float = 1.0  # stage 2
-    ranking_metric: Literal["ndcg", "set_f1"] = "ndcg"
+    # ndcg_penalized: per-id credit, each listed non-gold id subtracts `ranking_penalty` x its rank discount, so a
+    # list earns only what its gold ids earn and every wrong id costs (no safe harbour in a long or a one-id list)
+    ranking_metric: Literal["ndcg", "set_f1", "ndcg_penalized"] = "ndcg"
+    ranking_penalty: float = 0.5  # ndcg_penalized only
     ranking_k: int | None = None  # NDCG cut-off; None = the whole ranking
     answer_metric: Literal["auto", "webqa", "f1", "em"] = "auto"  # auto: WebQA acc for WebQA rows, list F1 else
     webqa_domain_fallback: bool = True  # score full bags when a reference has no colour/shape/... word
@@ -53,6 +57,8 @@ class RewardConfig:
     # my_pkg.rewards.brevity: 0.2}: a registered name (`reward_names(stage)`) or a dotted path to a function with
     # TRL's reward signature. null: the stage's registered rewards at the *_weight values above.
     funcs: dict[str, float] | None = None
+
+    RANGES = {"ranking_penalty": (0.0, None), "ranking_k": (1, None)}
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -147,8 +153,19 @@ def make_stage2_format_reward(mode: Literal["shaped", "strict"] = "shaped") -> R
 stage2_format_reward = make_stage2_format_reward("shaped")
 
 
+def penalized_ndcg(ranked: Sequence[str], gold: set[str], k: int | None = None, penalty: float = 0.5) -> float:
+    """(DCG of gold ids - penalty x DCG of non-gold ids) / ideal DCG, floored at 0: per-id credit for a ranking."""
+    import math
+
+    top = list(ranked)[:k] if k else list(ranked)
+    gain = sum((1.0 if i in gold else -penalty) / math.log2(r + 2) for r, i in enumerate(top))
+    ideal = sum(1.0 / math.log2(r + 2) for r in range(min(len(gold), k or len(gold))))
+    return max(0.0, gain / ideal) if ideal else 0.0
+
+
 def rank_score(raw_ids: Sequence[str], gold: Sequence[str], *, num_candidates: int | None = None,
-               metric: Literal["ndcg", "set_f1"] = "ndcg", k: int | None = None) -> float:
+               metric: Literal["ndcg", "set_f1", "ndcg_penalized"] = "ndcg", k: int | None = None,
+               penalty: float = 0.5) -> float:
     """Ranking quality of listed short ids vs gold short ids, times the share of listed ids that are valid."""
     gold_set = {str(g) for g in gold}
     if not raw_ids:
@@ -164,11 +181,21 @@ def rank_score(raw_ids: Sequence[str], gold: Sequence[str], *, num_candidates: i
     if not gold_set:
         return 0.0
     ranked = [i for i in seen if num_candidates is None or (i.isdigit() and 1 <= int(i) <= num_candidates)]
-    base = ndcg_at_k(ranked, gold_set, k) if metric == "ndcg" else set_prf(ranked, gold_set)[2]
+    if metric == "ndcg_penalized":
+        base = penalized_ndcg(ranked, gold_set, k, penalty)
+    else:
+        base = ndcg_at_k(ranked, gold_set, k) if metric == "ndcg" else set_prf(ranked, gold_set)[2]
     return base * share
 
 
-def make_ranking_reward(metric: Literal["ndcg", "set_f1"] = "ndcg", k: int | None = None) -> RewardFunc:
+_RANKING_NAMES = {"ndcg": "ranking_reward", "set_f1": "ranking_set_f1_reward", "ndcg_penalized": "ranking_penalized_reward"}
+
+
+def make_ranking_reward(metric: Literal["ndcg", "set_f1", "ndcg_penalized"] = "ndcg", k: int | None = None,
+                        penalty: float = 0.5) -> RewardFunc:
+    if metric not in _RANKING_NAMES:
+        raise ValueError(f"rewards.ranking_metric must be one of {', '.join(_RANKING_NAMES)}, got {metric!r}")
+
     def reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
         n = len(completions)
         prefills, ks = _col(kwargs, "prefill", n, ""), _col(kwargs, "num_candidates", n)
@@ -180,10 +207,11 @@ def make_ranking_reward(metric: Literal["ndcg", "set_f1"] = "ndcg", k: int | Non
             if not p.raw_ids and "<rank" not in completion_text(c).lower() and "<rank" not in (pf or "").lower():
                 out.append(0.0)  # no <rank> block at all: nothing was ranked
                 continue
-            out.append(rank_score(p.raw_ids, [str(x) for x in (g or [])], num_candidates=kk, metric=metric, k=k))
+            out.append(rank_score(p.raw_ids, [str(x) for x in (g or [])], num_candidates=kk, metric=metric, k=k,
+                                  penalty=penalty))
         return out
 
-    return _named(reward, "ranking_reward" if metric == "ndcg" else "ranking_set_f1_reward")
+    return _named(reward, _RANKING_NAMES[metric])
 
 
 ranking_reward = make_ranking_reward("ndcg")
@@ -244,7 +272,7 @@ def register_reward(name: str, stage: int, factory: RewardFactory) -> None:
 register_reward("format", 1, lambda c: make_stage1_format_reward(c.format_mode))
 register_reward("accuracy", 1, lambda c: stage1_accuracy_reward)
 register_reward("format", 2, lambda c: make_stage2_format_reward(c.format_mode))
-register_reward("ranking", 2, lambda c: make_ranking_reward(c.ranking_metric, c.ranking_k))
+register_reward("ranking", 2, lambda c: make_ranking_reward(c.ranking_metric, c.ranking_k, c.ranking_penalty))
 register_reward("answer", 2, lambda c: make_answer_reward(c.answer_metric, c.webqa_domain_fallback))
 
 

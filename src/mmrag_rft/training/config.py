@@ -162,7 +162,7 @@ class TrainConfig:
         from mmrag_rft.config import check_ranges
 
         g = self.grpo
-        for section in (self, self.model, self.data, g, self.lora, self.warmup):  # built in Python, not by `load`
+        for section in (self, self.model, self.data, g, self.lora, self.warmup, self.rewards):  # built in Python
             check_ranges(section)
         if g.max_steps == 0 or (g.max_steps < 0 and g.num_train_epochs <= 0):
             raise ValueError("nothing to train: set grpo.max_steps > 0 or grpo.num_train_epochs > 0")
