@@ -72,6 +72,41 @@ def test_export_round_trips_through_the_loader(tmp_path):
     del torch
 
 
+def test_a_half_precision_export_is_half_the_size_and_scores_the_same(tmp_path):
+    from safetensors.torch import load_file
+
+    from mmrag_rft.models.export import export_adapter
+    from mmrag_rft.models.loading import load_backend
+    from mmrag_rft.prompts import stage1_prompt
+    from mmrag_rft.data.schema import Candidate
+
+    trained = _fine_tune(tmp_path, seed=1)
+    full = export_adapter(trained, tmp_path / "fp32", base_spec="tiny-lm")
+    half = export_adapter(trained, tmp_path / "fp16", base_spec="tiny-lm", dtype="float16")
+    assert half["dtype"] == "float16" and half["size_bytes"] < 0.6 * full["size_bytes"]
+    assert {str(v.dtype) for v in load_file(str(tmp_path / "fp16" / "adapter_model.safetensors")).values()} == \
+        {"torch.float16"}
+    prompts = [stage1_prompt("Where is it?", Candidate(id="c", modality="text", text="In Paris."), style="score")]
+    want = load_backend(str(tmp_path / "run")).score_yes_no(prompts)
+    assert load_backend(str(tmp_path / "fp16")).score_yes_no(prompts) == pytest.approx(want, abs=1e-3)
+    with pytest.raises(ValueError, match="dtype must be"):
+        export_adapter(trained, tmp_path / "x", base_spec="tiny-lm", dtype="int8")
+
+
+def test_the_stage2_card_names_its_base_and_how_it_is_loaded():
+    from mmrag_rft.models.export import model_card
+
+    manifest = {"name": "reader-stage2", "stage": 2, "base": "qwen2.5-coder-0.5b", "prompt": {"layout": "default",
+                "think": True}, "pipeline": {}, "heldout": {"qa_acc": 0.3},
+                "training": {"command": "mmrag train stage2 ...", "commit": "abc", "config_sha256": "0" * 64,
+                             "steps": 60, "data": "val_records.json.gz",
+                             "split": {"val_fraction": 0.2, "split_seed": 0, "train_questions": 242,
+                                       "heldout_questions": 51}}}
+    card = model_card(manifest)
+    assert "base_model: Qwen/Qwen2.5-Coder-0.5B-Instruct" in card and "stage-2" in card
+    assert "stage2_model: reader" in card and "--model default" not in card
+
+
 def test_pipeline_config_takes_the_models_settings_under_yaml_and_overrides(tmp_path):
     from mmrag_rft.models.export import MANIFEST
     from mmrag_rft.pipeline import pipeline_config

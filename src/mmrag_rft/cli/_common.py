@@ -7,7 +7,8 @@ from rich.console import Console
 
 console = Console(stderr=True)
 out = Console()
-MODEL_HELP = ("default (the shipped trained model) | base (untrained SmolLM2-135M-Instruct) | tiny-vlm | tiny-lm | "
+MODEL_HELP = ("default (the shipped trained model) | base (untrained SmolLM2-135M-Instruct) | reader (the shipped "
+              "stage-2 model) | qwen2.5-coder-0.5b (the untrained reader) | tiny-vlm | tiny-lm | "
               "a model, run or adapter folder | a hub id.")
 
 

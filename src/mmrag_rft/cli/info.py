@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
 
         from mmrag_rft import __version__
         from mmrag_rft.models.default import DEFAULT_MODEL_NAME
-        from mmrag_rft.models.loading import READER_SPEC, model_name, model_settings, source_path
+        from mmrag_rft.models.loading import READER_SPEC, model_name, model_settings, shipped_model, source_path
 
         try:
             src = source_path(model)
@@ -35,7 +35,9 @@ def register(app: typer.Typer) -> None:
         reader = (settings.get("pipeline") or {}).get("stage2_model")
         if reader:  # one model per stage: what reads the survivors and answers, and whether it is installed
             try:
-                installed = _reader_state() if reader == READER_SPEC else str(source_path(reader))
+                installed = _reader_state() if reader in (READER_SPEC, "reader") else str(source_path(reader))
+                if reader == "reader" and shipped_model(2) is not None:
+                    installed += f"; trained stage-2 adapter {shipped_model(2)}"
             except (FileNotFoundError, ValueError, OSError) as e:
                 installed = f"not available ({e}); the stage-1 model reads instead"
             row["stage2_model"] = f"{model_name(reader)}: {installed}"

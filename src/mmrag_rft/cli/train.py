@@ -117,14 +117,17 @@ def export(run_dir: Path = typer.Argument(..., help="A finished training run fol
            pipeline_set: Optional[list[str]] = typer.Option(
                None, "--pipeline-set", help="A pipeline setting the model ships with, KEY=VALUE (repeatable), e.g. "
                                              "sources=filter for a model whose stage-2 ranking is not yet trained."),
-           base: str = typer.Option("base", help="The untrained model the run started from (a model spec); the "
-                                                 "adapter is the difference to it."),
+           base: Optional[str] = typer.Option(None, help="The untrained model the run started from (a model spec; "
+                                                            "default: the run's model.path); the adapter is the "
+                                                            "difference to it."),
            command: str = typer.Option("", help="The command that trained the run (recorded in the card)."),
            pipeline_note: str = typer.Option("", help="Why the shipped pipeline settings are what they are (card)."),
            commit: str = typer.Option("", help="The commit of the code that trained it (recorded in the card)."),
+           dtype: str = typer.Option("float32", help="Precision the adapter's weights are stored in: float32, "
+                                                     "float16 (half the size) or bfloat16."),
            ) -> None:
     """Export a run as a small LoRA adapter on the untrained base + manifest + model card (what the package ships)."""
-    from mmrag_rft.models.export import BASE_MODEL, CARD_NOTE, export_adapter, manifest_from_run, model_card
+    from mmrag_rft.models.export import export_adapter, manifest_from_run, model_card
 
     if not (run_dir / "merged" / "config.json").is_file() or not (run_dir / "config.yaml").is_file():
         raise fail(f"{run_dir}: not a finished training run (needs merged/ and config.yaml)")
@@ -175,14 +178,14 @@ def export(run_dir: Path = typer.Argument(..., help="A finished training run fol
     try:
         manifest = manifest_from_run(run_dir, name=name, operating_point=settings,
                                      heldout=summary, command=command, commit=commit)
-        manifest["base"] = base
+        manifest["base"] = base or manifest["base"]
         if pipeline_note:
             manifest["pipeline_note"] = pipeline_note
-        card = model_card(manifest, base_model=BASE_MODEL, license="apache-2.0", note=CARD_NOTE)
+        card = model_card(manifest)
         with console.status(f"factoring {run_dir}/merged into a LoRA adapter ..."):
             split = json.loads((run_dir / "split.json").read_text()) if (run_dir / "split.json").is_file() else None
             info = export_adapter(run_dir / "merged", to, base_spec=manifest["base"], manifest=manifest, card=card,
-                                  split=split)
+                                  split=split, dtype=dtype)
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
     out.print_json(json.dumps(info))

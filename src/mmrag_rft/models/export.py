@@ -78,7 +78,8 @@ def extract_lora(base: Any, trained: Any, *, tol: float = 1e-3, max_rank: int = 
 
 def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: str = "base",
                    manifest: dict[str, Any] | None = None, card: str | None = None, tol: float = 1e-3,
-                   max_rank: int = 64, split: dict[str, Any] | None = None) -> dict[str, Any]:
+                   max_rank: int = 64, split: dict[str, Any] | None = None,
+                   dtype: str = "float32") -> dict[str, Any]:
     """Write `out_dir` = adapter_config.json + adapter_model.safetensors (+ manifest, README.md, the run's
     split.json so `--heldout` finds the questions it never trained on), atomically.
 
@@ -96,6 +97,10 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
     trained = AutoModelForCausalLM.from_pretrained(str(trained_dir), dtype=torch.float32)
     base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     factors, info = extract_lora(base, trained, tol=tol, max_rank=max_rank)
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    store = getattr(torch, dtype)
+    factors = {m: (b.to(store).float(), a.to(store).float()) for m, (b, a) in factors.items()}  # probe what is stored
     ranks = {m: int(a.shape[0]) for m, (_, a) in factors.items()}
     r0 = max(ranks.values())
     cfg = LoraConfig(r=r0, lora_alpha=r0, target_modules=sorted(factors), lora_dropout=0.0, bias="none",
@@ -116,13 +121,18 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
         want = trained(**probe).logits
         got = peft_model(**probe).logits
     info.update(ranks=sorted(set(ranks.values())), total_rank=sum(ranks.values()),
-                probe_max_logit_diff=float((want - got).abs().max()), tol=tol, base=base_spec)
+                probe_max_logit_diff=float((want - got).abs().max()), tol=tol, base=base_spec, dtype=dtype)
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         peft_model.save_pretrained(str(tmp))
+        if dtype != "float32":  # PEFT saves in the model's dtype; loading casts back into it
+            from safetensors.torch import load_file, save_file
+
+            weights = tmp / "adapter_model.safetensors"
+            save_file({k: v.to(store) for k, v in load_file(str(weights)).items()}, str(weights))
         cfg_path = tmp / "adapter_config.json"
         saved = json.loads(cfg_path.read_text())
         saved["base_model_name_or_path"] = base_spec
@@ -186,8 +196,16 @@ def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[s
     }
 
 
-def model_card(manifest: dict[str, Any], *, base_model: str, license: str, note: str) -> str:
+def hub_name(spec: str) -> str:
+    """The Hugging Face name of a base model spec, for the card's front matter."""
+    return HUB_NAMES.get(spec, spec)
+
+
+def model_card(manifest: dict[str, Any], *, license: str = "apache-2.0", note: str = "") -> str:
     """A Hugging Face model card (YAML front matter + markdown) from the manifest."""
+    note = note or CARD_NOTE
+    base_model = hub_name(str(manifest.get("base", "base")))
+    stage = int(manifest["stage"])
     t, held = manifest["training"], manifest.get("heldout", {})
     rows = "\n".join(f"| {k} | {v} |" for k, v in held.items() if not isinstance(v, dict))
     pipe = json.dumps(manifest.get("pipeline", {}))
@@ -214,9 +232,8 @@ tags: [lora, grpo, mmrag-rft, stage-{manifest['stage']}]
 
 # {manifest['name']}
 
-The stage-{manifest['stage']} model of MMRAG-RFT: a LoRA adapter on `{base_model}`, trained by GRPO with rule-based
-rewards. `mmrag ask`, `demo`, `serve` and `evaluate` load it with `--model default`; `--model base` is the untrained
-model.
+The stage-{stage} model of MMRAG-RFT: a LoRA adapter on `{base_model}`, trained by GRPO with rule-based
+rewards. {USES[stage]}
 
 ## Training
 - Data: `{t['data']}` (WebQA val records, {note}), split by question: {t['split']['train_questions']} training
@@ -236,12 +253,18 @@ model.
 {ablation_md}
 ## Limits
 - Trained on {t['split']['train_questions']} questions' text: images are judged by their captions, not pixels.
-- Stage 1 judges relevance only; the answer comes from stage 2.{reader_limit}
+{LIMITS[stage]}{reader_limit if stage == 1 else ""}
 """
 
 
-BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what `base` is, for the card's front matter
+HUB_NAMES = {"base": "HuggingFaceTB/SmolLM2-135M-Instruct", "qwen2.5-coder-0.5b": "Qwen/Qwen2.5-Coder-0.5B-Instruct"}
 CARD_NOTE = "captions stand in for pixels"
+USES = {1: "`mmrag ask`, `demo`, `serve` and `evaluate` load it with `--model default`; `--model base` is the "
+           "untrained model.",
+        2: "It reads the candidates stage 1 kept, reasons, ranks the evidence and answers: the pipeline loads it with "
+           "`stage2_model: reader`; `stage2_model: qwen2.5-coder-0.5b` is the untrained reader."}
+LIMITS = {1: "- Stage 1 judges relevance only; the answer comes from stage 2.",
+          2: "- Stage 2 sees the candidates' text only (captions for images), at most a few candidates per question."}
 
 
 def record_ablation(folder: str | Path, summary: dict[str, Any], *, command: str = "") -> None:
@@ -258,5 +281,4 @@ def record_ablation(folder: str | Path, summary: dict[str, Any], *, command: str
                             "questions": summary.get("questions"), "command": command,
                             "systems": {k: {f: v.get(f) for f in keep} for k, v in summary["systems"].items()}}
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-    atomic_write_text(folder / "README.md", model_card(manifest, base_model=BASE_MODEL, license="apache-2.0",
-                                                       note=CARD_NOTE))
+    atomic_write_text(folder / "README.md", model_card(manifest))

@@ -2,7 +2,9 @@
 (`load_backend`), for inference and training alike.
 
 spec: "default" (the shipped system: SmolLM2-135M-Instruct + the trained stage-1 adapter in the package),
-"base" (the untrained SmolLM2-135M-Instruct), "qwen2.5-coder-0.5b" (the shipped default's stage-2 reader, installed by `./run.sh setup`),
+"base" (the untrained SmolLM2-135M-Instruct), "reader" (the shipped stage-2 model: the trained stage-2 adapter on
+Qwen2.5-Coder-0.5B-Instruct when the package ships one, else that model as released), "qwen2.5-coder-0.5b" (the
+untrained reader, installed by `./run.sh setup`),
 "tiny-vlm" / "tiny-vlm25" / "tiny-lm" (random tiny Qwen2-VL, Qwen2.5-VL and Llama for tests), a model
 folder, a training run folder (its `merged/` model), a PEFT adapter folder (merged into its base once, cached),
 or a Hugging Face hub id (needs the model in the local HF cache, or internet with HF_HUB_OFFLINE unset).
@@ -19,9 +21,9 @@ from typing import Any
 
 from mmrag_rft.models.backend import PolicyBackend
 
-BUILTIN_SPECS = ("default", "base", "qwen2.5-coder-0.5b", "tiny-vlm", "tiny-vlm25", "tiny-lm")
+BUILTIN_SPECS = ("default", "base", "reader", "qwen2.5-coder-0.5b", "tiny-vlm", "tiny-vlm25", "tiny-lm")
 TINY_SPECS = ("tiny-vlm", "tiny-vlm25", "tiny-lm")
-READER_SPEC = "qwen2.5-coder-0.5b"
+READER_SPEC = "qwen2.5-coder-0.5b"  # the untrained stage-2 reader; "reader" is the shipped stage-2 model on it
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "trained"  # package data: the trained adapters
 
 
@@ -48,6 +50,9 @@ def source_path(spec: str) -> Path:
     if spec == "default":
         shipped = shipped_model(1)
         return shipped if shipped is not None else source_path("base")
+    if spec == "reader":
+        shipped = shipped_model(2)
+        return shipped if shipped is not None else source_path(READER_SPEC)
     if spec == "base":
         from mmrag_rft.models.default import ensure_default_model
 
@@ -191,25 +196,18 @@ def merged_adapter(adapter_dir: Path) -> Path:
 def model_name(spec: str) -> str:
     """A short name for results and `mmrag info`: the manifest's name, else the folder's (built-in plain models are
     named without resolving them, which would convert them)."""
-    if spec == "base":
-        from mmrag_rft.models.default import DEFAULT_MODEL_NAME
+    from mmrag_rft.models.default import DEFAULT_MODEL_NAME, READER_MODEL_NAME
 
-        return DEFAULT_MODEL_NAME
-    if spec == READER_SPEC:
-        from mmrag_rft.models.default import READER_MODEL_NAME
-
-        return READER_MODEL_NAME
+    plain = {"base": DEFAULT_MODEL_NAME, READER_SPEC: READER_MODEL_NAME}
+    if spec == "default" and shipped_model(1) is None:
+        spec = "base"
+    if spec == "reader" and shipped_model(2) is None:
+        spec = READER_SPEC
+    if spec in plain:
+        return plain[spec]
     settings = model_settings(spec)
     if settings.get("name"):
         return str(settings["name"])
-    if spec in ("default", "base"):
-        from mmrag_rft.models.default import DEFAULT_MODEL_NAME
-
-        return DEFAULT_MODEL_NAME
-    if spec == READER_SPEC:
-        from mmrag_rft.models.default import READER_MODEL_NAME
-
-        return READER_MODEL_NAME
     if spec in BUILTIN_SPECS or not Path(spec).exists():
         return spec
     p = source_path(spec)
