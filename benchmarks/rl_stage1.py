@@ -92,7 +92,8 @@ def eval_checkpoints(args) -> int:
     from mmrag_rft.config import to_dict
     from mmrag_rft.models.loading import load_backend
     from mmrag_rft.training.config import load_train_config
-    from mmrag_rft.training.grpo import checkpoints, load_split
+    from mmrag_rft.training.checkpoints import checkpoints
+    from mmrag_rft.training.grpo import load_split
     from mmrag_rft.training.run_log import read_log
 
     run = Path(args.output)
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return eval_checkpoints(args)
 
     from mmrag_rft.training.config import load_train_config
-    from mmrag_rft.training.grpo import load_split, resolve_model, train
+    from mmrag_rft.models.loading import resolve_model_path as resolve_model
+    from mmrag_rft.training.grpo import load_split, train
     from mmrag_rft.training.run_log import read_log
     from mmrag_rft.training.plot import plot_training
 

@@ -119,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.examples import stage2_rows
-    from mmrag_rft.training.grpo import load_split, resolve_model, retrieval_order, train
+    from mmrag_rft.models.loading import resolve_model_path as resolve_model
+    from mmrag_rft.training.grpo import load_split, train
+    from mmrag_rft.training.negatives import retrieval_order
     from mmrag_rft.training.run_log import read_log
     from mmrag_rft.training.plot import plot_training
 

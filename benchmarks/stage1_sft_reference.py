@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from mmrag_rft.models.hf import HFBackend
     from mmrag_rft.models.loading import load_for_training
     from mmrag_rft.training.config import load_train_config
-    from mmrag_rft.training.grpo import adapted_layers, build_rows, load_split, lora_target
+    from mmrag_rft.training.grpo import build_rows, load_split
+    from mmrag_rft.training.lora import adapted_layers, lora_target
     from mmrag_rft.training.warmup import completion_batch
 
     cfg = load_train_config(args.config, [f"data.path={args.data}", *args.overrides])

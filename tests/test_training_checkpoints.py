@@ -19,7 +19,7 @@ def _checkpoint(root, step, *, state=True, weights=True):
 
 
 def test_resume_skips_a_checkpoint_torn_by_a_kill_mid_save(tmp_path):
-    from mmrag_rft.training.grpo import last_checkpoint
+    from mmrag_rft.training.checkpoints import last_checkpoint
 
     assert last_checkpoint(tmp_path / "missing") is None
     _checkpoint(tmp_path, 5)
@@ -32,7 +32,7 @@ def test_resume_skips_a_checkpoint_torn_by_a_kill_mid_save(tmp_path):
 
 
 def test_resume_falls_back_past_a_corrupt_state_or_weights_file_and_names_it(tmp_path, caplog):
-    from mmrag_rft.training.grpo import checkpoint_problem, last_checkpoint
+    from mmrag_rft.training.checkpoints import checkpoint_problem, last_checkpoint
 
     good = _checkpoint(tmp_path, 10)
     bad_state = _checkpoint(tmp_path, 20)

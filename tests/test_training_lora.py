@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 
 from mmrag_rft.training.config import TrainConfig
-from mmrag_rft.training.grpo import add_lora, load_model, resolve_model, text_layer_count
+from mmrag_rft.models.loading import load_model
+from mmrag_rft.training.lora import add_lora, text_layer_count
 
 
 @pytest.mark.parametrize("spec,is_vlm", [("tiny-lm", False), ("tiny-vlm", True)])
 def test_top_layers_adapts_only_the_last_layers(spec, is_vlm):
     import torch
 
-    model = load_model(resolve_model(spec), is_vlm)
+    model = load_model(spec)
     n = text_layer_count(model)
     cfg = TrainConfig()
     cfg.lora.top_layers = 1
@@ -31,7 +32,7 @@ def test_top_layers_adapts_only_the_last_layers(spec, is_vlm):
 
 
 def test_top_layers_out_of_range_is_a_clear_error():
-    model = load_model(resolve_model("tiny-lm"), False)
+    model = load_model("tiny-lm")
     cfg = TrainConfig()
     cfg.lora.top_layers = text_layer_count(model) + 1
     with pytest.raises(ValueError, match="lora.top_layers"):
@@ -39,7 +40,7 @@ def test_top_layers_out_of_range_is_a_clear_error():
 
 
 def test_all_layers_by_default():
-    model = load_model(resolve_model("tiny-lm"), False)
+    model = load_model("tiny-lm")
     n = text_layer_count(model)
     peft = add_lora(model, TrainConfig(), False)
     layers = {int(name.split(".layers.")[1].split(".")[0]) for name, _ in peft.named_parameters() if ".lora_A" in name}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrag_rft.training.grpo import prepare_output
+from mmrag_rft.training.checkpoints import prepare_output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +49,7 @@ def test_cli_names_the_folder_and_the_way_out(tmp_path):
 def test_resume_refuses_a_changed_config_and_names_the_keys(tmp_path):
     from mmrag_rft.config import dump
     from mmrag_rft.training.config import load_train_config
-    from mmrag_rft.training.grpo import check_resume_config
+    from mmrag_rft.training.checkpoints import check_resume_config
 
     base = [f"output_dir={tmp_path}", "data.path=a.json"]
     dump(load_train_config(ROOT / "configs/stage1_tiny.yaml", base), tmp_path / "config.yaml")

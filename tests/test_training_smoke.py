@@ -187,13 +187,15 @@ def test_stage2_negatives_can_come_from_another_model_than_the_policy(stage1_run
 
 
 def test_stage1_scores_cache_is_reused(stage1_run, tmp_path):
-    from mmrag_rft.training.grpo import load_model, load_processor, load_split, stage1_scores_with_model
+    from mmrag_rft.models.loading import load_model, load_processor
+    from mmrag_rft.training.grpo import load_split
+    from mmrag_rft.training.negatives import stage1_scores_with_model
 
     cfg1, res1, _ = stage1_run
     train_samples, _ = load_split(cfg1)
     src = Path(res1.merged_dir)
-    model = load_model(src, False, "float32", None)
-    proc = load_processor(src, False, None)
+    model = load_model(src)
+    proc = load_processor(src)
     cache = tmp_path / "s.json"
     first = stage1_scores_with_model(lambda: model, proc, train_samples, cache=cache, model_key="m1")
     assert set(first) == {s.qid for s in train_samples}

@@ -244,19 +244,56 @@ def load_backend(spec: str = "default", *, engine: str = "hf", **kw: Any) -> Pol
     return _load_cached(spec, engine, tuple(sorted(kw.items())))
 
 
-def load_for_training(spec: str = "default", *, dtype: str = "float32") -> tuple[Any, Any]:
-    """A fresh (uncached, trainable) `(model, processing_class)` for TRL: a ProcessorMixin for a
-    vision-language model (TRL then treats it as a VLM), the tokenizer for a causal LM."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+def _model_folder(spec_or_path: str | Path) -> Path:
+    """A folder holding config.json as it is (a warm-up or checkpoint folder), anything else through its spec."""
+    p = Path(spec_or_path)
+    return p if (p / "config.json").is_file() else resolve_model_path(str(spec_or_path))
 
-    from mmrag_rft.models.hf import is_vision_config, load_vl_processor, resolve_device
 
-    path = resolve_model_path(spec)
-    _, torch_dtype = resolve_device("cpu", dtype)
+def is_vision_model(spec_or_path: str | Path) -> bool:
+    """Whether the model is a vision-language model (its config has a vision tower)."""
+    from transformers import AutoConfig
+
+    from mmrag_rft.models.hf import is_vision_config
+
+    return is_vision_config(AutoConfig.from_pretrained(str(_model_folder(spec_or_path))))
+
+
+def load_model(spec_or_path: str | Path, *, dtype: str = "float32", attn_implementation: str | None = None) -> Any:
+    """A fresh (uncached, trainable) transformers model: image-text-to-text for a VLM, causal LM otherwise."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    path = _model_folder(spec_or_path)
+    kw: dict[str, Any] = {"dtype": "auto" if dtype == "auto" else getattr(torch, dtype)}
+    if attn_implementation:
+        kw["attn_implementation"] = attn_implementation
+    cls = AutoModelForImageTextToText if is_vision_model(path) else AutoModelForCausalLM
+    return cls.from_pretrained(str(path), **kw)
+
+
+def load_processor(spec_or_path: str | Path, *, max_pixels: int | None = None,
+                   padding_side: str | None = None) -> Any:
+    """The model's processing class: the project's Qwen2-VL processor for a VLM (TRL then treats the model as a VLM),
+    the tokenizer for a causal LM; a pad token is always set."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from mmrag_rft.models.hf import is_vision_config, load_vl_processor
+
+    path = _model_folder(spec_or_path)
     config = AutoConfig.from_pretrained(str(path))
     if is_vision_config(config):
-        return (AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch_dtype),
-                load_vl_processor(path, config))
-    tok = AutoTokenizer.from_pretrained(str(path), padding_side="left")
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype), tok
+        proc = load_vl_processor(path, config)
+        if max_pixels and hasattr(getattr(proc, "image_processor", None), "max_pixels"):
+            proc.image_processor.max_pixels = max_pixels
+        tok = proc.tokenizer
+    else:
+        proc = tok = AutoTokenizer.from_pretrained(str(path), **({"padding_side": padding_side} if padding_side else {}))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return proc
 
+
+def load_for_training(spec: str = "default", *, dtype: str = "float32") -> tuple[Any, Any]:
+    """A fresh (uncached, trainable) `(model, processing_class)` for TRL."""
+    return load_model(spec, dtype=dtype), load_processor(spec, padding_side="left")

@@ -17,6 +17,8 @@ from mmrag_rft.config import atomic_write_text
 
 log = logging.getLogger(__name__)
 
+LOG_NAME = "log.jsonl"  # a run folder's training log
+
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
     """The log's rows; a torn last line (a kill mid-write) is skipped."""

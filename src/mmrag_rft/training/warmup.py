@@ -117,7 +117,7 @@ def format_warmup(model: Any, processing_class: Any, rows: list[dict[str, Any]],
     from peft import LoraConfig, get_peft_model
     from rich.progress import Progress
 
-    from mmrag_rft.training.grpo import lora_target
+    from mmrag_rft.training.lora import lora_target
 
     tok = getattr(processing_class, "tokenizer", processing_class)
     torch.manual_seed(cfg.seed)

@@ -1,0 +1,103 @@
+"""How stage 2's "hardest" negatives are ordered: by a stage-1 model's P(yes) (cached per model) or by the
+retriever."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mmrag_rft.config import atomic_write_text
+from mmrag_rft.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def stage1_scores_with_model(get_model: Callable[[], Any], processing_class: Any, samples: list[Any], *,
+                             cache: Path | None = None, model_key: str = "",
+                             layout: str = "default") -> dict[str, dict[str, float]]:
+    """P(yes) of every candidate (score-style stage-1 prompt, captions only): orders stage 2's negatives.
+
+    `layout` is the stage-1 prompt layout the scoring model was trained with (stage 2's `data.layout`).
+
+    The scores go to `cache` as they are computed (JSON, atomic, keyed by `model_key`), so a resumed or
+    re-run stage 2 does not score the whole training set again. `get_model` is called (to load the model)
+    only if some question is not in the cache yet.
+    """
+    from rich.progress import Progress
+
+    from mmrag_rft.models.hf import HFBackend
+    from mmrag_rft.prompts import stage1_prompt
+
+    scores: dict[str, dict[str, float]] = {}
+    if cache is not None and cache.is_file():
+        try:
+            saved = json.loads(cache.read_text())
+        except ValueError:
+            log.warning("%s is not valid JSON: stage-1 scores are computed again", cache)
+            saved = {}
+        if saved.get("model") == model_key:
+            scores = saved.get("scores", {})
+
+    def save() -> None:
+        if cache is not None:
+            atomic_write_text(cache, json.dumps({"model": model_key, "scores": scores}))
+
+    todo = [s for s in samples if s.qid not in scores]
+    if not todo:
+        return {s.qid: scores[s.qid] for s in samples}
+    model = get_model()
+    backend = HFBackend(model, processor=processing_class, device=str(model.device), dtype="auto")
+    with Progress(transient=True) as prog:
+        task = prog.add_task(f"stage-1 P(yes) for stage-2 negatives ({len(scores)} cached)", total=len(todo))
+        for i, s in enumerate(todo, 1):
+            p = backend.score_yes_no([stage1_prompt(s.question, c, style="score", layout=layout) for c in s.candidates])
+            scores[s.qid] = {c.id: float(x) for c, x in zip(s.candidates, p)}
+            prog.advance(task)
+            if i % 25 == 0:
+                save()
+    save()
+    return {s.qid: scores[s.qid] for s in samples}
+
+
+def negatives_from_model(cfg: TrainConfig, samples: list[Any], out: Path) -> dict[str, dict[str, float]]:
+    """Stage-1 P(yes) from `data.negatives_model` (its own tokenizer and the prompt layout its manifest names),
+    for a stage-2 policy that is another model: only the tokenizer loads unless the cache lacks scores."""
+    from transformers import AutoTokenizer
+
+    from mmrag_rft.models.loading import load_model, model_settings, resolve_model_path
+
+    spec = cfg.data.negatives_model
+    layout = (model_settings(spec).get("prompt") or {}).get("layout") or cfg.data.layout
+    tok = AutoTokenizer.from_pretrained(str(resolve_model_path(spec)), padding_side="left")
+    return stage1_scores_with_model(lambda: load_model(spec, dtype=cfg.model.dtype), tok, samples,
+                                    cache=out / "stage1_scores.json", model_key=f"{spec}|layout={layout}",
+                                    layout=layout)
+
+
+def retrieval_order(sample: Any) -> list[str]:
+    from mmrag_rft.retrieval.index import rank_pool
+
+    return [h.id for h in rank_pool(sample.question, sample.candidates, top_n=len(sample.candidates))]
+
+
+def stage2_negative_scores(cfg: TrainConfig, samples: list[Any], out: Path, *, init_src: Path, policy: Any,
+                           processing_class: Any) -> dict[str, dict[str, float]] | None:
+    """Stage-1 P(yes) that orders stage 2's negatives (None unless `data.negatives` is stage1): from
+    `data.negatives_model` when it names one, else from the --init model itself, never from its format-warmed-up
+    copy (`policy` is used only when it is that model; otherwise the init model is reloaded if the cache lacks
+    scores)."""
+    from mmrag_rft.models.loading import load_model
+
+    if cfg.data.negatives != "stage1":
+        return None
+    if cfg.data.negatives_model:
+        return negatives_from_model(cfg, samples, out)
+    scorer = (lambda: policy) if policy is not None else (
+        lambda: load_model(init_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation))
+    layout = cfg.data.layout  # the stage-1 model's prompt layout; named in the cache key only when not default
+    key = str(init_src) if layout == "default" else f"{init_src}|layout={layout}"
+    return stage1_scores_with_model(scorer, processing_class, samples, cache=out / "stage1_scores.json",
+                                    model_key=key, layout=layout)
