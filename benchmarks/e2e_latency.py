@@ -40,7 +40,8 @@ def demo_questions() -> list[str]:
 def build_demo_index(out: Path) -> float:
     from mmrag_rft.data import demo_corpus_dir
     from mmrag_rft.data.jsonl import load_corpus
-    from mmrag_rft.retrieval.index import RetrievalConfig, build_index
+    from mmrag_rft.retrieval.build import build_index
+    from mmrag_rft.retrieval.layout import RetrievalConfig
 
     t0 = time.perf_counter()
     build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), out, RetrievalConfig(), base_dir=demo_corpus_dir())

@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mmrag_rft.prompts import stage1_prompt, stage2_prompt
     from mmrag_rft.pipeline import FilterConfig, Judgement, coarse_filter
-    from mmrag_rft.retrieval.index import rank_pool, reciprocal_rank_fusion
+    from mmrag_rft.retrieval.fusion import reciprocal_rank_fusion
+    from mmrag_rft.retrieval.pool import rank_pool
 
     DEFAULT_FILTERS = {"stage1": FilterConfig(order="stage1"),
                        "fused": FilterConfig(order="fused", rrf_k=args.rrf_k, retrieval_weight=args.retrieval_weight)}

@@ -64,7 +64,7 @@ def rss_mib() -> float:
 
 
 def build(n: int, out: Path, cfg: Any, embedder: Any, dim: int) -> dict[str, Any]:
-    from mmrag_rft.retrieval.index import build_index
+    from mmrag_rft.retrieval.build import build_index
 
     marks = {int(n * q / 4): q * 25 for q in (1, 2, 3, 4)}
     samples: list[dict[str, Any]] = []
@@ -133,7 +133,8 @@ def main() -> None:
     import faiss
 
     from mmrag_rft.retrieval.embed import get_embedder
-    from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig
+    from mmrag_rft.retrieval.index import HybridIndex
+    from mmrag_rft.retrieval.layout import RetrievalConfig
 
     if args.threads:
         import torch

@@ -65,7 +65,9 @@ def build_app(model: str, work: Path) -> Any:
     from mmrag_rft.data import demo_corpus_dir, load_corpus
     from mmrag_rft.models.loading import load_backend
     from mmrag_rft.pipeline import Pipeline, pipeline_config
-    from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig, build_index
+    from mmrag_rft.retrieval.build import build_index
+    from mmrag_rft.retrieval.index import HybridIndex
+    from mmrag_rft.retrieval.layout import RetrievalConfig
     from mmrag_rft.serving.app import create_app
 
     index_dir = work / "index"

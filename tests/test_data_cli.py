@@ -154,7 +154,8 @@ def test_files_and_index_folders_follow_the_umask(tmp_path):
     import stat
 
     from mmrag_rft.config import atomic_write_text
-    from mmrag_rft.retrieval.index import RetrievalConfig, build_index
+    from mmrag_rft.retrieval.build import build_index
+    from mmrag_rft.retrieval.layout import RetrievalConfig
     from mmrag_rft.data.schema import Candidate
 
     old = os.umask(0o022)
@@ -181,7 +182,9 @@ def test_embedder_folder_that_does_not_exist_says_so(tmp_path):
 
 
 def test_a_manifest_that_is_not_an_object_is_one_clear_line(tmp_path):
-    from mmrag_rft.retrieval.index import HybridIndex, IndexLoadError, RetrievalConfig, build_index
+    from mmrag_rft.retrieval.build import build_index
+    from mmrag_rft.retrieval.index import HybridIndex
+    from mmrag_rft.retrieval.layout import IndexLoadError, RetrievalConfig
     from mmrag_rft.data.schema import Candidate
 
     build_index([Candidate(id="x", modality="text", text="hello")], tmp_path / "idx",

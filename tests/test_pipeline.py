@@ -11,7 +11,9 @@ from mmrag_rft.data import demo_corpus_dir
 from mmrag_rft.data.jsonl import load_corpus, load_samples_jsonl
 from mmrag_rft.models.loading import load_backend
 from mmrag_rft.pipeline import ABSTAIN_ANSWER, FilterConfig, Pipeline, PipelineConfig
-from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig, build_index
+from mmrag_rft.retrieval.build import build_index
+from mmrag_rft.retrieval.index import HybridIndex
+from mmrag_rft.retrieval.layout import RetrievalConfig
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +247,7 @@ def test_stage1_skip_on_a_pool_follows_the_retrievers_order(shared_data):
     s = next(iter(load_samples(shared_data / "webqa" / "val_records.json.gz", format="webqa", limit=1)))
     cfg = PipelineConfig(top_n=len(s.candidates), stage1_mode="skip", filter=FilterConfig(top_k=2))
     r = Pipeline(_Fixed("m"), config=cfg).ask(s.question, candidates=s.candidates)
-    from mmrag_rft.retrieval.index import rank_pool
+    from mmrag_rft.retrieval.pool import rank_pool
 
     assert r.kept_ids == [h.candidate.id for h in rank_pool(s.question, s.candidates, 2)]
 

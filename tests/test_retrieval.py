@@ -14,9 +14,11 @@ import pytest
 from mmrag_rft.data.schema import Candidate
 from mmrag_rft.retrieval.bm25 import BM25Index
 from mmrag_rft.retrieval.embed import DEFAULT_EMBEDDER, canonical_name, get_embedder
-from mmrag_rft.retrieval.index import (
-    HybridIndex, IndexLoadError, RetrievalConfig, build_index, corpus_hash, rank_pool, reciprocal_rank_fusion,
-)
+from mmrag_rft.retrieval.build import build_index
+from mmrag_rft.retrieval.fusion import reciprocal_rank_fusion
+from mmrag_rft.retrieval.index import HybridIndex
+from mmrag_rft.retrieval.layout import IndexLoadError, RetrievalConfig, corpus_hash
+from mmrag_rft.retrieval.pool import rank_pool
 
 PASSAGES = {
     "eiffel": ("Eiffel Tower", "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, "
@@ -355,7 +357,7 @@ def _flip_same_size(path, old: bytes, new: bytes):
 
 
 def test_same_size_corruption_and_swapped_ids_are_caught_on_load(tmp_path, embedder):
-    from mmrag_rft.retrieval.index import IndexCorruptError
+    from mmrag_rft.retrieval.layout import IndexCorruptError
 
     out = _fresh(tmp_path, embedder)
     _flip_same_size(out / "candidates.jsonl", b'"text":"', b'"text";"')
@@ -377,15 +379,15 @@ def test_big_files_are_checked_on_read_and_by_verify(tmp_path, embedder, monkeyp
     from typer.testing import CliRunner
 
     from mmrag_rft.cli import app
-    from mmrag_rft.retrieval import index as index_mod
-    from mmrag_rft.retrieval.index import IndexCorruptError
+    from mmrag_rft.retrieval import layout as layout_mod
+    from mmrag_rft.retrieval.layout import IndexCorruptError
 
     out = _fresh(tmp_path, embedder, use_dense=False)
     ok = CliRunner().invoke(app, ["verify", str(out)])
     assert ok.exit_code == 0 and "match their checksums" in ok.output
     first = HybridIndex.load(out).ids[0]
     _flip_same_size(out / "candidates.jsonl", b'{"id":"', b'{"id";"')
-    monkeypatch.setattr(index_mod, "VERIFY_ON_LOAD_BYTES", 0)
+    monkeypatch.setattr(layout_mod, "VERIFY_ON_LOAD_BYTES", 0)
     idx = HybridIndex.load(out)
     with pytest.raises(IndexCorruptError, match="record 0 is unreadable"):
         idx.get(first)

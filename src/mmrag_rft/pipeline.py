@@ -128,7 +128,7 @@ def filter_order(judgements: list[Judgement], f: FilterConfig) -> list[Judgement
     by_score = sorted(judgements, key=lambda j: -j.score)
     if f.order != "fused" or any(j.retrieval_rank is None for j in judgements):
         return by_score
-    from mmrag_rft.retrieval.index import reciprocal_rank_fusion
+    from mmrag_rft.retrieval.fusion import reciprocal_rank_fusion
 
     by_rank = sorted(judgements, key=lambda j: j.retrieval_rank or 0)
     fused = reciprocal_rank_fusion([[j.id for j in by_score], [j.id for j in by_rank]], k=f.rrf_k,
@@ -229,7 +229,7 @@ class Pipeline:
                     and self.config.filter.order != "fused" and self.config.stage1_mode != "skip"):
                 # a fused filter, and a skipped stage 1, need the retriever's order
                 return [(c, None) for c in candidates]
-            from mmrag_rft.retrieval.index import rank_pool
+            from mmrag_rft.retrieval.pool import rank_pool
 
             hits = rank_pool(question, candidates, top_n, **({"embedder": self._ranker} if self._ranker else {}))
             return [(h.candidate, h.score) for h in hits]

@@ -16,7 +16,7 @@ INDEX_FORMATS = ("auto", "corpus", "jsonl", "webqa", "webqa-tsv", "mmqa")
 
 def _retrieval_config(path: Optional[Path], overrides: list[str]) -> Any:
     from mmrag_rft.config import ConfigError, load
-    from mmrag_rft.retrieval.index import RetrievalConfig
+    from mmrag_rft.retrieval.layout import RetrievalConfig
 
     try:
         return load(RetrievalConfig, path, overrides)
@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build a hybrid (dense + BM25) retrieval index over a corpus."""
         from mmrag_rft.data.schema import DataError
-        from mmrag_rft.retrieval.index import IndexLoadError, build_index
+        from mmrag_rft.retrieval.build import build_index
+        from mmrag_rft.retrieval.layout import IndexLoadError
 
         if format not in INDEX_FORMATS:
             raise fail(f"--format: expected one of {list(INDEX_FORMATS)}, got {format!r}")

@@ -13,7 +13,9 @@ def build_or_load_demo_index(out_dir: Path) -> Any:
     """Reuse a demo index whose manifest still matches the corpus; rebuild otherwise."""
     from mmrag_rft.data import demo_corpus_dir
     from mmrag_rft.data.jsonl import load_corpus
-    from mmrag_rft.retrieval.index import HybridIndex, RetrievalConfig, build_index
+    from mmrag_rft.retrieval.build import build_index
+    from mmrag_rft.retrieval.index import HybridIndex
+    from mmrag_rft.retrieval.layout import RetrievalConfig
 
     from rich.console import Console
 

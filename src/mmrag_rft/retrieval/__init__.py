@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "RetrievalConfig": "index", "HybridIndex": "index", "Hit": "index", "IndexManifest": "index",
-    "IndexLoadError": "index", "build_index": "index", "rank_pool": "index", "reciprocal_rank_fusion": "index",
-    "corpus_hash": "index", "TextEmbedder": "embed", "get_embedder": "embed", "candidate_text": "embed",
+    "RetrievalConfig": "layout", "HybridIndex": "index", "Hit": "fusion", "IndexManifest": "layout",
+    "IndexLoadError": "layout", "IndexCorruptError": "layout", "build_index": "build", "rank_pool": "pool",
+    "reciprocal_rank_fusion": "fusion", "corpus_hash": "layout", "TextEmbedder": "embed", "get_embedder": "embed", "candidate_text": "embed",
     "BM25Index": "bm25", "ImageEncoder": "image_encoder",
 }
 __all__ = sorted(_EXPORTS)

@@ -78,7 +78,7 @@ def negatives_from_model(cfg: TrainConfig, samples: list[Any], out: Path) -> dic
 
 
 def retrieval_order(sample: Any) -> list[str]:
-    from mmrag_rft.retrieval.index import rank_pool
+    from mmrag_rft.retrieval.pool import rank_pool
 
     return [h.id for h in rank_pool(sample.question, sample.candidates, top_n=len(sample.candidates))]
 
