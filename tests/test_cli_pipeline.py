@@ -129,6 +129,18 @@ def test_ablate_runs_each_system_once_and_scores_the_stage2_view(tmp_path, share
     assert fewer["questions"] == 1 and all(r["n"] == 1 for r in fewer["systems"].values())  # not the older 2
 
 
+def test_a_candidate_stage2_model_reads_the_same_survivors_as_the_shipped_one():
+    from mmrag_rft.evaluation.ablate import default_systems
+
+    plain = {s.name: s for s in default_systems("qwen2.5-coder-0.5b")}
+    assert "candidate_stage2" not in plain
+    both = {s.name: s for s in default_systems("qwen2.5-coder-0.5b", candidate="runs/r2")}
+    cand, shipped = both["candidate_stage2"], both["shipped"]
+    assert cand.model == shipped.model and cand.overrides == ['stage2_model="runs/r2"']  # only the reader differs
+    assert both["candidate_stage2_rank"].view_of == "candidate_stage2"
+    assert both["candidate_stage2_rank"].sources({"stage2_rank": ["b", "a", "c"], "kept_ids": ["a"]}) == ["b", "a"]
+
+
 def test_ask_blank_question_is_one_clear_line(tmp_path):
     idx = tmp_path / "idx"
     assert runner.invoke(app, ["index", str(demo_corpus_dir() / "corpus.jsonl"), "--out", str(idx)]).exit_code == 0

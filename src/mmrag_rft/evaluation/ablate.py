@@ -36,12 +36,13 @@ def _stage2_sources(row: Mapping[str, Any], k: int) -> list[str]:
     return list(row.get("stage2_rank") or row.get("kept_ids") or [])[:k]
 
 
-def default_systems(reader: str, *, sources: int = 2, model: str = "default") -> list[System]:
+def default_systems(reader: str, *, sources: int = 2, model: str = "default", candidate: str = "") -> list[System]:
     """The simple alternatives a user would pick, the trained stage 1 with the 135M model reading, then the shipped
     system (`--model default` as it is) and what stage 2's own ranking would change.
 
     `reader`: the stage-2 model the retriever-alone row answers with (the shipped default's `stage2_model`, so
-    that row differs from the shipped one only by stage 1). `model`: the trained stage-1 model spec.
+    that row differs from the shipped one only by stage 1). `model`: the trained stage-1 model spec. `candidate`: a
+    stage-2 model to weigh against the shipped one (e.g. a stage-2 run on the reader): it reads the same survivors.
     """
     rname = reader or "the stage-1 model"
     return [
@@ -55,7 +56,12 @@ def default_systems(reader: str, *, sources: int = 2, model: str = "default") ->
                           f"{sources} -> {rname} answers; sources follow the filter's order", model),
         System("shipped_stage2_rank", f"as shipped, sources follow {rname}'s own <rank> list", model,
                view_of="shipped", sources=lambda row: _stage2_sources(row, sources)),
-    ]
+    ] + ([] if not candidate else [
+        System("candidate_stage2", f"as shipped, {candidate} reads and answers instead; sources follow the filter",
+               model, [f'stage2_model="{candidate}"']),
+        System("candidate_stage2_rank", f"as candidate_stage2, sources follow {candidate}'s own <rank> list", model,
+               view_of="candidate_stage2", sources=lambda row: _stage2_sources(row, sources)),
+    ])
 
 
 def _row_numbers(m: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
