@@ -136,3 +136,25 @@ def test_an_empty_string_setting_is_never_the_string_none():
     with pytest.raises(ConfigError, match="expected a string, got null"):
         load(PipelineConfig, None, ["stage2_model="])
     assert load(PipelineConfig, None, ['stage2_model=""']).stage2_model == ""
+
+
+def test_config_show_prints_every_key_with_its_default_and_help():
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+
+    from pathlib import Path
+
+    reader_cfg = str(Path(__file__).resolve().parent.parent / "configs" / "stage2_reader_cpu.yaml")
+    r = CliRunner().invoke(app, ["config", "show", "stage2", "--config", reader_cfg, "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {x["key"]: x for x in _json.loads(r.output)}
+    assert rows["model.path"]["value"] == "qwen2.5-coder-0.5b" and rows["model.path"]["default"] == "default"
+    assert "K: gold" in rows["data.num_candidates"]["help"]
+    assert rows["grpo.beta"]["help"] and rows["lora.r"]["help"] == "LoRA rank"  # ours and TRL's own help
+    changed = CliRunner().invoke(app, ["config", "show", "pipeline", "--set", "top_n=7", "--changed", "--json"])
+    assert [x["key"] for x in _json.loads(changed.output)] == ["top_n"]
+    bad = CliRunner().invoke(app, ["config", "show", "stage3"])
+    assert bad.exit_code == 2 and "stage1, stage2, pipeline" in bad.output

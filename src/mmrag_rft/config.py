@@ -211,6 +211,52 @@ def load(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: li
         raise
 
 
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's help: the comment on its line in the class body, else the comment lines right above it (the
+    comments are the documentation, so `mmrag config show` prints what the source says)."""
+    import inspect
+    import re
+
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, str] = {}
+    above: list[str] = []
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("# ").strip())
+            continue
+        m = re.match(r"\s{4}(\w+)\s*:", line)
+        if m and m.group(1) in names:
+            trailing = line.split("  # ", 1)[1].strip() if "  # " in line else ""
+            out[m.group(1)] = trailing or " ".join(above)
+        above = []
+    return out
+
+
+def describe(cfg: Any, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
+    """(dotted key, value, default, help) for every leaf field of a config dataclass instance."""
+    rows: list[tuple[str, Any, Any, str]] = []
+    helps = field_help(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            rows += describe(value, f"{key}.")
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        rows.append((key, value, default, helps.get(f.name, "")))
+    return rows
+
+
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}: configs compared key by key."""
     if not isinstance(d, dict):

@@ -117,13 +117,13 @@ class GRPOSection:
 @dataclass
 class LoraSection:
     enabled: bool = True  # False = full fine-tune
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    r: int = 16  # LoRA rank
+    alpha: int = 32  # LoRA scaling numerator (the update is scaled by alpha / r)
+    dropout: float = 0.05  # dropout on the LoRA input
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])  # linear layers adapted
     freeze_vision: bool = True  # no LoRA and no gradient for the vision tower of a VLM
     # LoRA on the last N decoder layers only (None = all): nothing below the lowest adapter records an autograd
-    # graph, so forward, backward and generation all get cheaper (1.7x per CPU step at 8 of 30 layers).
+    # graph, so forward, backward and generation all get cheaper
     top_layers: int | None = None
 
     RANGES = {"r": (1, 1024), "alpha": (1, None), "dropout": (0.0, 0.99), "top_layers": (1, None)}
@@ -133,11 +133,11 @@ class LoraSection:
 class WarmupSection:
     """Supervised warm-up on the output *format* only (never on gold labels), before RL."""
 
-    enabled: bool = False
-    steps: int = 30
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    seed: int = 0
+    enabled: bool = False  # run the format warm-up before RL (saved to OUTPUT/warmup/, reused on resume)
+    steps: int = 30  # optimizer steps of the warm-up
+    learning_rate: float = 2e-4  # AdamW learning rate of the warm-up's temporary LoRA
+    batch_size: int = 4  # rows per warm-up step
+    seed: int = 0  # which rows and which random targets the warm-up draws
 
     RANGES = {"steps": (0, None), "learning_rate": (1e-12, 1.0), "batch_size": (1, None)}
 
@@ -150,7 +150,7 @@ class TrainConfig:
     lora: LoraSection = field(default_factory=LoraSection)
     rewards: RewardConfig = field(default_factory=RewardConfig)
     warmup: WarmupSection = field(default_factory=WarmupSection)
-    output_dir: str = "runs/train"
+    output_dir: str = "runs/train"  # the run folder (`--output` sets it)
     # stop once the share of zero-reward-variance groups, averaged over the last this-many logged steps, reaches
     # stop_zero_std_mean (a collapsed policy: the gradient is ~0 without a KL term); null never stops early
     stop_after_zero_std_steps: int | None = 10
