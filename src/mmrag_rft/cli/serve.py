@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
         image_dir: Optional[Path] = typer.Option(None, help="Folder to find candidate images by id."),
         host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback by default)."),
         port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
-        max_question_chars: int = typer.Option(1000, min=1, help="Longest question accepted."),
+        max_question_chars: Optional[int] = typer.Option(None, min=1, help="Longest question accepted (default: the "
+                                                                            "pipeline's max_question_chars)."),
         max_upload_mb: float = typer.Option(5.0, min=0.01, help="Largest query-image upload, in MB."),
         max_queue: int = typer.Option(64, min=1, help="Questions allowed to wait for the model; more get 503."),
         log_level: str = typer.Option("info", help="uvicorn log level."),

@@ -242,14 +242,19 @@ def _image_media_type(path: Path) -> str | None:
 
 # -- the app ----------------------------------------------------------------------------------------------
 
-def create_app(pipeline: Any, *, max_question_chars: int = 1000, max_upload_bytes: int = 5_000_000,
+def create_app(pipeline: Any, *, max_question_chars: int | None = None, max_upload_bytes: int = 5_000_000,
                max_queue: int = 64, allowed_hosts: list[str] | None = None, docs: bool = False) -> FastAPI:
     """The FastAPI app serving `pipeline` (its `index` provides candidates and images).
+
+    `max_question_chars`: longer questions are refused (422); None = the pipeline's own `max_question_chars`, so the
+    API refuses exactly what the pipeline would otherwise clip.
 
     `max_queue` bounds the questions waiting for the model; more are refused with 503 rather than
     piling up without limit. `allowed_hosts`: Host headers accepted (None = any), against DNS rebinding of a
     loopback server. `docs`: serve Swagger UI at /docs (it loads its scripts from a CDN, so it is off by default).
     """
+    if max_question_chars is None:
+        max_question_chars = int(getattr(getattr(pipeline, "config", None), "max_question_chars", 2000))
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmrag-pipeline")
     state = {"waiting": 0, "running": False}
     lock = threading.Lock()
