@@ -158,3 +158,16 @@ def test_an_ablation_is_recorded_in_the_manifest_and_the_card(tmp_path):
     assert "qwen2.5-coder-0.5b" in card  # the reader it ships with is named among the limits
     with pytest.raises(ValueError, match="no mmrag_model.json"):
         record_ablation(tmp_path, {"systems": {}})
+
+
+def test_the_reader_spec_names_the_shipped_stage2_model_or_the_reader_as_released(monkeypatch, tmp_path):
+    from mmrag_rft.models import loading
+
+    monkeypatch.setattr(loading, "SHIPPED_DIR", tmp_path)  # a package that ships no stage-2 adapter
+    assert loading.shipped_model(2) is None
+    assert loading.model_name("reader") == "Qwen2.5-Coder-0.5B-Instruct"  # named without converting anything
+    (tmp_path / "stage2").mkdir()
+    (tmp_path / "stage2" / "adapter_config.json").write_text('{"base_model_name_or_path": "qwen2.5-coder-0.5b"}')
+    (tmp_path / "stage2" / "mmrag_model.json").write_text('{"name": "reader-stage2", "stage": 2}')
+    assert loading.source_path("reader") == tmp_path / "stage2"
+    assert loading.model_name("reader") == "reader-stage2"
