@@ -6,6 +6,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from mmrag_rft.models.backend import PolicyBackend
 from mmrag_rft.prompts import Stage1Layout
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,18 @@ def load_reader(spec: str) -> tuple[Any, str | None]:
         return None, f"stage2_model {spec!r} is not available ({e}); the stage-1 model read the survivors and answered"
 
 
+@dataclass
+class Stage2Output:
+    """What stage 2 made of the survivors: ids are candidate ids; `fallback` says why the ranking is the filter's."""
+
+    answer: str
+    rank: list[str]
+    reasoning: str
+    raw: str
+    invalid_ids: list[str]  # short ids the model ranked that no survivor has
+    fallback: str | None = None
+
+
 class Pipeline:
     """The explainable MMRAG pipeline over one policy backend and (optionally) a persistent index.
 
@@ -176,18 +189,17 @@ class Pipeline:
     (`ask(question, candidates=...)`: the benchmarks' own distractor pools).
     """
 
-    def __init__(self, backend: Any, *, index: Any = None, config: PipelineConfig | None = None,
-                 image_dir: str | None = None, ranker: Any = None, reader: Any = None):
+    def __init__(self, backend: PolicyBackend, *, index: Any = None, config: PipelineConfig | None = None,
+                 image_dir: str | None = None, reader: PolicyBackend | None = None):
         self.backend = backend
-        self.index = index
+        self.index = index  # a retrieval.index.HybridIndex, or None when the caller passes candidate pools
         self.config = config or PipelineConfig()
         self.image_dir = image_dir
-        self._ranker = ranker
         self._reader = reader
         self.reader_note: str | None = None  # why `config.stage2_model` is not the one reading, if it is not
 
     @property
-    def reader(self) -> Any:
+    def reader(self) -> PolicyBackend:
         """The stage-2 backend: `config.stage2_model` (loaded on first use) or, by default, the stage-1 model.
 
         A stage2_model that is not installed (the reader's wheels, `./run.sh reader`) degrades to the stage-1
@@ -225,13 +237,13 @@ class Pipeline:
                  query_image: Any = None) -> list[tuple[Any, float | None]]:
         top_n = top_n or self.config.top_n
         if candidates is not None:
-            if (len(candidates) <= top_n and self._ranker is None and self.index is None
+            if (len(candidates) <= top_n and self.index is None
                     and self.config.filter.order != "fused" and self.config.stage1_mode != "skip"):
                 # a fused filter, and a skipped stage 1, need the retriever's order
                 return [(c, None) for c in candidates]
             from mmrag_rft.retrieval.pool import rank_pool
 
-            hits = rank_pool(question, candidates, top_n, **({"embedder": self._ranker} if self._ranker else {}))
+            hits = rank_pool(question, candidates, top_n)
             return [(h.candidate, h.score) for h in hits]
         if self.index is None:
             raise ValueError("no index loaded and no candidate pool given: pass candidates= or load an index")
@@ -298,8 +310,8 @@ class Pipeline:
             j.kept = j.id in ids
         return ids
 
-    def answer(self, question: str, kept: list[Any]) -> tuple[str, list[str], str, str, list[str], str | None]:
-        """Stage 2: the survivors together -> (answer, rank ids, reasoning, raw, invalid ids, fallback)."""
+    def answer(self, question: str, kept: list[Any]) -> Stage2Output:
+        """Stage 2: the survivors read together -> the answer, their ranking and the reasoning."""
         from mmrag_rft.parsing import parse_stage2
         from mmrag_rft.prompts import stage2_prompt
 
@@ -317,7 +329,8 @@ class Pipeline:
             fallback = (f"stage-2 output unusable ({out.error or 'empty ranking'}): ranking falls back to the "
                         "filter's order")
             rank = [c.id for c in kept]
-        return out.answer.strip(), rank, out.think.strip(), raw, invalid, fallback
+        return Stage2Output(answer=out.answer.strip(), rank=rank, reasoning=out.think.strip(), raw=raw,
+                            invalid_ids=invalid, fallback=fallback)
 
     # -- the whole thing ----------------------------------------------------------------------------
     def ask(self, question: str, *, candidates: list[Any] | None = None, query_image: Any = None,
@@ -355,9 +368,10 @@ class Pipeline:
                           judgements=judgements, kept_ids=[], abstained=True, qid=qid, models=models,
                           timings={"retrieve_s": t1 - t0, "stage1_s": t2 - t1, "stage2_s": 0.0,
                                    "total_s": t2 - t0})
-        answer, rank, reasoning, raw, invalid, fallback = self.answer(question, [by_id[i] for i in kept_ids])
+        s2 = self.answer(question, [by_id[i] for i in kept_ids])
         t3 = time.perf_counter()
-        unfaithful = [f"[{s}]" for s in invalid] + [r for r in rank if r not in kept_ids]
+        rank, fallback = s2.rank, s2.fallback
+        unfaithful = [f"[{s}]" for s in s2.invalid_ids] + [r for r in rank if r not in kept_ids]
         bypassed = {}
         stage2_rank = list(rank) if not fallback else []
         if self.reader_note:
@@ -370,8 +384,8 @@ class Pipeline:
             rank = list(kept_ids)
         if cfg.max_sources:
             rank = rank[: cfg.max_sources]
-        return Result(question=question, answer=answer, rank=rank, reasoning=reasoning, judgements=judgements,
+        return Result(question=question, answer=s2.answer, rank=rank, reasoning=s2.reasoning, judgements=judgements,
                       kept_ids=kept_ids, fallback=fallback, faithful=not unfaithful, unfaithful_ids=unfaithful,
-                      raw_stage2=raw, qid=qid, models=models, bypassed=bypassed, stage2_rank=stage2_rank,
+                      raw_stage2=s2.raw, qid=qid, models=models, bypassed=bypassed, stage2_rank=stage2_rank,
                       timings={"retrieve_s": t1 - t0, "stage1_s": t2 - t1, "stage2_s": t3 - t2,
                                "total_s": t3 - t0})
