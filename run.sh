@@ -6,6 +6,7 @@
 #   ./run.sh reader    set up, then install and convert the stage-2 reader (Qwen2.5-Coder-0.5B; setup installs it
 #                      unless MMRAG_READER=skip)
 #   ./run.sh recipe    set up, then reproduce the shipped stage-1 adapter (train, choose its filter point, export)
+#   ./run.sh recipe-stage2   set up, then reproduce the shipped stage-2 adapter on the reader (train, export, ablate)
 #   ./run.sh mmrag ... set up, then run any mmrag command
 # GPU users: MMRAG_TORCH=skip ./run.sh setup keeps the torch you installed (CUDA) instead of the CPU pin.
 set -euo pipefail
@@ -65,6 +66,7 @@ case "$cmd" in
     install_reader
     exec "$VENV/bin/mmrag" info --model qwen2.5-coder-0.5b "$@" ;;  # converts it once, then says what is loaded
   recipe) setup; exec scripts/recipe_stage1.sh "$@" ;;
+  recipe-stage2) setup; exec scripts/recipe_stage2.sh "$@" ;;
   mmrag) setup; exec "$VENV/bin/mmrag" "$@" ;;
-  *) echo "usage: ./run.sh demo|test|setup|reader|recipe|mmrag ARGS" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh demo|test|setup|reader|recipe|recipe-stage2|mmrag ARGS" >&2; exit 2 ;;
 esac

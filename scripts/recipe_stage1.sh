@@ -30,7 +30,7 @@ fi
 LAYOUT=$($PY -c "import yaml,sys; print((yaml.safe_load(open(sys.argv[1]))['data'] or {}).get('layout','default'))" "$RUN/config.yaml")
 LIMIT=${LIMIT:-60}
 # Why the shipped settings are what they are (recorded in the manifest and the model card).
-PIPELINE_NOTE=${PIPELINE_NOTE:-"The filter's order and threshold were chosen on training questions; the reader gets the fused top 2 (fixed beforehand: WebQA questions cite one or two sources) and answers from them; the cited sources follow the filter's order (sources: filter). The fused top-k chosen on training questions (its held-out gold recall and stage-2 token savings below) is the operating point for a reader that reads more."}
+PIPELINE_NOTE=${PIPELINE_NOTE:-"The filter's order and threshold were chosen on training questions; the stage-2 model (reader: ./run.sh recipe-stage2) gets the fused top 2 (fixed beforehand: WebQA questions cite one or two sources) and answers from them; the cited sources follow the filter's order (sources: filter). The fused top-k chosen on training questions (its held-out gold recall and stage-2 token savings below) is the operating point for a reader that reads more."}
 echo "[recipe] 2/4 operating point on $LIMIT training questions" >&2
 $PY benchmarks/filter_sweep.py --data "$DATA" --model "$RUN/merged" --heldout "$RUN" --side train --limit "$LIMIT" \
   --layout "$LAYOUT" --threads "$THREADS" --out "$RUN/operating_point.json" --plot "$RUN/operating_point.png"
@@ -41,7 +41,7 @@ echo "[recipe] 4/4 export to $OUT" >&2
 $MMRAG train export "$RUN" --to "$OUT" --operating-point "$RUN/operating_point.json" --heldout "$RUN/heldout.json" \
   --command "./run.sh recipe  # $TRAIN" --commit "$COMMIT" ${EXPORT_ARGS:-} \
   --pipeline-set sources=filter --pipeline-set max_sources=2 \
-  --pipeline-set filter.top_k=2 --pipeline-set stage2_model=qwen2.5-coder-0.5b \
+  --pipeline-set filter.top_k=2 --pipeline-set stage2_model=${STAGE2_MODEL:-reader} \
   --pipeline-note "$PIPELINE_NOTE"
 if [ "${ABLATE:-0}" != 0 ]; then  # about 50 min more on 2 cores: what each stage adds, into the model card
   echo "[recipe] 5/5 ablation on the held-out questions" >&2

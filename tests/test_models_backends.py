@@ -284,14 +284,18 @@ def test_default_is_the_shipped_stage1_adapter_with_its_settings():
     assert cfg.filter == pipeline_config("default", overrides=[]).filter
     assert (cfg.filter.threshold, cfg.filter.top_k) == tuple(
         settings["pipeline"]["filter"][k] for k in ("threshold", "top_k"))
-    assert cfg.stage2_model == "qwen2.5-coder-0.5b"  # one model per stage, chosen by the ablation in the card
+    assert cfg.stage2_model == "reader"  # one model per stage, chosen by the ablation in the card
+    stage2 = shipped_model(2)
+    assert stage2 is not None and source_path("reader") == stage2 and model_settings("reader")["stage"] == 2
+    assert model_settings("reader")["base"] == "qwen2.5-coder-0.5b" and model_settings("reader")["export"]["dtype"] == \
+        "float16" and (stage2 / "adapter_model.safetensors").stat().st_size < 12e6
     assert settings["ablation"]["systems"]["shipped"]["qa_acc"] > settings["ablation"]["systems"]["untrained"]["qa_acc"]
     from typer.testing import CliRunner
 
     from mmrag_rft.cli import app
 
     info = json.loads(CliRunner().invoke(app, ["info", "--json"]).stdout)
-    assert info["stage2_model"].startswith("Qwen2.5-Coder-0.5B-Instruct: ") and "shipped" in info["ablation"]
+    assert info["stage2_model"].startswith("qwen2.5-coder-0.5b-mmrag-stage2: ") and "shipped" in info["ablation"]
     from mmrag_rft.data.schema import Candidate
     from mmrag_rft.prompts import stage1_prompt
 

@@ -155,7 +155,7 @@ def test_an_ablation_is_recorded_in_the_manifest_and_the_card(tmp_path):
     assert m["ablation"]["systems"]["shipped"]["qa_acc"] == 0.5 and m["ablation"]["command"] == "mmrag ablate X"
     card = (folder / "README.md").read_text()
     assert "## What each stage adds" in card and "| shipped | 0.500 | 0.250 | 0.125 | what it is |" in card
-    assert "qwen2.5-coder-0.5b" in card  # the reader it ships with is named among the limits
+    assert "Qwen2.5-Coder-0.5B-Instruct" in card  # the reader it ships with is named among the limits
     with pytest.raises(ValueError, match="no mmrag_model.json"):
         record_ablation(tmp_path, {"systems": {}})
 

@@ -144,6 +144,10 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
             (tmp / "README.md").write_text(card)
         if split is not None:
             (tmp / "split.json").write_text(json.dumps(split) + "\n")
+        from mmrag_rft.config import current_umask
+
+        for f in tmp.iterdir():  # package data: readable by whoever installs it, whatever wrote it
+            os.chmod(f, 0o666 & ~current_umask())
         os.chmod(tmp, 0o755)
         old = out.with_name(f".{out.name}.old")
         if out.exists():
@@ -210,8 +214,11 @@ def model_card(manifest: dict[str, Any], *, license: str = "apache-2.0", note: s
     rows = "\n".join(f"| {k} | {v} |" for k, v in held.items() if not isinstance(v, dict))
     pipe = json.dumps(manifest.get("pipeline", {}))
     reader = (manifest.get("pipeline") or {}).get("stage2_model")
-    reader_limit = (f"\n- Stage 2 is read by `{reader}` as released, not trained by this project; without it "
-                    "installed the stage-1 model reads, and results say so (`bypassed.stage2_model`).") if reader else ""
+    absent = "without its base installed the stage-1 model reads, and results say so (`bypassed.stage2_model`)."
+    reader_limit = "" if not reader else (
+        f"\n- Stage 2 is read by the shipped stage-2 model (`{reader}`: a LoRA on Qwen2.5-Coder-0.5B-Instruct, its own "
+        f"model card in trained/stage2); {absent}" if reader == "reader" else
+        f"\n- Stage 2 is read by `{reader}` as released, not trained by this project; {absent}")
     ablation = manifest.get("ablation") or {}
     cols = ("qa_acc", "retrieval_f1", "sources_ndcg@5")
     ablation_md = ("" if not ablation else f"""
@@ -222,6 +229,17 @@ def model_card(manifest: dict[str, Any], *, license: str = "apache-2.0", note: s
 |---|{'---|' * len(cols)}---|
 """ + "\n".join(f"| {name} | {' | '.join(f'{r[c]:.3f}' for c in cols)} | {r['description']} |"
                 for name, r in ablation.get("systems", {}).items()) + "\n")
+    default_note = "The filter's operating point was chosen on training questions only." if stage == 1 else ""
+    settings_md = (f"""## Settings it ships with (read by the pipeline)
+`{pipe}`. {manifest.get('pipeline_note') or default_note}
+
+""" if manifest.get("pipeline") or manifest.get("pipeline_note") else "")
+    held_md = (f"""## Held-out results ({note})
+| metric | value |
+|---|---|
+{rows}
+
+""" if rows else "")
     return f"""---
 base_model: {base_model}
 library_name: peft
@@ -243,14 +261,7 @@ rewards. {USES[stage]}
 - {t['steps']} GRPO steps; config sha256 `{t['config_sha256'][:16]}`; code at commit `{t['commit'] or 'unknown'}`.
 - Prompt: layout `{manifest['prompt']['layout']}`, think {'on' if manifest['prompt']['think'] else 'off'}.
 
-## Settings it ships with (read by the pipeline)
-`{pipe}`. {manifest.get('pipeline_note') or "The filter's operating point was chosen on training questions only."}
-
-## Held-out results ({note})
-| metric | value |
-|---|---|
-{rows}
-{ablation_md}
+{settings_md}{held_md}{ablation_md}
 ## Limits
 - Trained on {t['split']['train_questions']} questions' text: images are judged by their captions, not pixels.
 {LIMITS[stage]}{reader_limit if stage == 1 else ""}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Reproduces the shipped stage-2 adapter (src/mmrag_rft/trained/stage2) in one resumable command:
+#   1. GRPO stage 2 on the reader (configs/stage2_reader_cpu.yaml; negatives ordered by the shipped stage-1 model;
+#      resumes from the last checkpoint when killed),
+#   2. the run exported as a float16 LoRA adapter + manifest + model card into the package,
+#   3. `mmrag ablate --stage2-model` on the stage-1 model's held-out questions: the trained reader against the
+#      shipped system with the reader as released, same survivors (captions stand in for pixels), recorded in
+#      the stage-2 model card.
+# Usage: ./run.sh recipe-stage2 (or RUN=runs/x DATA=... OUT=... scripts/recipe_stage2.sh); about 1 h on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${RUN:-runs/stage2_reader}
+DATA=${DATA:-../shared/data/webqa/val_records.json.gz}
+OUT=${OUT:-src/mmrag_rft/trained/stage2}
+CONFIG=${CONFIG:-configs/stage2_reader_cpu.yaml}
+EXTRA=${EXTRA:-}
+THREADS=${THREADS:-2}
+COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+MMRAG=.venv/bin/mmrag
+TRAIN="mmrag --threads $THREADS train stage2 --config $CONFIG --set data.path=$DATA $EXTRA --output $RUN"
+
+echo "[recipe-stage2] 1/3 training: $TRAIN" >&2
+if compgen -G "$RUN/checkpoint-*" >/dev/null; then
+  $MMRAG --threads "$THREADS" train stage2 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN" --resume
+elif [ -d "$RUN" ] && [ -e "$RUN/config.yaml" ]; then  # killed before its first checkpoint (scores stay cached)
+  $MMRAG --threads "$THREADS" train stage2 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN" --overwrite
+else
+  $MMRAG --threads "$THREADS" train stage2 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN"
+fi
+echo "[recipe-stage2] 2/3 export to $OUT" >&2
+$MMRAG --threads 1 train export "$RUN" --to "$OUT" --name qwen2.5-coder-0.5b-mmrag-stage2 --dtype float16 \
+  --command "./run.sh recipe-stage2  # $TRAIN" --commit "$COMMIT" ${EXPORT_ARGS:-}
+echo "[recipe-stage2] 3/3 the trained reader against the reader as released, held out" >&2
+$MMRAG --threads "$THREADS" ablate "$DATA" --heldout default --stage2-model "$OUT" --only shipped \
+  --only shipped_stage2_rank --only candidate_stage2 --only candidate_stage2_rank --out "$RUN/ablate" --record-in "$OUT"
+echo "[recipe-stage2] done: $OUT ($(du -sh "$OUT" | cut -f1)); ship it with stage2_model: reader" >&2
