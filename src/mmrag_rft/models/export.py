@@ -233,7 +233,10 @@ def model_card(manifest: dict[str, Any], *, license: str = "apache-2.0", note: s
     settings_md = (f"""## Settings it ships with (read by the pipeline)
 `{pipe}`. {manifest.get('pipeline_note') or default_note}
 
-""" if manifest.get("pipeline") or manifest.get("pipeline_note") else "")
+""" if manifest.get("pipeline") else f"""## How the pipeline uses it
+{manifest['pipeline_note']}
+
+""" if manifest.get("pipeline_note") else "")
     held_md = (f"""## Held-out results ({note})
 | metric | value |
 |---|---|
