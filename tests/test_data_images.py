@@ -47,3 +47,16 @@ def test_errors(tmp_path: Path) -> None:
     assert ei.value.file == str(broken) and ei.value.field == "image"
     with pytest.raises(DataError, match="image file not found for candidate m"):
         load_image(Candidate(id="m", modality="image", image_path=str(tmp_path / "missing.png")))
+
+
+def test_training_and_inference_see_the_same_pixels_or_the_caption(tmp_path, caplog):
+    from mmrag_rft.data.images import pixels_or_caption
+    from mmrag_rft.training import examples
+
+    good = Candidate(id="a", modality="image", image_bytes=_png_bytes())
+    assert examples.pixels_or_caption is pixels_or_caption  # one loader: training uses the pipeline's
+    assert pixels_or_caption(good).size == load_image(good).size
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    broken = Candidate(id="b", modality="image", image_path=str(tmp_path / "broken.png"))
+    assert pixels_or_caption(broken) is None and "caption stands in" in caplog.text
+    assert pixels_or_caption(Candidate(id="t", modality="text", text="x")) is None

@@ -253,12 +253,9 @@ class Pipeline:
     def _image(self, cand: Any, pixels: bool | None = None) -> Any:
         if not ((self.with_pixels if pixels is None else pixels) and cand.modality == "image"):
             return None
-        from mmrag_rft.data.images import load_image
+        from mmrag_rft.data.images import pixels_or_caption
 
-        try:
-            return load_image(cand, image_dir=self.image_dir)
-        except Exception:  # a missing picture degrades to its caption, it does not fail the question
-            return None
+        return pixels_or_caption(cand, image_dir=self.image_dir)
 
     def judge(self, question: str, retrieved: list[tuple[Any, float | None]],
               cfg: PipelineConfig | None = None) -> list[Judgement]:

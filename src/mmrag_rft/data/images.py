@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from mmrag_rft.data.schema import Candidate, DataError
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 
@@ -56,3 +59,16 @@ def load_image(candidate: Candidate, *, image_dir: str | os.PathLike[str] | None
             raise DataError(f"image file not found for candidate {candidate.id} (also looked in {image_dir})",
                             file=str(candidate.image_path), field="image_path")
     return None
+
+
+def pixels_or_caption(candidate: Candidate, *, image_dir: str | os.PathLike[str] | None = None) -> Image.Image | None:
+    """What a model sees of a candidate: its image for an image candidate whose pixels load, else None (its caption
+    stands in). The one image path for inference and training alike; a missing or broken picture is logged, never
+    fatal to the question."""
+    if candidate.modality != "image":
+        return None
+    try:
+        return load_image(candidate, image_dir=image_dir)
+    except DataError as e:
+        log.warning("%s: its caption stands in", e)
+        return None

@@ -12,11 +12,11 @@ PIL objects inside nested message content.
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from mmrag_rft.data.images import pixels_or_caption
 from mmrag_rft.data.schema import Candidate, Sample
 from mmrag_rft.prompts import ChatPrompt, stage1_prompt, stage2_prompt, to_short_ids
 
@@ -42,24 +42,6 @@ def split_by_question(samples: Iterable[Sample], val_fraction: float, seed: int 
     if val_fraction > 0 and not val and len(train) > 1:  # tiny sets: still hold out one question
         val.append(train.pop(min(range(len(train)), key=lambda i: _unit(train[i].qid, seed))))
     return train, val
-
-
-# --- images ---------------------------------------------------------------------------------------------------
-
-def load_image(candidate: Candidate) -> Any:
-    """The candidate's pixels as an RGB PIL image, or None (captions then stand in)."""
-    if candidate.modality != "image" or not candidate.has_pixels:
-        return None
-    from PIL import Image
-
-    try:
-        if candidate.image_bytes is not None:
-            img = Image.open(io.BytesIO(candidate.image_bytes))
-        else:
-            img = Image.open(candidate.image_path)  # type: ignore[arg-type]
-        return img.convert("RGB")
-    except (OSError, ValueError):
-        return None
 
 
 def _rows_from_prompt(prompt: ChatPrompt, with_pixels: bool) -> dict[str, Any]:
@@ -137,7 +119,7 @@ def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_p
     for s in samples:
         for cand, label in stage1_pairs(s, balance=balance, max_pairs=max_pairs_per_question, rng=rng,
                                         other_negatives=other_negatives, other_pool=pool):
-            img = load_image(cand) if with_pixels else None
+            img = pixels_or_caption(cand) if with_pixels else None
             p = stage1_prompt(s.question, cand, with_pixels=img is not None, image=img,
                               style="reason" if think else "score", max_chars=max_chars,
                               layout=layout)
@@ -215,7 +197,7 @@ def stage2_rows(samples: Iterable[Sample], *, num_candidates: int = 5, permutati
                 if tuple(c.id for c in perm) not in seen:
                     break
             seen.add(tuple(c.id for c in perm))
-            imgs = [load_image(c) for c in perm] if with_pixels else None
+            imgs = [pixels_or_caption(c) for c in perm] if with_pixels else None
             p = stage2_prompt(s.question, perm, with_pixels=with_pixels and any(i is not None for i in imgs or []),
                               images=imgs, max_chars=max_chars)
             id_map = p.meta["id_map"]
