@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 from pathlib import Path
@@ -11,110 +10,6 @@ from typing import Any
 import typer
 
 from mmrag_rft.cli._common import fail, out
-
-
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open("r", encoding="utf-8")
-
-
-def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
-    """{qid: {"answer": str | list, "sources": [ids]}} from a WebQA-style JSON object or JSONL rows
-    ({qid, answer, sources}; the evaluation runner's rows, whose `rank` holds the sources, work too)."""
-    try:
-        with _open_text(path) as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot read ({e})") from None
-    preds: dict[str, dict[str, Any]] = {}
-
-    def add(qid: Any, row: Any, where: str) -> None:
-        if isinstance(row, str):
-            row = {"answer": row}
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}, {where}: prediction must be an object or a string")
-        ans = row.get("answer", "")
-        if ans is None:
-            ans = ""
-        if not isinstance(ans, (str, list)):
-            raise ValueError(f"{path}, {where}, field 'answer': must be a string or a list of strings")
-        src = row.get("sources", row.get("rank", []))
-        if src is None:
-            src = []
-        if not isinstance(src, list):
-            raise ValueError(f"{path}, {where}, field 'sources': must be a list of ids")
-        preds[str(qid)] = {"answer": ans, "sources": [str(s) for s in src]}
-
-    stripped = text.lstrip()
-    if stripped.startswith("{"):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            obj = None  # perhaps JSONL
-        if isinstance(obj, dict) and "qid" not in obj:
-            for qid, row in obj.items():
-                add(qid, row, f"key {qid!r}")
-            return preds
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, row {n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or "qid" not in row:
-            raise ValueError(f"{path}, row {n}, field 'qid': missing")
-        add(row["qid"], row, f"row {n}")
-    return preds
-
-
-def read_gold(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
-    """Gold rows from any file the data loaders read (WebQA JSON or val TSV, MMQA jsonl, our JSONL)."""
-    from mmrag_rft.data.loaders import load_samples
-
-    rows = []
-    for s in load_samples(str(path), format=fmt or "auto"):
-        meta = s.meta or {}
-        modalities = meta.get("answer_modalities") or []
-        rows.append({
-            "qid": s.qid, "qcate": s.category, "answers": list(s.answers), "gold_sources": list(s.gold_ids),
-            "keywords": meta.get("keywords"), "outputs": meta.get("baseline_output"),
-            "qtype": meta.get("type") or s.category,
-            "modality": meta.get("answer_modality") or (modalities[0] if modalities else ""),
-        })
-    return rows
-
-
-def score(dataset: str, preds: dict[str, dict[str, Any]] | None, gold: list[dict[str, Any]], *,
-          output_idx: int = 0, domain_fallback: bool = False, fluency: list[float] | None = None) -> dict[str, Any]:
-    """preds=None scores the VLP baseline outputs carried by the gold TSV rows."""
-    from mmrag_rft.metrics.mmqa import score_mmqa
-    from mmrag_rft.metrics.webqa import references_for, score_webqa
-
-    missing = 0
-    items = []
-    for i, g in enumerate(gold):
-        if preds is None:
-            outs = g.get("outputs") or []
-            p = {"answer": outs[output_idx] if len(outs) > output_idx else "", "sources": []}
-        else:
-            p = preds.get(g["qid"])
-            if p is None:
-                missing += 1
-        if dataset == "webqa":
-            ans = (p or {}).get("answer", "")
-            items.append({"qid": g["qid"], "qcate": g["qcate"],
-                          "prediction": " ".join(ans) if isinstance(ans, list) else ans,
-                          "references": references_for(g.get("keywords"), g["answers"]),
-                          "pred_sources": (p or {}).get("sources", []), "gold_sources": g.get("gold_sources", []),
-                          "fluency": fluency[i] if fluency else None})
-        else:
-            items.append({"qid": g["qid"], "prediction": None if p is None else p.get("answer"),
-                          "gold": g["answers"], "qtype": g.get("qtype", ""), "modality": g.get("modality", "")})
-    result = score_webqa(items, domain_fallback=domain_fallback) if dataset == "webqa" else score_mmqa(items)
-    result["missing_predictions"] = missing
-    if preds is not None:
-        result["unknown_predictions"] = len(set(preds) - {g["qid"] for g in gold})
-    return result
 
 
 def _fmt(x: Any, scale: float = 1.0) -> str:
@@ -173,6 +68,7 @@ def register(app: typer.Typer) -> None:
         """Score predictions with the official metrics: WebQA QA-Acc per category + retrieval P/R/F1
         (+ QA-FL with BART weights), MMQA list EM/F1 by modality, hop and question type."""
         from mmrag_rft.config import atomic_write_text
+        from mmrag_rft.evaluation.scoring import read_gold, read_submission, score_submission
         from mmrag_rft.metrics.text import set_lemmatizer
 
         if dataset not in ("webqa", "mmqa"):
@@ -196,7 +92,7 @@ def register(app: typer.Typer) -> None:
             gold: list[dict[str, Any]] = []
             for g in gold_paths:
                 gold.extend(read_gold(g, gold_format))
-            preds = read_predictions(pred_path) if pred_path else None
+            preds = read_submission(pred_path) if pred_path else None
         except ImportError as e:
             raise fail(f"cannot read {gold_paths[0]}: the data loaders are unavailable ({e})") from None
         except ValueError as e:  # DataError is a ValueError and names file/row/field
@@ -221,7 +117,7 @@ def register(app: typer.Typer) -> None:
                                      parabank=bart_parabank)
             except FluencyUnavailable as e:
                 raise fail(str(e)) from None
-        result = score(dataset, preds, gold, output_idx=output_idx, domain_fallback=domain_fallback, fluency=fluency)
+        result = score_submission(dataset, preds, gold, output_idx=output_idx, domain_fallback=domain_fallback, fluency=fluency)
         result["gold"] = [str(p) for p in gold_paths]
         result["predictions"] = "VLP baseline (TSV Output column, index %d)" % output_idx if baseline else str(pred_path)
         print_tables(result, f"{dataset}: {result['predictions']}")
