@@ -192,3 +192,20 @@ def test_a_manifest_that_is_not_an_object_is_one_clear_line(tmp_path):
     (tmp_path / "idx" / "manifest.json").write_text("[1, 2]")
     with pytest.raises(IndexLoadError, match="expected a JSON object, got list"):
         HybridIndex.load(tmp_path / "idx")
+
+
+def test_datasets_are_registered_by_name_and_an_unknown_one_is_an_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+    from mmrag_rft.data.datasets import DATASETS, get_dataset
+    from mmrag_rft.evaluation.evaluate import score_rows
+
+    assert get_dataset("mmqa").metric_set == "mmqa" and "image_dir" in get_dataset("mmqa").loader_options
+    assert set(DATASETS) >= {"webqa", "mmqa", "jsonl"}
+    with pytest.raises(ValueError, match="unknown dataset 'okvqa'; registered: webqa, mmqa, jsonl"):
+        score_rows([], dataset="okvqa")  # never WebQA's metrics by default
+    (tmp_path / "x.jsonl").write_text("{}\n")
+    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "x.jsonl"), "--dataset", "okvqa", "--model", "tiny-lm",
+                                 "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "unknown dataset 'okvqa'" in r.output and "Traceback" not in r.output

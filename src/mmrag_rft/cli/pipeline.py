@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def evaluate(
         path: Path = typer.Argument(..., help="Benchmark file (WebQA JSON, MMQA jsonl, or our JSONL)."),
-        dataset: str = typer.Option(..., "--dataset", help="webqa | mmqa | jsonl"),
+        dataset: str = typer.Option(..., "--dataset", help="A registered dataset: webqa | mmqa | jsonl (data/datasets.py)."),
         out_dir: Path = typer.Option(..., "--out", help="Output folder (re-running resumes)."),
         limit: Optional[int] = typer.Option(None, min=1, help="First N questions."),
         model: str = typer.Option("default", help=MODEL_HELP),
@@ -130,8 +130,12 @@ def register(app: typer.Typer) -> None:
         markdown table."""
         from mmrag_rft.evaluation.evaluate import evaluate_file
 
-        if dataset not in ("webqa", "mmqa", "jsonl"):
-            raise fail(f"--dataset must be webqa, mmqa or jsonl, got {dataset!r}")
+        from mmrag_rft.data.datasets import get_dataset
+
+        try:
+            get_dataset(dataset)
+        except ValueError as e:
+            raise fail(f"--dataset: {e}") from None
         if not path.exists():
             raise fail(f"{path}: file not found")
         cfg = _pipeline_config(config, set_, model)
@@ -151,7 +155,7 @@ def register(app: typer.Typer) -> None:
     def ablate(
         path: Path = typer.Argument(..., help="Benchmark file the stage-1 model was trained on (its held-out side is "
                                               "asked), e.g. ../shared/data/webqa/val_records.json.gz."),
-        dataset: str = typer.Option("webqa", "--dataset", help="webqa | mmqa | jsonl"),
+        dataset: str = typer.Option("webqa", "--dataset", help="A registered dataset: webqa | mmqa | jsonl (data/datasets.py)."),
         out_dir: Path = typer.Option(Path("out/ablate"), "--out", help="Output folder (re-running resumes)."),
         model: str = typer.Option("default", help="The trained model the stage-1 rows use (its settings included)."),
         heldout: Optional[str] = typer.Option(None, "--heldout", help="Whose held-out questions: a model spec or a "
@@ -175,6 +179,12 @@ def register(app: typer.Typer) -> None:
         from mmrag_rft.evaluation.ablate import ablation_markdown, default_systems, run_ablation
         from mmrag_rft.evaluation.evaluate import RunMismatch
 
+        from mmrag_rft.data.datasets import get_dataset
+
+        try:
+            get_dataset(dataset)
+        except ValueError as e:
+            raise fail(f"--dataset: {e}") from None
         if not path.exists():
             raise fail(f"{path}: file not found")
         if reader is None:

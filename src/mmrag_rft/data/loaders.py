@@ -102,14 +102,12 @@ def load_samples(path: str | os.PathLike[str], format: Format = "auto", *, skip_
     return load_samples_jsonl(path, **common)
 
 
-_OPTIONS = {"webqa": {"images_tsv", "images_lineidx", "split", "shuffle"},
-            "mmqa": {"texts", "tables", "images", "image_dir"}}
-
-
 def _options_for(kw: dict[str, Any], fmt: str, path: Any) -> dict[str, Any]:
     """Drop unset (None) options; an option set for a format that has no use for it is an error, not ignored."""
+    from mmrag_rft.data.datasets import DATASETS
+
     given = {k: v for k, v in kw.items() if v is not None}
-    extra = sorted(set(given) - _OPTIONS.get(fmt, set()))
+    extra = sorted(set(given) - (DATASETS[fmt].loader_options if fmt in DATASETS else set()))
     if extra:
         raise DataError(f"options {extra} do not apply to the {fmt} format", file=str(path))
     return given

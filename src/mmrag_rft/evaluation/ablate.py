@@ -90,7 +90,6 @@ def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout
             path, dataset=dataset, out_dir=out / s.name, limit=limit, config=cfg, progress=progress,
             backend_factory=lambda m=s.model: load(m), model=s.model, heldout=heldout,
             reader_factory=(lambda m=cfg.stage2_model: load(m)) if cfg.stage2_model else None)["qids"]
-    metric_set = "mmqa" if dataset == "mmqa" else "webqa"
     for s in systems:
         preds = read_predictions(out / (s.view_of or s.name) / "predictions.jsonl")
         rows = [preds[q] for q in asked[s.view_of or s.name]]
@@ -98,7 +97,7 @@ def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout
             rows = [{**r, "rank": s.sources(r)} for r in rows]
         results[s.name] = {"description": s.description, "model": s.model, "overrides": s.overrides,
                            **({"view_of": s.view_of} if s.view_of else {}),
-                           **_row_numbers(score_rows(rows, dataset=metric_set), rows)}
+                           **_row_numbers(score_rows(rows, dataset=dataset), rows)}
     n = min((r["n"] for r in results.values()), default=0)
     summary = {"benchmark": "ablation", "data": Path(path).name, "dataset": dataset, "heldout_of": heldout,
                "questions": n, "note": f"{n} questions the stage-1 model never trained on; {CAPTION_NOTE}",

@@ -46,8 +46,11 @@ def filter_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def score_rows(rows: Sequence[Mapping[str, Any]], *, dataset: str) -> dict[str, Any]:
-    """Official-style metrics over prediction rows (runner.prediction_row), plus filter statistics."""
-    if dataset == "mmqa":
+    """Official-style metrics over prediction rows (runner.prediction_row), plus filter statistics, by the metric
+    set the dataset registers (`data.datasets`)."""
+    from mmrag_rft.data.datasets import get_dataset
+
+    if get_dataset(dataset).metric_set == "mmqa":
         m = score_mmqa({"qid": r["qid"], "prediction": r["answer"], "gold": r.get("answers") or [],
                         "qtype": (r.get("meta") or {}).get("type", ""),
                         "modality": (r.get("meta") or {}).get("answer_modality", "")} for r in rows)
@@ -131,9 +134,12 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
     written to metrics.json plus `qids`, the questions it covers."""
     from rich.console import Console
 
+    from mmrag_rft.data.datasets import get_dataset
     from mmrag_rft.data.loaders import load_samples
     from mmrag_rft.evaluation.runner import run
     from mmrag_rft.pipeline import Pipeline
+
+    metric_set = get_dataset(dataset).metric_set  # an unknown dataset fails before anything loads
 
     console = Console(stderr=True)
     out = Path(out_dir)
@@ -167,8 +173,7 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
         preds = run(samples, ask, out, progress=progress)
         wanted = {s.qid for s in samples}
         rows = [preds[q] for q in (s.qid for s in samples) if q in preds and q in wanted]
-        metric_set = "mmqa" if dataset == "mmqa" else "webqa"
-        m = score_rows(rows, dataset=metric_set)
+        m = score_rows(rows, dataset=dataset)
         note = (f"{len(rows)} questions from {Path(path).name}"
                 f"{f', held out by {heldout}' if heldout is not None else ''}; {CAPTION_NOTE} (text-only policy reads "
                 "captions)")
