@@ -17,16 +17,11 @@ THREADS=${THREADS:-1}  # torch threads of the scoring steps (training always run
 COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 PY=.venv/bin/python
 MMRAG=.venv/bin/mmrag
+. scripts/_train_or_resume.sh
 TRAIN="mmrag --threads 1 train stage1 --config $CONFIG --set data.path=$DATA $EXTRA --output $RUN"
 
 echo "[recipe] 1/4 training: $TRAIN" >&2
-if compgen -G "$RUN/checkpoint-*" >/dev/null; then
-  $MMRAG --threads 1 train stage1 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN" --resume
-elif [ -d "$RUN" ] && [ -n "$(ls -A "$RUN")" ]; then  # killed before its first checkpoint: nothing to keep
-  $MMRAG --threads 1 train stage1 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN" --overwrite
-else
-  $MMRAG --threads 1 train stage1 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN"
-fi
+THREADS=1 train_or_resume stage1 "$RUN" --config "$CONFIG" --set "data.path=$DATA" $EXTRA
 LAYOUT=$($PY -c "import yaml,sys; print((yaml.safe_load(open(sys.argv[1]))['data'] or {}).get('layout','default'))" "$RUN/config.yaml")
 LIMIT=${LIMIT:-60}
 # Why the shipped settings are what they are (recorded in the manifest and the model card).

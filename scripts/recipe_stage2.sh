@@ -17,20 +17,18 @@ EXTRA=${EXTRA:-}
 THREADS=${THREADS:-2}
 COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 MMRAG=.venv/bin/mmrag
+. scripts/_train_or_resume.sh
 TRAIN="mmrag --threads $THREADS train stage2 --config $CONFIG --set data.path=$DATA $EXTRA --output $RUN"
 
 echo "[recipe-stage2] 1/3 training: $TRAIN" >&2
-if compgen -G "$RUN/checkpoint-*" >/dev/null; then
-  $MMRAG --threads "$THREADS" train stage2 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN" --resume
-elif [ -d "$RUN" ] && [ -e "$RUN/config.yaml" ]; then  # killed before its first checkpoint (scores stay cached)
-  $MMRAG --threads "$THREADS" train stage2 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN" --overwrite
-else
-  $MMRAG --threads "$THREADS" train stage2 --config "$CONFIG" --set "data.path=$DATA" $EXTRA --output "$RUN"
-fi
+train_or_resume stage2 "$RUN" --config "$CONFIG" --set "data.path=$DATA" $EXTRA
 echo "[recipe-stage2] 2/3 export to $OUT" >&2
 $MMRAG --threads 1 train export "$RUN" --to "$OUT" --name qwen2.5-coder-0.5b-mmrag-stage2 --dtype float16 \
   --command "./run.sh recipe-stage2  # $TRAIN" --commit "$COMMIT" ${EXPORT_ARGS:-}
 echo "[recipe-stage2] 3/3 the trained reader against the reader as released, held out" >&2
-$MMRAG --threads "$THREADS" ablate "$DATA" --heldout default --stage2-model "$OUT" --only shipped \
-  --only shipped_stage2_rank --only candidate_stage2 --only candidate_stage2_rank --out "$RUN/ablate" --record-in "$OUT"
+# `shipped` is the package's default, whose stage2_model `reader` is the adapter just exported into $OUT (the
+# package folder); the candidate rows read the same survivors with the reader as released
+$MMRAG --threads "$THREADS" ablate "$DATA" --heldout default --stage2-model qwen2.5-coder-0.5b --only retriever_topk \
+  --only shipped --only shipped_stage2_rank --only candidate_stage2 --only candidate_stage2_rank --out "$RUN/ablate" \
+  --record-in "$OUT"
 echo "[recipe-stage2] done: $OUT ($(du -sh "$OUT" | cut -f1)); ship it with stage2_model: reader" >&2

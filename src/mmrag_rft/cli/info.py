@@ -36,8 +36,9 @@ def register(app: typer.Typer) -> None:
         if reader:  # one model per stage: what reads the survivors and answers, and whether it is installed
             try:
                 installed = _reader_state() if reader in (READER_SPEC, "reader") else str(source_path(reader))
-                if reader == "reader" and shipped_model(2) is not None:
-                    installed += f"; trained stage-2 adapter {shipped_model(2)}"
+                stage2_adapter = shipped_model(2) if reader == "reader" else None
+                if stage2_adapter is not None:
+                    installed += f"; trained stage-2 adapter {stage2_adapter}"
             except (FileNotFoundError, ValueError, OSError) as e:
                 installed = f"not available ({e}); the stage-1 model reads instead"
             row["stage2_model"] = f"{model_name(reader)}: {installed}"

@@ -36,6 +36,15 @@ def _load_backend(model: str):
             raise fail(f"model {model!r}: {e}") from None
 
 
+def _check_dataset(dataset: str) -> None:
+    from mmrag_rft.data.datasets import get_dataset
+
+    try:
+        get_dataset(dataset)
+    except ValueError as e:
+        raise fail(f"--dataset: {e}") from None
+
+
 def _print_result(r, lookup) -> None:
     from rich.table import Table
 
@@ -130,12 +139,7 @@ def register(app: typer.Typer) -> None:
         markdown table."""
         from mmrag_rft.evaluation.evaluate import evaluate_file
 
-        from mmrag_rft.data.datasets import get_dataset
-
-        try:
-            get_dataset(dataset)
-        except ValueError as e:
-            raise fail(f"--dataset: {e}") from None
+        _check_dataset(dataset)
         if not path.exists():
             raise fail(f"{path}: file not found")
         cfg = _pipeline_config(config, set_, model)
@@ -179,12 +183,7 @@ def register(app: typer.Typer) -> None:
         from mmrag_rft.evaluation.ablate import ablation_markdown, default_systems, run_ablation
         from mmrag_rft.evaluation.evaluate import RunMismatch
 
-        from mmrag_rft.data.datasets import get_dataset
-
-        try:
-            get_dataset(dataset)
-        except ValueError as e:
-            raise fail(f"--dataset: {e}") from None
+        _check_dataset(dataset)
         if not path.exists():
             raise fail(f"{path}: file not found")
         if reader is None:

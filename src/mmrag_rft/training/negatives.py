@@ -65,13 +65,11 @@ def stage1_scores_with_model(get_model: Callable[[], Any], processing_class: Any
 def negatives_from_model(cfg: TrainConfig, samples: list[Any], out: Path) -> dict[str, dict[str, float]]:
     """Stage-1 P(yes) from `data.negatives_model` (its own tokenizer and the prompt layout its manifest names),
     for a stage-2 policy that is another model: only the tokenizer loads unless the cache lacks scores."""
-    from transformers import AutoTokenizer
-
-    from mmrag_rft.models.loading import load_model, model_settings, resolve_model_path
+    from mmrag_rft.models.loading import load_model, load_processor, model_settings
 
     spec = cfg.data.negatives_model
     layout = (model_settings(spec).get("prompt") or {}).get("layout") or cfg.data.layout
-    tok = AutoTokenizer.from_pretrained(str(resolve_model_path(spec)), padding_side="left")
+    tok = load_processor(spec, padding_side="left")
     return stage1_scores_with_model(lambda: load_model(spec, dtype=cfg.model.dtype), tok, samples,
                                     cache=out / "stage1_scores.json", model_key=f"{spec}|layout={layout}",
                                     layout=layout)
