@@ -51,7 +51,7 @@ class RewardConfig:
     ranking_metric: Literal["ndcg", "set_f1", "ndcg_penalized"] = "ndcg"
     ranking_penalty: float = 0.5  # ndcg_penalized only
     ranking_k: int | None = None  # NDCG cut-off; None = the whole ranking
-    answer_metric: Literal["auto", "webqa", "f1", "em"] = "auto"  # auto: WebQA acc for WebQA rows, list F1 else
+    answer_metric: Literal["auto", "webqa", "f1", "em"] = "auto"  # auto: the row's dataset's (data/datasets.py)
     webqa_domain_fallback: bool = True  # score full bags when a reference has no colour/shape/... word
     # the stage's rewards by name with their weights, e.g. {format: 0.5, ranking: 1.0, answer: 1.0,
     # my_pkg.rewards.brevity: 0.2}: a registered name (`reward_names(stage)`) or a dotted path to a function with
@@ -217,12 +217,23 @@ def make_ranking_reward(metric: Literal["ndcg", "set_f1", "ndcg_penalized"] = "n
 ranking_reward = make_ranking_reward("ndcg")
 
 
+def _auto_answer_metric(dataset: str, category: str) -> Literal["webqa", "f1", "em"]:
+    """The registered dataset's answer metric; a row without a known dataset is WebQA when its category is one of
+    WebQA's, list F1 otherwise."""
+    from mmrag_rft.data.datasets import DATASETS
+
+    if dataset.lower() in DATASETS:
+        return DATASETS[dataset.lower()].answer_metric
+    return "webqa" if (not dataset and category in WEBQA_CATEGORIES) else "f1"
+
+
 def answer_score(answer: str, answers: Sequence[str], *, category: str = "", dataset: str = "",
                  keywords: str | None = None, metric: Literal["auto", "webqa", "f1", "em"] = "auto",
                  domain_fallback: bool = True) -> float:
     answers = [a for a in (answers or []) if isinstance(a, str)]
-    is_webqa = dataset.lower() == "webqa" or (not dataset and category in WEBQA_CATEGORIES)
-    if metric == "webqa" or (metric == "auto" and is_webqa):
+    if metric == "auto":
+        metric = _auto_answer_metric(dataset, category)
+    if metric == "webqa":
         refs = references_for(keywords, answers)
         return qa_acc(answer, refs, category or "Others", domain_fallback=domain_fallback) if refs else 0.0
     if not answers:

@@ -27,8 +27,17 @@ def _root(
     threads: int = typer.Option(None, "--threads", min=1, envvar="MMRAG_THREADS",
                                 help="CPU threads for torch/faiss (default: all cores). 1 avoids oversubscription "
                                      "when several jobs share a small machine."),
+    engine: str = typer.Option(None, "--engine", envvar="MMRAG_ENGINE",
+                               help="inference engine for every model the command loads: hf (default), vllm, or "
+                                    "one a plugin registers"),
 ) -> None:
     """MMRAG-RFT: explainable multimodal RAG with two-stage reinforcement fine-tuning."""
+    if engine is not None:
+        from mmrag_rft.models.loading import ENGINES
+
+        if engine not in ENGINES:
+            raise fail(f"--engine: unknown engine {engine!r}; registered: {', '.join(ENGINES)}")
+        os.environ["MMRAG_ENGINE"] = engine  # models.loading.default_engine reads it
     if threads is not None:
         # torch and faiss size their OpenMP pools from these when first imported, which the commands do lazily
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -48,6 +57,23 @@ def version() -> None:
 for _name in _MODULES:
     _mod = importlib.import_module(f"mmrag_rft.cli.{_name}")
     _mod.register(app)
+
+
+def _add_plugins() -> None:
+    """A plugin's registrations happen on import; its `register(app)`, where it has one, adds its commands."""
+    from mmrag_rft.plugins import PluginError, load_plugins
+
+    try:
+        plugins = load_plugins()
+    except PluginError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    for plugin in plugins:
+        if callable(getattr(plugin, "register", None)):
+            plugin.register(app)
+
+
+_add_plugins()
 
 
 def main() -> None:

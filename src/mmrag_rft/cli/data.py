@@ -19,10 +19,10 @@ def _loader_options(images_tsv: Optional[Path], image_dir: Optional[Path]) -> di
 
 
 def _check_format(format: str, extra: tuple[str, ...] = ()) -> None:
-    from mmrag_rft.data.loaders import FORMATS
+    from mmrag_rft.data.loaders import formats
 
-    if format not in FORMATS + extra:
-        raise fail(f"--format must be one of {', '.join(FORMATS + extra)}; got {format!r}")
+    if format not in formats() + extra:
+        raise fail(f"--format must be one of {', '.join(formats() + extra)}; got {format!r}")
 
 
 def _report_skipped(report: list) -> None:

@@ -11,7 +11,6 @@ import typer
 
 from mmrag_rft.cli._common import console, fail, open_index_or_fail, open_query_image_or_fail, out
 
-INDEX_FORMATS = ("auto", "corpus", "jsonl", "webqa", "webqa-tsv", "mmqa")
 
 
 def _retrieval_config(path: Optional[Path], overrides: list[str]) -> Any:
@@ -27,6 +26,7 @@ def _retrieval_config(path: Optional[Path], overrides: list[str]) -> Any:
 def _candidates(path: Path, fmt: str, *, skip_bad: bool, images_tsv: Optional[Path],
                 report: list[Any]) -> tuple[Iterator[Any], int | None, str]:
     """(candidate stream, total if cheaply known, format used). Sample files give the union of their pools."""
+    from mmrag_rft.data.datasets import readers
     from mmrag_rft.data.jsonl import count_lines, load_corpus
     from mmrag_rft.data.loaders import detect_format, load_samples
 
@@ -40,7 +40,7 @@ def _candidates(path: Path, fmt: str, *, skip_bad: bool, images_tsv: Optional[Pa
         return load_corpus(path, skip_bad=skip_bad, report=report), total, fmt
     kw: dict[str, Any] = {}
     if images_tsv is not None:
-        if fmt != "webqa":
+        if "images_tsv" not in readers()[fmt][1].options:
             raise fail(f"--images-tsv applies to WebQA files only, not {fmt}")
         kw["images_tsv"] = images_tsv
     samples = load_samples(path, fmt, skip_bad=skip_bad, report=report, **kw)  # type: ignore[arg-type]
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         corpus: Path = typer.Argument(..., help="Corpus JSONL (one candidate per line) or a WebQA/MMQA/samples "
                                                 "file (its candidate pools are indexed, deduplicated)."),
         out_dir: Path = typer.Option(..., "--out", help="Index folder to create (replaced atomically if it is one)."),
-        format: str = typer.Option("auto", "--format", help=f"One of {', '.join(INDEX_FORMATS)}."),
+        format: str = typer.Option("auto", "--format", help="auto, corpus, or a dataset's format (jsonl, webqa, webqa-tsv, mmqa, ...)."),
         config: Optional[Path] = typer.Option(None, "--config", help="Retrieval YAML (RetrievalConfig keys)."),
         set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set use_bm25=false."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Candidates per batch."),
@@ -85,12 +85,13 @@ def register(app: typer.Typer) -> None:
                                                        "them): only for a corpus you trust."),
     ) -> None:
         """Build a hybrid (dense + BM25) retrieval index over a corpus."""
+        from mmrag_rft.data.loaders import formats
         from mmrag_rft.data.schema import DataError
         from mmrag_rft.retrieval.build import build_index
         from mmrag_rft.retrieval.layout import IndexLoadError
 
-        if format not in INDEX_FORMATS:
-            raise fail(f"--format: expected one of {list(INDEX_FORMATS)}, got {format!r}")
+        if format not in (*formats(), "corpus"):
+            raise fail(f"--format: expected one of {[*formats(), 'corpus']}, got {format!r}")
         if not corpus.is_file():
             raise fail(f"{corpus}: no such file")
         overrides = list(set_)

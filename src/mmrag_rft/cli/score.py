@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
     @app.command("score")
     def score_cmd(
         paths: list[Path] = typer.Argument(..., help="PREDICTIONS GOLD, or with --baseline: one or more WebQA TSVs"),
-        dataset: str = typer.Option(..., "--dataset", "-d", help="webqa or mmqa"),
+        dataset: str = typer.Option(..., "--dataset", "-d", help="a registered dataset: webqa, mmqa, jsonl, ..."),
         out_path: Path | None = typer.Option(None, "--out", "-o", help="write the metrics as JSON here"),
         gold_format: str | None = typer.Option(None, "--format", help="gold loader format (as `mmrag data stats`); "
                                                                        "default: detected"),
@@ -68,17 +68,20 @@ def register(app: typer.Typer) -> None:
         """Score predictions with the official metrics: WebQA QA-Acc per category + retrieval P/R/F1
         (+ QA-FL with BART weights), MMQA list EM/F1 by modality, hop and question type."""
         from mmrag_rft.config import atomic_write_text
+        from mmrag_rft.data.datasets import get_dataset
         from mmrag_rft.evaluation.scoring import read_gold, read_submission, score_submission
         from mmrag_rft.metrics.text import set_lemmatizer
 
-        if dataset not in ("webqa", "mmqa"):
-            raise fail(f"--dataset must be webqa or mmqa, got {dataset!r}")
+        try:
+            metric_set = get_dataset(dataset).metric_set
+        except ValueError as e:
+            raise fail(f"--dataset: {e}") from None
         try:
             set_lemmatizer(lemmatizer)
         except ValueError as e:
             raise fail(f"--lemmatizer: {e}") from None
         if baseline:
-            if dataset != "webqa":
+            if metric_set != "webqa":
                 raise fail("--baseline scores WebQA's val TSVs: use --dataset webqa")
             gold_paths, pred_path = paths, None
         else:
@@ -103,7 +106,7 @@ def register(app: typer.Typer) -> None:
             raise fail("--baseline needs WebQA val TSV files with an `Output` column "
                        "(Guid, Qcate, Q, A, Keywords_A, Output_conf, Output)")
         fluency = None
-        if bart_checkpoint and dataset == "webqa":
+        if bart_checkpoint and metric_set == "webqa":
             from mmrag_rft.metrics.webqa import FluencyUnavailable, qa_fluency
 
             cands = []

@@ -8,20 +8,25 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from mmrag_rft.data.jsonl import load_samples_jsonl, read_head
-from mmrag_rft.data.mmqa import load_mmqa
+from mmrag_rft.data.datasets import detect_dataset_format, load_with, readers
+from mmrag_rft.data.jsonl import read_head
 from mmrag_rft.data.schema import MODALITIES, Candidate, DataError, Sample
-from mmrag_rft.data.webqa import load_webqa, load_webqa_tsv
 
-Format = Literal["auto", "webqa", "webqa-tsv", "mmqa", "jsonl"]
-FORMATS: tuple[str, ...] = ("auto", "webqa", "webqa-tsv", "mmqa", "jsonl")
-# What detect_format can say: the sample formats above plus "corpus" (our candidate-per-line file).
-DETECTED: tuple[str, ...] = ("webqa", "webqa-tsv", "mmqa", "jsonl", "corpus")
 FIRST_LINE_LIMIT = 16 * 1024 * 1024  # a JSONL row longer than this is sniffed by the regex alone
 
 _WEBQA_KEYS = re.compile(r'"(Qcate|Guid|img_posFacts|txt_posFacts|img_Facts|txt_Facts)"\s*:')
+
+
+def formats() -> tuple[str, ...]:
+    """What `--format` takes: auto plus every registered dataset's file formats."""
+    return ("auto", *readers())
+
+
+def detected_formats() -> tuple[str, ...]:
+    """What detect_format can say: the registered sample formats plus "corpus" (our candidate-per-line file)."""
+    return (*readers(), "corpus")
 
 
 def demo_corpus_dir() -> Path:
@@ -30,24 +35,15 @@ def demo_corpus_dir() -> Path:
 
 
 def _classify_object(obj: dict[str, Any]) -> str | None:
-    if "qid" in obj and "question" in obj:
-        md = obj.get("metadata")
-        if isinstance(md, dict) and ("image_doc_ids" in md or "text_doc_ids" in md or "supporting_context" in obj):
-            return "mmqa"
-        if "supporting_context" in obj:
-            return "mmqa"
-        return "jsonl"
-    if "id" in obj and "modality" in obj:
+    kind = detect_dataset_format(obj)
+    if kind is None and "id" in obj and "modality" in obj:
         return "corpus"
-    vals = list(obj.values())[:3]
-    if vals and all(isinstance(v, dict) for v in vals) and any(("Q" in v or "Guid" in v) for v in vals):
-        return "webqa"
-    return None
+    return kind
 
 
 def detect_format(path: str | os.PathLike[str]) -> str:
-    """'webqa' | 'webqa-tsv' | 'mmqa' | 'jsonl' | 'corpus', from the first 64 KB, or the whole first line where
-    that is longer (gzip or not)."""
+    """A registered format ('webqa' | 'webqa-tsv' | 'mmqa' | 'jsonl' | a user's) or 'corpus', from the first 64 KB,
+    or the whole first line where that is longer (gzip or not)."""
     p = Path(path)
     head = read_head(p)
     stripped = head.lstrip("\ufeff \t\r\n")
@@ -75,39 +71,29 @@ def detect_format(path: str | os.PathLike[str]) -> str:
                     "pass --format", file=str(p))
 
 
-def load_samples(path: str | os.PathLike[str], format: Format = "auto", *, skip_bad: bool = False,
+def load_samples(path: str | os.PathLike[str], format: str = "auto", *, skip_bad: bool = False,
                  report: list[DataError] | None = None, limit: int | None = None, **kw: Any) -> Iterator[Sample]:
-    """Stream samples from any supported file.
+    """Stream samples from any registered format (data/datasets.py).
 
     Every malformed row raises a DataError naming file, row (line number or Guid) and field; with
     `skip_bad` it is appended to `report` and logged instead. Extra keywords go to the format's loader
     (WebQA: images_tsv, images_lineidx, split, shuffle; MMQA: texts, tables, images, image_dir).
     """
-    if format not in FORMATS:
-        raise DataError(f"unknown format {format!r}; expected one of {list(FORMATS)}", file=str(path))
+    if format not in formats():
+        raise DataError(f"unknown format {format!r}; expected one of {list(formats())}", file=str(path))
     fmt = detect_format(path) if format == "auto" else format
     if fmt == "webqa" and format == "webqa" and detect_format(path) == "webqa-tsv":
         fmt = "webqa-tsv"  # the val query TSVs are WebQA too
-    common: dict[str, Any] = {"skip_bad": skip_bad, "report": report, "limit": limit}
     if fmt == "corpus":
         raise DataError("this is a corpus file (one candidate per line), not a samples file; "
                         "index it with `mmrag index`", file=str(path))
-    kw = _options_for(kw, fmt, path)
-    if fmt == "webqa":
-        return load_webqa(path, **common, **kw)
-    if fmt == "webqa-tsv":
-        return load_webqa_tsv(path, **common)
-    if fmt == "mmqa":
-        return load_mmqa(path, **common, **kw)
-    return load_samples_jsonl(path, **common)
+    return load_with(fmt, path, skip_bad=skip_bad, report=report, limit=limit, **_options_for(kw, fmt, path))
 
 
 def _options_for(kw: dict[str, Any], fmt: str, path: Any) -> dict[str, Any]:
     """Drop unset (None) options; an option set for a format that has no use for it is an error, not ignored."""
-    from mmrag_rft.data.datasets import DATASETS
-
     given = {k: v for k, v in kw.items() if v is not None}
-    extra = sorted(set(given) - (DATASETS[fmt].loader_options if fmt in DATASETS else set()))
+    extra = sorted(set(given) - readers()[fmt][1].options)
     if extra:
         raise DataError(f"options {extra} do not apply to the {fmt} format", file=str(path))
     return given

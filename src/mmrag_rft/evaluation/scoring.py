@@ -86,10 +86,13 @@ def read_gold(path: Path, fmt: str | None = None) -> list[dict[str, Any]]:
 
 def score_submission(dataset: str, preds: dict[str, dict[str, Any]] | None, gold: list[dict[str, Any]], *,
           output_idx: int = 0, domain_fallback: bool = False, fluency: list[float] | None = None) -> dict[str, Any]:
-    """preds=None scores the VLP baseline outputs carried by the gold TSV rows."""
+    """preds=None scores the VLP baseline outputs carried by the gold TSV rows; `dataset` is a registered name and
+    its metric set (data/datasets.py) picks the metrics."""
+    from mmrag_rft.data.datasets import get_dataset
     from mmrag_rft.metrics.mmqa import score_mmqa
     from mmrag_rft.metrics.webqa import references_for, score_webqa
 
+    webqa_metrics = get_dataset(dataset).metric_set == "webqa"
     missing = 0
     items = []
     for i, g in enumerate(gold):
@@ -100,7 +103,7 @@ def score_submission(dataset: str, preds: dict[str, dict[str, Any]] | None, gold
             p = preds.get(g["qid"])
             if p is None:
                 missing += 1
-        if dataset == "webqa":
+        if webqa_metrics:
             ans = (p or {}).get("answer", "")
             items.append({"qid": g["qid"], "qcate": g["qcate"],
                           "prediction": " ".join(ans) if isinstance(ans, list) else ans,
@@ -110,7 +113,7 @@ def score_submission(dataset: str, preds: dict[str, dict[str, Any]] | None, gold
         else:
             items.append({"qid": g["qid"], "prediction": None if p is None else p.get("answer"),
                           "gold": g["answers"], "qtype": g.get("qtype", ""), "modality": g.get("modality", "")})
-    result = score_webqa(items, domain_fallback=domain_fallback) if dataset == "webqa" else score_mmqa(items)
+    result = score_webqa(items, domain_fallback=domain_fallback) if webqa_metrics else score_mmqa(items)
     result["missing_predictions"] = missing
     if preds is not None:
         result["unknown_predictions"] = len(set(preds) - {g["qid"] for g in gold})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ def model_settings(spec: str) -> dict[str, Any]:
     settings it was trained for (`pipeline`), its held-out numbers."""
     from mmrag_rft.models.export import read_manifest
 
-    if str(spec).strip() in TINY_SPECS:
+    if str(spec).strip() in TINY_SPECS or default_engine() in _FOLDERLESS:
         return {}
     path = source_path(spec)
     found = read_manifest(path)
@@ -214,34 +215,63 @@ def model_name(spec: str) -> str:
     return p.parent.name if p.name == "merged" else p.name
 
 
-@functools.lru_cache(maxsize=4)
-def _load_cached(spec: str, engine: str, kw_items: tuple[tuple[str, Any], ...]) -> PolicyBackend:
-    kw = dict(kw_items)
-    path = resolve_model_path(spec)
-    if engine == "vllm":
-        from mmrag_rft.models.vllm_backend import VLLMBackend
+# --- engines: what turns a model folder into a PolicyBackend; a new backend is one function plus one line -------
 
-        return VLLMBackend(str(path), **kw)
-    if engine != "hf":
-        raise ValueError(f"engine must be 'hf' or 'vllm', got {engine!r}")
+EngineFactory = Callable[[str, dict[str, Any]], PolicyBackend]  # (model spec, backend kw) -> backend
+ENGINES: dict[str, EngineFactory] = {}
+_FOLDERLESS: set[str] = set()  # engines whose model specs need not name a model folder (an API, a rule)
+
+
+def register_engine(name: str, factory: EngineFactory, *, model_folders: bool = True) -> None:
+    """Make `name` usable as `load_backend(..., engine=name)`, `mmrag --engine NAME` or MMRAG_ENGINE=NAME.
+    `model_folders=False`: its specs are names of its own, so no folder (and no trained settings) is looked up."""
+    ENGINES[name] = factory
+    (_FOLDERLESS.discard if model_folders else _FOLDERLESS.add)(name)
+
+
+def _hf_engine(spec: str, kw: dict[str, Any]) -> PolicyBackend:
     from mmrag_rft.models.hf import HFBackend
 
     model_id = kw.pop("model_id", None) or model_name(spec)
-    return HFBackend(path, model_id=model_id, **kw)
+    return HFBackend(resolve_model_path(spec), model_id=model_id, **kw)
 
 
-def load_backend(spec: str = "default", *, engine: str = "hf", **kw: Any) -> PolicyBackend:
-    """Load (once per process and argument set) the policy backend named by `spec`.
+def _vllm_engine(spec: str, kw: dict[str, Any]) -> PolicyBackend:
+    from mmrag_rft.models.vllm_backend import VLLMBackend
+
+    return VLLMBackend(str(resolve_model_path(spec)), **kw)
+
+
+register_engine("hf", _hf_engine)
+register_engine("vllm", _vllm_engine)
+
+
+def default_engine() -> str:
+    """MMRAG_ENGINE (set by `mmrag --engine`), else "hf"."""
+    return os.environ.get("MMRAG_ENGINE", "").strip() or "hf"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(spec: str, engine: str, kw_items: tuple[tuple[str, Any], ...]) -> PolicyBackend:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; registered: {', '.join(ENGINES)}")
+    return ENGINES[engine](spec, dict(kw_items))
+
+
+def load_backend(spec: str = "default", *, engine: str | None = None, **kw: Any) -> PolicyBackend:
+    """Load (once per process and argument set) the policy backend named by `spec` with `engine` (default:
+    `default_engine()`).
 
     kw go to the backend: device, dtype, batch_size, model_id (HF); LLM(...) options (vLLM).
-    Errors: FileNotFoundError for a missing folder/uncached hub model/missing wheel, ValueError for a bad spec.
+    Errors: FileNotFoundError for a missing folder/uncached hub model/missing wheel, ValueError for a bad spec or
+    an unknown engine.
     """
     spec = str(spec).strip()
     if spec not in BUILTIN_SPECS:
         p = Path(spec).expanduser()
         if p.exists():
             spec = str(p.resolve())
-    return _load_cached(spec, engine, tuple(sorted(kw.items())))
+    return _load_cached(spec, engine or default_engine(), tuple(sorted(kw.items())))
 
 
 def _model_folder(spec_or_path: str | Path) -> Path:

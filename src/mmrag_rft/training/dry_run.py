@@ -24,6 +24,7 @@ class DryRun:
     plan: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rewards: str = ""  # the reward functions and their weights, as the trainer will get them
 
 
 def _installed(dist: str) -> str | None:
@@ -124,7 +125,8 @@ def dry_run(cfg: TrainConfig, *, stage: int, accelerate_config: str | Path | Non
     from mmrag_rft.rewards import make_reward_funcs
 
     try:
-        make_reward_funcs(stage, cfg.rewards)
+        funcs, weights = make_reward_funcs(stage, cfg.rewards)
+        r.rewards = ", ".join(f"{getattr(f, '__name__', f)} x {w:g}" for f, w in zip(funcs, weights))
     except ValueError as e:
         r.problems.append(str(e))
 
@@ -193,5 +195,6 @@ def _finish(r: DryRun, cfg: TrainConfig, stage: int, procs: int, zero: int, glob
               "prompts_per_step": global_batch // max(1, g.num_generations), "num_generations": g.num_generations,
               "steps": steps, "generation": "vLLM " + g.vllm_mode if g.use_vllm else "transformers generate",
               "lora": f"r {cfg.lora.r} on {', '.join(cfg.lora.target_modules)}" if cfg.lora.enabled else "off",
+              "rewards": r.rewards,
               "memory_per_device_estimate": mem, "versions": versions}
     return r
