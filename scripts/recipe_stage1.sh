@@ -15,23 +15,21 @@ CONFIG=${CONFIG:-configs/stage1_cpu_kl.yaml}
 EXTRA=${EXTRA:-}  # more --set overrides (CI: a few steps on the tiny model)
 THREADS=${THREADS:-1}  # torch threads of the scoring steps (training always runs with one)
 COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
-PY=.venv/bin/python
 MMRAG=.venv/bin/mmrag
 . scripts/_train_or_resume.sh
 TRAIN="mmrag --threads 1 train stage1 --config $CONFIG --set data.path=$DATA $EXTRA --output $RUN"
 
 echo "[recipe] 1/4 training: $TRAIN" >&2
 THREADS=1 train_or_resume stage1 "$RUN" --config "$CONFIG" --set "data.path=$DATA" $EXTRA
-LAYOUT=$($PY -c "import yaml,sys; print((yaml.safe_load(open(sys.argv[1]))['data'] or {}).get('layout','default'))" "$RUN/config.yaml")
 LIMIT=${LIMIT:-60}
 # Why the shipped settings are what they are (recorded in the manifest and the model card).
 PIPELINE_NOTE=${PIPELINE_NOTE:-"The filter's order and threshold were chosen on training questions; the stage-2 model (reader: ./run.sh recipe-stage2) gets the fused top 2 (fixed beforehand: WebQA questions cite one or two sources) and answers from them; the cited sources follow the filter's order (sources: filter). The fused top-k chosen on training questions (its held-out gold recall and stage-2 token savings below) is the operating point for a reader that reads more."}
 echo "[recipe] 2/4 operating point on $LIMIT training questions" >&2
-$PY benchmarks/filter_sweep.py --data "$DATA" --model "$RUN/merged" --heldout "$RUN" --side train --limit "$LIMIT" \
-  --layout "$LAYOUT" --threads "$THREADS" --out "$RUN/operating_point.json" --plot "$RUN/operating_point.png"
+$MMRAG --threads "$THREADS" filter-sweep "$DATA" --model "$RUN/merged" --heldout "$RUN" --side train --limit "$LIMIT" \
+  --out "$RUN/operating_point.json"  # the stage-1 prompt layout is the run's own
 echo "[recipe] 3/4 that point on the held-out questions" >&2
-$PY benchmarks/filter_sweep.py --data "$DATA" --model "$RUN/merged" --heldout "$RUN" --limit 0 --layout "$LAYOUT" \
-  --threads "$THREADS" --operating-point "$RUN/operating_point.json" --out "$RUN/heldout.json" --plot "$RUN/heldout.png"
+$MMRAG --threads "$THREADS" filter-sweep "$DATA" --model "$RUN/merged" --heldout "$RUN" --limit 0 \
+  --operating-point "$RUN/operating_point.json" --out "$RUN/heldout.json"
 echo "[recipe] 4/4 export to $OUT" >&2
 $MMRAG train export "$RUN" --to "$OUT" --operating-point "$RUN/operating_point.json" --heldout "$RUN/heldout.json" \
   --command "./run.sh recipe  # $TRAIN" --commit "$COMMIT" ${EXPORT_ARGS:-} \

@@ -74,9 +74,12 @@ def pipeline_config(model: str = "default", path: Any = None, overrides: list[st
     """PipelineConfig for `model`: dataclass defaults <- the settings the model was trained for (its manifest's
     `pipeline` section: prompt layout, filter operating point) <- YAML `path` <- `key=value` overrides."""
     from mmrag_rft.config import load
-    from mmrag_rft.models.loading import model_settings
+    from mmrag_rft.models.loading import model_settings, trained_layout
 
-    return load(PipelineConfig, path, overrides, defaults=model_settings(model).get("pipeline") or {})
+    defaults = dict(model_settings(model).get("pipeline") or {})
+    if "stage1_layout" not in defaults and (layout := trained_layout(model)):  # a run folder without a manifest
+        defaults["stage1_layout"] = layout
+    return load(PipelineConfig, path, overrides, defaults=defaults)
 
 
 @dataclass

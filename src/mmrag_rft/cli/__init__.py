@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 
 # One module per concept; each defines register(app).
-_MODULES = ("data", "score", "index", "pipeline", "train", "serve", "info", "config_cmd")
+_MODULES = ("data", "score", "index", "pipeline", "sweep", "train", "serve", "info", "config_cmd")
 
 
 @app.callback()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import typer
 from rich.console import Console
 
@@ -55,3 +58,17 @@ def load_reader_or_fail(cfg):
     if why:
         console.print(f"[yellow]{why}[/]", highlight=False, soft_wrap=True)
     return reader
+
+
+@contextmanager
+def progress_bar() -> Iterator[Callable[[str, int], Callable[[], None]]]:
+    """A rich progress display on stderr; `task(description, total)` adds a bar and returns its advance()."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as prog:
+        def task(description: str, total: int) -> Callable[[], None]:
+            tid = prog.add_task(description, total=total)
+            return lambda: prog.advance(tid)
+
+        yield task

@@ -207,6 +207,11 @@ def run_lock(out: Path) -> Iterator[None]:
 def heldout_qids(run_dir: str | Path) -> set[str]:
     """The `val` side of a training run's (or an exported model's) split.json: the questions it never trained on.
     `run_dir` may also be a model spec (`default`: the shipped stage-1 model's own split)."""
+    return split_qids(run_dir, "val")
+
+
+def split_qids(run_dir: str | Path, side: str = "val") -> set[str]:
+    """One side (`val`, `train`) of a training run's or exported model's split.json; see `heldout_qids`."""
     folder = Path(run_dir)
     if not folder.exists():
         from mmrag_rft.models.loading import source_path
@@ -218,7 +223,7 @@ def heldout_qids(run_dir: str | Path) -> set[str]:
     p = folder / "split.json"
     try:
         split = json.loads(p.read_text(encoding="utf-8"))
-        return set(split["val"])
+        return set(split[side])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise RunMismatch(f"{p}: cannot read the run's held-out questions ({type(e).__name__}: {e})") from None
 

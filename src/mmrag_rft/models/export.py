@@ -168,7 +168,7 @@ def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[s
     """The settings a run's model was trained with (its `config.yaml`), for the pipeline and the model card.
 
     `operating_point`: filter settings chosen on the run's *training* questions (dotted pipeline keys, as
-    benchmarks/filter_sweep.py writes them under `chosen_fused_point.pipeline_settings`).
+    `mmrag filter-sweep` writes them under `chosen_fused_point.pipeline_settings`).
     """
     import hashlib
 

@@ -128,6 +128,19 @@ def model_settings(spec: str) -> dict[str, Any]:
     return found
 
 
+def trained_layout(spec: str | Path) -> str | None:
+    """The stage-1 prompt layout a model was trained with: its manifest's `prompt.layout`, or, for a training run (or
+    its `merged/` folder), the run's config.yaml `data.layout`; None when neither says."""
+    layout = (model_settings(str(spec)).get("prompt") or {}).get("layout")
+    p = Path(spec)
+    run = p.parent if p.name == "merged" else p
+    if not layout and (run / "config.yaml").is_file():
+        import yaml
+
+        layout = ((yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("data") or {}).get("layout")
+    return layout or None
+
+
 def _adapter_key(adapter_dir: Path) -> str:
     import hashlib
 

@@ -65,10 +65,10 @@ def stage1_scores_with_model(get_model: Callable[[], Any], processing_class: Any
 def negatives_from_model(cfg: TrainConfig, samples: list[Any], out: Path) -> dict[str, dict[str, float]]:
     """Stage-1 P(yes) from `data.negatives_model` (its own tokenizer and the prompt layout its manifest names),
     for a stage-2 policy that is another model: only the tokenizer loads unless the cache lacks scores."""
-    from mmrag_rft.models.loading import load_model, load_processor, model_settings
+    from mmrag_rft.models.loading import load_model, load_processor, trained_layout
 
     spec = cfg.data.negatives_model
-    layout = (model_settings(spec).get("prompt") or {}).get("layout") or cfg.data.layout
+    layout = trained_layout(spec) or cfg.data.layout
     tok = load_processor(spec, padding_side="left")
     return stage1_scores_with_model(lambda: load_model(spec, dtype=cfg.model.dtype), tok, samples,
                                     cache=out / "stage1_scores.json", model_key=f"{spec}|layout={layout}",
@@ -87,7 +87,7 @@ def stage2_negative_scores(cfg: TrainConfig, samples: list[Any], out: Path, *, i
     `data.negatives_model` when it names one, else from the --init model itself, never from its format-warmed-up
     copy (`policy` is used only when it is that model; otherwise the init model is reloaded if the cache lacks
     scores)."""
-    from mmrag_rft.models.loading import load_model
+    from mmrag_rft.models.loading import load_model, trained_layout
 
     if cfg.data.negatives != "stage1":
         return None
@@ -95,7 +95,7 @@ def stage2_negative_scores(cfg: TrainConfig, samples: list[Any], out: Path, *, i
         return negatives_from_model(cfg, samples, out)
     scorer = (lambda: policy) if policy is not None else (
         lambda: load_model(init_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation))
-    layout = cfg.data.layout  # the stage-1 model's prompt layout; named in the cache key only when not default
+    layout = trained_layout(init_src) or cfg.data.layout  # named in the cache key only when not default
     key = str(init_src) if layout == "default" else f"{init_src}|layout={layout}"
     return stage1_scores_with_model(scorer, processing_class, samples, cache=out / "stage1_scores.json",
                                     model_key=key, layout=layout)

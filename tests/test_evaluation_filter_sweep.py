@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-SPEC = importlib.util.spec_from_file_location(
-    "filter_sweep", Path(__file__).resolve().parents[1] / "benchmarks/filter_sweep.py")
-fs = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(fs)
+from mmrag_rft.evaluation import filter_sweep as fs
 
 
 def _p(saved: float, recall: float, w: float, k: int = 5) -> dict:
@@ -33,11 +28,11 @@ def test_read_operating_point_round_trip_and_clear_errors(tmp_path):
     good = tmp_path / "train.json"
     good.write_text(json.dumps({"chosen_fused_point": {**_p(0.6, 0.96, 0.5, k=7), "chosen_on": {"side": "train"}}}))
     assert fs.read_operating_point(good) == {"retrieval_weight": 0.5, "top_k": 7, "chosen_on": {"side": "train"}}
-    with pytest.raises(SystemExit, match="no such file"):
+    with pytest.raises(ValueError, match="no such file"):
         fs.read_operating_point(tmp_path / "missing.json")
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"chosen_fused_point": None}))
-    with pytest.raises(SystemExit, match="other.json: not a filter sweep"):
+    with pytest.raises(ValueError, match="other.json: not a filter sweep"):
         fs.read_operating_point(other)
 
 
@@ -54,3 +49,34 @@ def test_model_key_changes_when_a_folder_is_re_exported(tmp_path):
     os.utime(weights, ns=(1, 1))
     assert fs.model_key(str(folder), "merged") != first
     assert fs.model_key("default", "SmolLM2-135M-Instruct").startswith("SmolLM2-135M-Instruct-")
+
+
+def test_filter_sweep_chooses_on_training_questions_and_carries_the_point_to_held_out_ones(tmp_path, shared_data):
+    """`mmrag filter-sweep` as the stage-1 recipe runs it: a point chosen on the train side, measured on the val side
+    from the same score cache (tiny model, real WebQA pools; captions stand in for pixels)."""
+    import gzip
+
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+
+    records = shared_data / "webqa" / "val_records.json.gz"
+    qids = list(json.loads(gzip.open(records).read()))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps({"train": qids[:2], "val": qids[2:3]}))
+    base = ["filter-sweep", str(records), "--model", "tiny-lm", "--heldout", str(run), "--limit", "0"]
+    r = CliRunner().invoke(app, [*base, "--side", "train", "--out", str(run / "operating_point.json")])
+    assert r.exit_code == 0, r.output
+    train = json.loads((run / "operating_point.json").read_text())
+    assert train["questions"] == 2 and train["side"] == "train" and (run / "operating_point.png").is_file()
+    chosen = train["chosen_fused_point"]
+    assert chosen["gold_recall"] >= fs.RECALL_TARGET and chosen["chosen_on"]["side"] == "train"
+    r = CliRunner().invoke(app, [*base, "--operating-point", str(run / "operating_point.json"),
+                                 "--out", str(run / "heldout.json")])
+    assert r.exit_code == 0, r.output
+    held = json.loads((run / "heldout.json").read_text())
+    assert held["questions"] == 1 and held["fixed_operating_point"]["top_k"] == chosen["top_k"]
+    assert held["stage1_scoring"]["cache"] == train["stage1_scoring"]["cache"]  # one cache for both sides
+    r = CliRunner().invoke(app, [*base, "--operating-point", str(run / "split.json"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "not a filter sweep" in r.output and "Traceback" not in r.output
