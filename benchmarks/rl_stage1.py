@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -31,60 +30,24 @@ NOTE = common.CAPTION_NOTE
 
 
 def score_metrics(backend, pairs, layout: str = "default") -> dict:
-    """Score mode on (question, candidate, label) pairs: accuracy/F1 at P(yes) >= 0.5 and the AUC of P(yes)."""
-    from mmrag_rft.metrics.classification import binary_metrics
-    from mmrag_rft.metrics.ranking import roc_auc
-    from mmrag_rft.prompts import stage1_prompt
+    from mmrag_rft.training.heldout import stage1_score_metrics
 
-    gold = [lab == "yes" for _, _, lab in pairs]
-    p_yes = backend.score_yes_no([stage1_prompt(q, c, style="score", layout=layout) for q, c, _ in pairs])
-    out = binary_metrics([p >= 0.5 for p in p_yes], gold)
-    out["auc"] = roc_auc(p_yes, gold)
-    out["mean_p_yes_pos"] = sum(p for p, g in zip(p_yes, gold) if g) / max(1, sum(gold))
-    out["mean_p_yes_neg"] = sum(p for p, g in zip(p_yes, gold) if not g) / max(1, len(gold) - sum(gold))
-    return out
+    return stage1_score_metrics(backend, pairs, layout)
 
 
 def evaluate(model_dir: Path, pairs, *, reason_n: int, max_new_tokens: int, mixed_pairs=None,
              layout: str = "default") -> dict:
-    from mmrag_rft.metrics.classification import binary_metrics
     from mmrag_rft.models.hf import HFBackend
-    from mmrag_rft.parsing import parse_stage1
-    from mmrag_rft.prompts import stage1_prompt
-    from mmrag_rft.rewards import stage1_format_reward
+    from mmrag_rft.training.heldout import evaluate_stage1
 
-    backend = HFBackend(model_dir, device="cpu", dtype="float32")
-    t0 = time.time()
-    score = score_metrics(backend, pairs, layout)
-    mixed = score_metrics(backend, mixed_pairs, layout) if mixed_pairs else None
-    sub = pairs[:reason_n]
-    prompts = [stage1_prompt(q, c, style="reason", layout=layout) for q, c, _ in sub]
-    outs = [g[0] for g in backend.generate(prompts, max_new_tokens=max_new_tokens)]
-    parsed = [parse_stage1(o, prefill=p.prefill) for o, p in zip(outs, prompts)]
-    fmt = stage1_format_reward(outs, prefill=[p.prefill for p in prompts])
-    reason = binary_metrics([None if x.decision is None else x.decision == "yes" for x in parsed],
-                            [lab == "yes" for _, _, lab in sub])
-    reason.update(format_reward=sum(fmt) / len(fmt), strict_format_rate=sum(x.ok for x in parsed) / len(parsed),
-                  verdict_rate=sum(x.decision is not None for x in parsed) / len(parsed), examples=outs[:3])
-    return {"score_mode": score, "score_mode_mixed": mixed, "reason_mode": reason,
-            "eval_seconds": round(time.time() - t0, 1)}
+    return evaluate_stage1(HFBackend(model_dir, device="cpu", dtype="float32"), pairs, mixed_pairs,
+                           reason_pairs=reason_n, max_new_tokens=max_new_tokens, layout=layout)
 
 
 def heldout_pairs(val, per_question: int):
-    """(hard pairs, mixed pairs) of the held-out questions, the same for every run and reference."""
-    from mmrag_rft.training.examples import stage1_pairs
+    from mmrag_rft.training.heldout import stage1_pairs
 
-    rng = random.Random(123)
-    pairs = [(s.question, c, lab) for s in val
-             for c, lab in stage1_pairs(s, balance=1.0, max_pairs=per_question, rng=rng)]
-    rng.shuffle(pairs)
-    # the same held-out questions with half of the negatives off-topic (from other held-out questions), as in a
-    # corpus-wide retrieval pool; the hard pairs above use only each question's own same-topic distractors
-    pool = [c for s in val for c in s.candidates]
-    mixed = [(s.question, c, lab) for s in val
-             for c, lab in stage1_pairs(s, balance=1.0, max_pairs=per_question, rng=rng,
-                                        other_negatives=0.5, other_pool=pool)]
-    return pairs, mixed
+    return stage1_pairs(val, per_question)
 
 
 def eval_checkpoints(args) -> int:

@@ -21,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from rl_stage1 import heldout_pairs, score_metrics  # noqa: E402
+from mmrag_rft.training.heldout import stage1_pairs as heldout_pairs  # noqa: E402
+from mmrag_rft.training.heldout import stage1_score_metrics as score_metrics  # noqa: E402
 
 NOTE = "captions stand in for pixels"
 

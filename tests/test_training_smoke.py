@@ -170,6 +170,31 @@ def test_stage2_starts_from_stage1_run(stage1_run, tmp_path):
     assert all(0.0 <= p <= 1.0 for q in cache["scores"].values() for p in q.values())
 
 
+def test_train_eval_compares_a_run_with_its_start_model_on_held_out_questions(stage1_run, tmp_path):
+    """`mmrag train eval RUN`: the run's start model and its trained model, on the questions its split held out."""
+    from typer.testing import CliRunner
+
+    from mmrag_rft.cli import app
+
+    cfg1, res1, _ = stage1_run
+    run = Path(res1.output_dir)
+    r = CliRunner().invoke(app, ["train", "eval", str(run), "--out", str(tmp_path / "s1.json")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "s1.json").read_text())
+    held = set(json.loads((run / "split.json").read_text())["val"])
+    assert doc["stage"] == 1 and doc["heldout_questions"] == len(held) > 0
+    assert set(doc["models"]) == {"start", "merged"} and doc["models"]["merged"]["model"].endswith("merged")
+    assert all(0.0 <= m["score_mode"]["auc"] <= 1.0 for m in doc["models"].values())
+    # stage 2 on the same run's questions, an unfinished run named by --stage, a folder that is no run
+    r = CliRunner().invoke(app, ["train", "eval", str(run), "--stage", "2", "--model", "tiny-lm",
+                                 "--out", str(tmp_path / "s2.json")])
+    assert r.exit_code == 0, r.output
+    s2 = json.loads((tmp_path / "s2.json").read_text())
+    assert s2["references"]["ndcg_random_permutation"] > 0 and "first_is_gold_chance" in s2["models"]["tiny-lm"]["selection"]
+    r = CliRunner().invoke(app, ["train", "eval", str(tmp_path)])
+    assert r.exit_code == 2 and "not a training run folder" in r.output
+
+
 def test_stage2_negatives_can_come_from_another_model_than_the_policy(stage1_run, tmp_path):
     """One model per stage: the stage-1 run orders the negatives of a stage-2 run whose policy is another model."""
     from mmrag_rft.training.config import load_train_config

@@ -104,6 +104,89 @@ def stage2(config: Path = _CONFIG,
     _run(2, config, overrides, resume, output, init, overwrite, dry, accelerate_config, num_processes)
 
 
+def _run_models(run: Path, cfg) -> list[tuple[str, str]]:
+    """(label, spec): the run's model.path (a run started with --init: name that model with --model), and its latest
+    model (merged/ when finished, else the last checkpoint)."""
+    from mmrag_rft.training.checkpoints import checkpoints
+
+    start = cfg.model.path
+    latest = run / "merged" if (run / "merged" / "config.json").is_file() else (checkpoints(run) or [None])[-1]
+    if latest is None:
+        raise fail(f"{run}: no merged/ model and no checkpoint yet")
+    return [("start", str(start)), (Path(latest).name, str(latest))]
+
+
+@train_app.command("eval")
+def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (config.yaml, split.json)."),
+             stage: Optional[int] = typer.Option(None, "--stage", min=1, max=2,
+                                                 help="The run's stage (default: its result.json's)."),
+             models: Optional[list[str]] = typer.Option(None, "--model", help="Models to compare (repeatable; default: "
+                                                                              "the run's start model and its latest)."),
+             limit: Optional[int] = typer.Option(None, "--limit", min=1, help="First N held-out questions."),
+             out_path: Optional[Path] = typer.Option(None, "--out", help="Result JSON (default RUN/heldout_eval.json).")
+             ) -> None:
+    """Held-out evaluation of a run on the questions its split never trained on: stage 1's AUC / accuracy of P(yes),
+    stage 2's format, NDCG, first pick against chance and answer accuracy, next to model-free references."""
+    from rich.table import Table
+
+    from mmrag_rft.config import ConfigError, atomic_write_text
+    from mmrag_rft.models.loading import load_backend, trained_layout
+    from mmrag_rft.training import heldout as ho
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import load_split
+
+    try:
+        cfg = load_train_config(run_dir / "config.yaml")
+        split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))
+    except (ConfigError, OSError, ValueError) as e:
+        raise fail(f"{run_dir}: not a training run folder ({e})") from None
+    if stage is None:
+        try:
+            stage = int(json.loads((run_dir / "result.json").read_text(encoding="utf-8"))["stage"])
+        except (OSError, ValueError, KeyError):
+            raise fail(f"{run_dir}: unfinished run (no result.json): pass --stage 1 or 2") from None
+    _, val = load_split(cfg)
+    keep = set(split["val"])
+    val = [s for s in val if s.qid in keep][:limit]
+    specs = [(m, m) for m in models] if models else _run_models(run_dir, cfg)
+    results: dict[str, object] = {}
+    if stage == 1:
+        hard, mixed = ho.stage1_pairs(val)
+        for label, spec in specs:
+            with console.status(f"{label}: {spec} on {len(hard)} held-out pairs ..."):
+                results[label] = {"model": spec, **ho.evaluate_stage1(
+                    load_backend(spec), hard, mixed, layout=trained_layout(spec) or cfg.data.layout)}
+        rows = [[label, r["score_mode"]["auc"], r["score_mode_mixed"]["auc"], r["score_mode"]["accuracy"],
+                 r["reason_mode"]["format_reward"]] for label, r in results.items()]  # type: ignore[index]
+        header = ["model", "AUC", "AUC (mixed negatives)", "accuracy @0.5", "reason format"]
+        refs: dict[str, float] = {}
+    else:
+        prompts = ho.stage2_prompts(val, num_candidates=cfg.data.num_candidates, max_chars=cfg.data.max_chars)
+        refs = ho.stage2_baselines(prompts)
+        for label, spec in specs:
+            with console.status(f"{label}: {spec} on {len(prompts)} held-out questions ..."):
+                r = ho.evaluate_stage2(load_backend(spec), prompts, max_new_tokens=cfg.grpo.max_completion_length,
+                                       ranking_metric=cfg.rewards.ranking_metric)
+                results[label] = {"model": spec, **r}
+        rows = [[label, r["format_reward"], r["ndcg"], r["selection"]["first_is_gold"],
+                 r["selection"]["first_is_gold_chance"], r["selection"]["distinct_lists"], r["answer_acc"]]
+                for label, r in results.items()]  # type: ignore[index]
+        header = ["model", "format", "NDCG", "first pick gold", "chance", "distinct lists", "answer acc"]
+    doc = {"run": str(run_dir), "stage": stage, "heldout_questions": len(val), "note": "captions stand in for pixels",
+           "references": refs, "models": results}
+    out_path = out_path or run_dir / "heldout_eval.json"
+    atomic_write_text(out_path, json.dumps(doc, indent=2, default=str) + "\n")
+    t = Table(title=f"stage {stage}, {len(val)} held-out questions of {run_dir} (captions stand in for pixels)")
+    for h in header:
+        t.add_column(h)
+    for r in rows:
+        t.add_row(*[f"{x:.3f}" if isinstance(x, float) else str(x) for x in r])
+    out.print(t)
+    if refs:
+        out.print("model-free references: " + ", ".join(f"{k} {v:.3f}" for k, v in refs.items()))
+    out.print(f"wrote {out_path}")
+
+
 @train_app.command("export")
 def export(run_dir: Path = typer.Argument(..., help="A finished training run folder (merged/, config.yaml)."),
            to: Path = typer.Option(..., "--to", help="Adapter folder to write (the package ships "
