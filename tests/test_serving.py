@@ -91,6 +91,20 @@ def test_ask_returns_the_full_explanation(client, index, backend):
         assert (card["image_url"] == f"/v1/images/{cid}") == (card["modality"] == "image")
 
 
+def test_the_response_is_the_pipelines_result_field_for_field(client):
+    """The API model is built from `Result`, so a field the pipeline adds (stage2_rank) reaches every answer."""
+    import dataclasses
+
+    from mmrag_rft.pipeline import Judgement, Result
+    from mmrag_rft.serving.schemas import AskResponse, JudgementOut
+
+    assert set(AskResponse.model_fields) == {f.name for f in dataclasses.fields(Result)} | {"candidates"}
+    assert set(JudgementOut.model_fields) == {f.name for f in dataclasses.fields(Judgement)}
+    assert "shown to stage 2" in JudgementOut.model_fields["kept"].description  # the dataclass's own comment
+    body = client.post("/v1/ask", json={"question": QUESTION, "threshold": 0.0, "top_k": 2}).json()
+    assert "stage2_rank" in body and isinstance(body["stage2_rank"], list)
+
+
 def test_ask_top_k_zero_abstains(client):
     d = client.post("/v1/ask", json={"question": QUESTION, "top_k": 0}).json()
     assert d["abstained"] is True

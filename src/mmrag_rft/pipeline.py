@@ -89,7 +89,7 @@ class Judgement:
     id: str
     score: float  # P(yes) in score mode, share of 'yes' votes in reason mode
     relevant: bool
-    kept: bool
+    kept: bool  # passed the coarse filter and was shown to stage 2
     retrieval_score: float | None = None
     reason: str = ""  # the <think> text in reason mode
     retrieval_rank: int | None = None  # 1-based place in the retriever's order; None for a pool taken as given

@@ -19,13 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
+
+from mmrag_rft.serving.schemas import ASK_BODY_DOC, AskRequest, AskResponse, CandidateOut, Health, Info
 
 log = logging.getLogger(__name__)
 
@@ -36,92 +38,6 @@ IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WE
                "BMP": "image/bmp"}
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-
-
-# -- request / response models ----------------------------------------------------------------------
-
-class AskRequest(BaseModel):
-    """A question and optional per-request overrides of the pipeline's retrieval depth and coarse filter."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    question: str = Field(..., description="The question (surrounding whitespace is ignored).")
-    top_n: int | None = Field(None, ge=1, le=100, description="Candidates retrieved from the index.")
-    threshold: float | None = Field(None, ge=0.0, le=1.0, description="Stage-1 P(yes) needed to be kept.")
-    top_k: int | None = Field(None, ge=0, le=50, description="At most this many candidates reach stage 2.")
-
-
-class JudgementOut(BaseModel):
-    id: str
-    score: float = Field(..., description="Stage-1 P(yes) (score mode) or share of 'yes' votes (reason mode).")
-    relevant: bool
-    kept: bool = Field(..., description="Passed the coarse filter and was shown to stage 2.")
-    retrieval_score: float | None = None
-    retrieval_rank: int | None = Field(None, description="Place in the retriever's order (the fused filter reads it).")
-    reason: str = ""
-
-
-class CandidateOut(BaseModel):
-    id: str
-    modality: Literal["text", "image", "table"]
-    title: str = ""
-    text: str = Field("", description="Passage, linearised table, or image caption (a snippet in answers).")
-    truncated: bool = False
-    source: str = ""
-    image_url: str | None = Field(None, description="This server's URL for the candidate's image, if it has one.")
-
-
-class AskResponse(BaseModel):
-    question: str
-    answer: str
-    rank: list[str] = Field(..., description="Candidate ids the answer rests on, most relevant first.")
-    reasoning: str
-    judgements: list[JudgementOut]
-    kept_ids: list[str]
-    abstained: bool
-    fallback: str | None
-    faithful: bool
-    unfaithful_ids: list[str]
-    raw_stage2: str
-    timings: dict[str, float]
-    models: dict[str, str]
-    qid: str | None = None
-    bypassed: dict[str, str] = Field(default_factory=dict, description="A stage whose output was not used, and why.")
-    candidates: dict[str, CandidateOut] = Field(..., description="Display info for every judged candidate.")
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-    busy: bool = Field(..., description="A question is being answered right now.")
-    queued: int = Field(..., description="Questions waiting for the model (not counting the running one).")
-    model: str
-    index_size: int | None
-
-
-class Info(BaseModel):
-    model: str
-    index_size: int | None
-    defaults: dict[str, Any]
-    limits: dict[str, Any]
-
-
-_ASK_BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/AskRequest"}},
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["question"],
-                "properties": {
-                    "question": {"type": "string"},
-                    "top_n": {"type": "integer", "minimum": 1, "maximum": 100},
-                    "threshold": {"type": "number", "minimum": 0, "maximum": 1},
-                    "top_k": {"type": "integer", "minimum": 0, "maximum": 50},
-                    "image": {"type": "string", "format": "binary", "description": "Optional query image."},
-                }}},
-        },
-    }
-}
 
 
 # -- helpers --------------------------------------------------------------------------------------------
@@ -240,6 +156,154 @@ def _image_media_type(path: Path) -> str | None:
     return guess if guess and guess.startswith("image/") else None
 
 
+# -- the model's queue, the corpus, one request ---------------------------------------------------------------
+
+class ModelQueue:
+    """One worker thread runs the pipeline, one question at a time; counts who waits, refuses past `max_queue`."""
+
+    def __init__(self, max_queue: int):
+        self.max_queue = max_queue
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmrag-pipeline")
+        self.waiting, self.running = 0, False
+        self._lock = threading.Lock()
+
+    async def run(self, fn: Any) -> tuple[Any, float]:
+        """`fn()` on the worker: (its result, seconds it waited in the queue). Raises 503 when the queue is full."""
+        if self.waiting >= self.max_queue:
+            raise HTTPException(503, f"{self.max_queue} questions already waiting; retry shortly",
+                                headers={"Retry-After": "5"})
+        queued_at = time.perf_counter()
+        with self._lock:
+            self.waiting += 1
+
+        def job() -> tuple[Any, float]:
+            with self._lock:
+                self.waiting -= 1
+                self.running = True
+            try:
+                started = time.perf_counter()
+                return fn(), started - queued_at
+            finally:
+                with self._lock:
+                    self.running = False
+
+        future = self.executor.submit(job)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:  # the client went away: drop its question if it has not started
+            if future.cancel():
+                with self._lock:
+                    self.waiting -= 1
+            raise
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class Corpus:
+    """The index's candidates by id, and their image files; no request path ever becomes a file path."""
+
+    def __init__(self, index: Any, image_dir: Any = None):
+        self.index, self.image_dir = index, image_dir
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, cid: str) -> bool:
+        return cid in self.index
+
+    def lookup(self, cid: str) -> Any:
+        if self.index is None or cid not in self.index:
+            raise HTTPException(404, f"no candidate {cid!r} in the index")
+        return self.index.get(cid)
+
+    def image_file(self, cand: Any) -> Path | None:
+        if cand.modality != "image":
+            return None
+        p = self.index.image_path(cand.id) if hasattr(self.index, "image_path") else None
+        if p is None and self.image_dir:
+            from mmrag_rft.data.images import find_image_file
+
+            p = find_image_file(self.image_dir, cand.id)
+        return Path(p) if p is not None else None
+
+    def card(self, cand: Any, snippet: bool) -> CandidateOut:
+        from urllib.parse import quote
+
+        text = cand.text or ""
+        cut = snippet and len(text) > SNIPPET_CHARS
+        if cut:
+            text = text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
+        has_image = self.image_file(cand) is not None
+        return CandidateOut(id=cand.id, modality=cand.modality, title=cand.title, text=text, truncated=cut,
+                            source=cand.source, image_url=f"/v1/images/{quote(cand.id, safe='')}" if has_image else None)
+
+
+async def read_ask(request: Request, max_upload_bytes: int) -> tuple[dict[str, Any], Any]:
+    """(fields, query image or None) of a JSON body or a multipart / urlencoded form."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        payload = _parse_json(await request.body())
+        if not isinstance(payload, dict):
+            raise HTTPException(422, "body must be a JSON object with a 'question'")
+        return payload, None
+    if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise HTTPException(415, "send application/json or multipart/form-data")
+    form = await request.form(max_files=1, max_fields=8, max_part_size=FORM_OVERHEAD_BYTES)
+    payload, query_image = {}, None
+    for key, value in form.multi_items():
+        if key == "image":
+            if isinstance(value, str):
+                if value:
+                    raise HTTPException(400, "field 'image' must be a file upload")
+                continue
+            data = await value.read(max_upload_bytes + 1)
+            if len(data) > max_upload_bytes:
+                raise HTTPException(413, f"query image exceeds {max_upload_bytes} bytes")
+            if data:
+                query_image = _decode_image(data)
+        elif isinstance(value, str):
+            if value.strip() != "" or key == "question":
+                payload[key] = value
+        else:
+            raise HTTPException(400, f"field {key!r} must not be a file")
+    return payload, query_image
+
+
+def check_ask(payload: dict[str, Any], max_question_chars: int) -> tuple[AskRequest, str]:
+    """The validated request and its question, refused (422) as the pipeline would refuse it, before it queues."""
+    from mmrag_rft.pipeline import check_question
+
+    try:
+        req = AskRequest.model_validate(payload)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])}
+                                      for err in e.errors(include_url=False, include_context=False)]) from None
+    try:
+        question = check_question(req.question)
+    except ValueError as e:
+        raise _validation_error("question", str(e),
+                                "string_too_short" if not req.question.strip() else "value_error") from None
+    if len(question) > max_question_chars:
+        raise _validation_error("question", f"question has {len(question)} characters; at most "
+                                            f"{max_question_chars} allowed", "string_too_long")
+    if req.threshold is not None and not math.isfinite(req.threshold):
+        raise _validation_error("threshold", "threshold must be a finite number")
+    return req, question
+
+
+def response_of(result: Any, queue_s: float, corpus: Corpus) -> Any:
+    """The pipeline's Result as the API's AskResponse: queue time added, and a card for every candidate it names."""
+    d = result.to_dict()
+    d["timings"] = {**d.get("timings", {}), "queue_s": queue_s}
+    d["models"] = {k: str(v) for k, v in (d.get("models") or {}).items()}
+    if d["models"].get("retriever", "?") == "?" and getattr(corpus.index, "manifest", None) is not None:
+        d["models"]["retriever"] = str(getattr(corpus.index.manifest, "embedder", "?"))
+    ids = list(dict.fromkeys([*d["rank"], *(j["id"] for j in d["judgements"])]))
+    d["candidates"] = {cid: corpus.card(corpus.index.get(cid), snippet=True) for cid in ids if cid in corpus}
+    return AskResponse.model_validate(d)
+
+
 # -- the app ----------------------------------------------------------------------------------------------
 
 def create_app(pipeline: Any, *, max_question_chars: int | None = None, max_upload_bytes: int = 5_000_000,
@@ -255,17 +319,16 @@ def create_app(pipeline: Any, *, max_question_chars: int | None = None, max_uplo
     """
     if max_question_chars is None:
         max_question_chars = int(getattr(getattr(pipeline, "config", None), "max_question_chars", 2000))
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmrag-pipeline")
-    state = {"waiting": 0, "running": False}
-    lock = threading.Lock()
+    queue = ModelQueue(max_queue)
     index = getattr(pipeline, "index", None)
+    corpus = Corpus(index, getattr(pipeline, "image_dir", None))
     model_id = str(getattr(pipeline.backend, "model_id", "?"))
     static_dir = Path(str(resources.files("mmrag_rft.serving") / "static"))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
-        executor.shutdown(wait=True, cancel_futures=True)
+        queue.shutdown()
 
     app = FastAPI(
         title="MMRAG-RFT",
@@ -290,37 +353,11 @@ def create_app(pipeline: Any, *, max_question_chars: int | None = None, max_uplo
         return response
     app.state.pipeline = pipeline
 
-    def lookup(cid: str) -> Any:
-        if index is None or cid not in index:
-            raise HTTPException(404, f"no candidate {cid!r} in the index")
-        return index.get(cid)
-
-    def image_file(cand: Any) -> Path | None:
-        if cand.modality != "image":
-            return None
-        p = index.image_path(cand.id) if hasattr(index, "image_path") else None
-        if p is None and getattr(pipeline, "image_dir", None):
-            from mmrag_rft.data.images import find_image_file
-
-            p = find_image_file(pipeline.image_dir, cand.id)
-        return Path(p) if p is not None else None
-
-    def card(cand: Any, snippet: bool) -> CandidateOut:
-        text = cand.text or ""
-        cut = snippet and len(text) > SNIPPET_CHARS
-        if cut:
-            text = text[:SNIPPET_CHARS].rsplit(" ", 1)[0] + " …"
-        has_image = image_file(cand) is not None
-        from urllib.parse import quote
-
-        return CandidateOut(id=cand.id, modality=cand.modality, title=cand.title, text=text, truncated=cut,
-                            source=cand.source, image_url=f"/v1/images/{quote(cand.id, safe='')}" if has_image else None)
-
     # -- API --------------------------------------------------------------------------------------------
     @app.get("/healthz", response_model=Health, tags=["service"])
     async def healthz() -> Health:
         """Liveness; answers at once even while a question is being answered."""
-        return Health(status="ok", busy=state["running"], queued=state["waiting"], model=model_id,
+        return Health(status="ok", busy=queue.running, queued=queue.waiting, model=model_id,
                       index_size=len(index) if index is not None else None)
 
     @app.get("/v1/info", response_model=Info, tags=["service"])
@@ -333,114 +370,40 @@ def create_app(pipeline: Any, *, max_question_chars: int | None = None, max_uplo
                     limits={"max_question_chars": max_question_chars, "max_upload_bytes": max_upload_bytes,
                             "top_n": [1, 100], "threshold": [0.0, 1.0], "top_k": [0, 50]})
 
-    @app.post("/v1/ask", response_model=AskResponse, tags=["ask"], openapi_extra=_ASK_BODY_DOC,
+    @app.post("/v1/ask", response_model=AskResponse, tags=["ask"], openapi_extra=ASK_BODY_DOC,
               responses={400: {"description": "Bad query image or unusable request"},
                          413: {"description": "Body or upload too large"},
                          415: {"description": "Neither JSON nor multipart form"},
                          503: {"description": "Too many questions waiting"}})
-    async def ask(request: Request) -> AskResponse:
+    async def ask(request: Request) -> Any:
         """Answer a question over the index: JSON body, or multipart form with an optional `image` upload."""
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        query_image = None
-        if ctype == "application/json":
-            payload = _parse_json(await request.body())
-            if not isinstance(payload, dict):
-                raise HTTPException(422, "body must be a JSON object with a 'question'")
-        elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            form = await request.form(max_files=1, max_fields=8, max_part_size=FORM_OVERHEAD_BYTES)
-            payload = {}
-            for key, value in form.multi_items():
-                if key == "image":
-                    if isinstance(value, str):
-                        if value:
-                            raise HTTPException(400, "field 'image' must be a file upload")
-                        continue
-                    data = await value.read(max_upload_bytes + 1)
-                    if len(data) > max_upload_bytes:
-                        raise HTTPException(413, f"query image exceeds {max_upload_bytes} bytes")
-                    if data:
-                        query_image = _decode_image(data)
-                elif isinstance(value, str):
-                    if value.strip() != "" or key == "question":
-                        payload[key] = value
-                else:
-                    raise HTTPException(400, f"field {key!r} must not be a file")
-        else:
-            raise HTTPException(415, "send application/json or multipart/form-data")
-        try:
-            req = AskRequest.model_validate(payload)
-        except ValidationError as e:
-            raise RequestValidationError([{**err, "loc": ("body", *err["loc"])}
-                                          for err in e.errors(include_url=False, include_context=False)]) from None
-        from mmrag_rft.pipeline import check_question
-
-        try:
-            question = check_question(req.question)
-        except ValueError as e:  # the pipeline's own refusal, before the question queues for the model
-            raise _validation_error("question", str(e),
-                                    "string_too_short" if not req.question.strip() else "value_error") from None
-        if len(question) > max_question_chars:
-            raise _validation_error("question", f"question has {len(question)} characters; at most "
-                                                f"{max_question_chars} allowed", "string_too_long")
-        if req.threshold is not None and not math.isfinite(req.threshold):
-            raise _validation_error("threshold", "threshold must be a finite number")
+        payload, query_image = await read_ask(request, max_upload_bytes)
+        req, question = check_ask(payload, max_question_chars)
         if index is None:
             raise HTTPException(503, "no index loaded")
-        if state["waiting"] >= max_queue:
-            raise HTTPException(503, f"{max_queue} questions already waiting; retry shortly",
-                                headers={"Retry-After": "5"})
-
-        queued_at = time.perf_counter()
-        with lock:
-            state["waiting"] += 1
-
-        def run() -> Any:
-            with lock:
-                state["waiting"] -= 1
-                state["running"] = True
-            try:
-                started = time.perf_counter()
-                result = pipeline.ask(question, query_image=query_image, top_n=req.top_n,
-                                      threshold=req.threshold, top_k=req.top_k)
-                return result, started - queued_at
-            finally:
-                with lock:
-                    state["running"] = False
-
-        job = executor.submit(run)
         try:
-            result, queue_s = await asyncio.wrap_future(job)
-        except asyncio.CancelledError:  # the client went away: drop its question if it has not started
-            if job.cancel():
-                with lock:
-                    state["waiting"] -= 1
-            raise
+            result, queue_s = await queue.run(lambda: pipeline.ask(
+                question, query_image=query_image, top_n=req.top_n, threshold=req.threshold, top_k=req.top_k))
         except ValueError as e:  # the pipeline's own refusal of this input
             raise HTTPException(400, str(e)) from None
+        except HTTPException:  # the queue is full
+            raise
         except Exception:
             log.exception("pipeline failed on question %r", question[:200])
             raise HTTPException(500, "the pipeline failed on this question; see the server log") from None
-        d = result.to_dict()
-        d["timings"] = {**d.get("timings", {}), "queue_s": queue_s}
-        d["models"] = {k: str(v) for k, v in (d.get("models") or {}).items()}
-        if d["models"].get("retriever", "?") == "?" and getattr(index, "manifest", None) is not None:
-            d["models"]["retriever"] = str(getattr(index.manifest, "embedder", "?"))
-        ids = list(dict.fromkeys([*d["rank"], *(j["id"] for j in d["judgements"])]))
-        d["candidates"] = {cid: card(index.get(cid), snippet=True) for cid in ids if cid in index}
-        return AskResponse.model_validate(d)
+        return response_of(result, queue_s, corpus)
 
     @app.get("/v1/candidates/{cid:path}", response_model=CandidateOut, tags=["corpus"],
              responses={404: {"description": "Not in the index"}})
     def candidate(cid: str) -> CandidateOut:
         """One indexed candidate, in full (text, title, modality; its image via `image_url`)."""
-        return card(lookup(cid), snippet=False)
+        return corpus.card(corpus.lookup(cid), snippet=False)
 
     @app.get("/v1/images/{cid:path}", tags=["corpus"], response_class=FileResponse,
              responses={200: {"content": {"image/*": {}}}, 404: {"description": "Not in the index, or no image"}})
     def image(cid: str) -> FileResponse:
         """The image of an indexed image candidate (never any other file)."""
-        cand = lookup(cid)
-        p = image_file(cand)
+        p = corpus.image_file(corpus.lookup(cid))
         if p is None:
             raise HTTPException(404, f"candidate {cid!r} has no image")
         media = _image_media_type(p)
