@@ -86,6 +86,29 @@ def publish_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def build_once(final: Path, make: Callable[[Path], None], *, before: Callable[[], None] | None = None) -> Path:
+    """`final`, made once by `make(tmp)` into a temp folder beside it and published atomically; concurrent callers
+    wait on a lock and reuse it. `before` runs (outside the lock) only when there is something to make."""
+    if is_complete(final):
+        return final
+    if before is not None:
+        before()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(final.parent / f".{final.name}.lock"):
+        if is_complete(final):  # made by a concurrent process while we waited
+            return final
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        try:
+            make(tmp)
+            if final.exists() and not is_complete(final):
+                shutil.rmtree(final)  # a leftover from an interrupted copy by other means
+            publish_dir(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
 def convert_gguf(gguf: Path, out_dir: Path) -> None:
     """GGUF -> plain fp32 safetensors + tokenizer (+ chat template), the layout `from_pretrained` reads."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -152,23 +175,11 @@ def ensure_reader_model() -> Path:
 
 
 def _ensure_converted(final: Path, name: str, gguf_path: Callable[[], Path]) -> Path:
-    if is_complete(final):
-        return final
-    gguf_path()  # fail fast with the install hint before taking the lock
-    with file_lock(final.parent / f".{final.name}.lock"):
-        if is_complete(final):  # converted by a concurrent process while we waited
-            return final
+    def make(tmp: Path) -> None:
         print(f"converting the embedded {name} (GGUF) to {final} once; later runs reuse it ...", file=sys.stderr)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
-            convert_gguf(gguf_path(), tmp)
-            if final.exists() and not is_complete(final):
-                shutil.rmtree(final)  # a leftover from an interrupted copy by other means
-            publish_dir(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return final
+        convert_gguf(gguf_path(), tmp)
+
+    return build_once(final, make, before=gguf_path)  # fails fast with the install hint before taking the lock
 
 
 def default_embedder_path() -> Path:

@@ -159,10 +159,9 @@ def merged_adapter(adapter_dir: Path) -> Path:
     """Base + LoRA adapter merged into a plain model folder under the cache (once per adapter content), so
     inference runs at plain-model speed and training starts from it like from any model."""
     import shutil
-    import tempfile
 
     from mmrag_rft.config import cache_dir
-    from mmrag_rft.models.default import file_lock, is_complete, publish_dir
+    from mmrag_rft.models.default import build_once
 
     adapter_dir = Path(adapter_dir)
     try:
@@ -173,38 +172,23 @@ def merged_adapter(adapter_dir: Path) -> Path:
     if not base_spec:
         raise ValueError(f"{adapter_dir}/adapter_config.json: field 'base_model_name_or_path' is missing")
     base_dir = resolve_model_path(str(base_spec))
-    final = cache_dir() / "models" / "merged" / f"{adapter_dir.name}-{_adapter_key(adapter_dir)}"
-    if is_complete(final):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(final.parent / f".{final.name}.lock"):
-        if is_complete(final):
-            return final
+
+    def make(tmp: Path) -> None:
         from peft import PeftModel
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
-        from mmrag_rft.models.hf import is_vision_config
+        model = PeftModel.from_pretrained(load_model(base_dir, dtype="auto"), str(adapter_dir)).merge_and_unload()
+        model.save_pretrained(tmp)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)
+        proc_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+        for f in proc_src.iterdir():  # tokenizer / processor files, whatever the model family names them
+            if f.is_file() and not f.name.startswith(("model", "config.json", "generation_config", "adapter_")):
+                shutil.copy2(f, tmp / f.name)
+        for f in ("mmrag_model.json", "README.md"):
+            if (adapter_dir / f).is_file():
+                shutil.copy2(adapter_dir / f, tmp / f)
 
-        vision = is_vision_config(AutoConfig.from_pretrained(str(base_dir)))
-        cls = AutoModelForImageTextToText if vision else AutoModelForCausalLM
-        model = PeftModel.from_pretrained(cls.from_pretrained(str(base_dir)), str(adapter_dir)).merge_and_unload()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
-            model.save_pretrained(tmp)
-            if getattr(model, "generation_config", None) is not None:
-                model.generation_config.save_pretrained(tmp)
-            proc_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
-            for f in proc_src.iterdir():  # tokenizer / processor files, whatever the model family names them
-                if f.is_file() and not f.name.startswith(("model", "config.json", "generation_config", "adapter_")):
-                    shutil.copy2(f, tmp / f.name)
-            for f in ("mmrag_model.json", "README.md"):
-                if (adapter_dir / f).is_file():
-                    shutil.copy2(adapter_dir / f, tmp / f)
-            publish_dir(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return build_once(cache_dir() / "models" / "merged" / f"{adapter_dir.name}-{_adapter_key(adapter_dir)}", make)
 
 
 def model_name(spec: str) -> str:

@@ -9,13 +9,11 @@ vision special tokens, and the processor is `QwenVLProcessor` (no torchvision ne
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from mmrag_rft.config import cache_dir
-from mmrag_rft.models.default import ensure_default_model, file_lock, is_complete, publish_dir
+from mmrag_rft.models.default import build_once, ensure_default_model
 
 TINY_VLM_NAME = "tiny-qwen2-vl"
 TINY_VLM25_NAME = "tiny-qwen2.5-vl"
@@ -33,24 +31,6 @@ def _tokenizer(with_vision: bool) -> Any:
         tok.chat_template = QWEN_VL_CHAT_TEMPLATE
     tok.padding_side = "left"
     return tok
-
-
-def _build(final: Path, make: Any) -> Path:
-    if is_complete(final):
-        return final
-    with file_lock(final.parent / f".{final.name}.lock"):
-        if is_complete(final):
-            return final
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
-            make(tmp)
-            if final.exists() and not is_complete(final):
-                shutil.rmtree(final)
-            publish_dir(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def tiny_vlm_config(tok: Any) -> Any:
@@ -97,47 +77,36 @@ def tiny_vlm25_config(tok: Any, *, hidden: int = 64, layers: int = 2, heads: int
         pad_token_id=tok.pad_token_id)
 
 
-def build_tiny_vlm25(out_dir: str | Path | None = None, *, seed: int = 0, **size: int) -> Path:
-    """A tiny random Qwen2.5-VL (text hidden 64 x 2 layers, vision depth 2: windowed + full) + QwenVLProcessor;
-    `size` (hidden, layers, heads, vision_depth, vision_hidden) widens it (`python -m mmrag_rft.models.tiny`)."""
-    final = Path(out_dir) if out_dir is not None else cache_dir() / "models" / TINY_VLM25_NAME
-
+def _build_vlm(final: Path, model_class: str, config: Any, seed: int) -> Path:
+    """A random VLM of transformers' `model_class` built from `config(tokenizer)`, with the project's processor."""
     def make(tmp: Path) -> None:
         import torch
-        from transformers import Qwen2_5_VLForConditionalGeneration
+        import transformers
 
         from mmrag_rft.models.processor import QwenVLProcessor
 
         tok = _tokenizer(with_vision=True)
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(tiny_vlm25_config(tok, **size))
+        model = getattr(transformers, model_class)(config(tok))
         model.generation_config.eos_token_id = model.config.eos_token_id
         model.generation_config.pad_token_id = tok.pad_token_id
         model.save_pretrained(tmp)
         QwenVLProcessor.from_parts(tok).save_pretrained(tmp)
 
-    return _build(final, make)
+    return build_once(final, make)
+
+
+def build_tiny_vlm25(out_dir: str | Path | None = None, *, seed: int = 0, **size: int) -> Path:
+    """A tiny random Qwen2.5-VL (text hidden 64 x 2 layers, vision depth 2: windowed + full) + QwenVLProcessor;
+    `size` (hidden, layers, heads, vision_depth, vision_hidden) widens it (`python -m mmrag_rft.models.tiny`)."""
+    final = Path(out_dir) if out_dir is not None else cache_dir() / "models" / TINY_VLM25_NAME
+    return _build_vlm(final, "Qwen2_5_VLForConditionalGeneration", lambda tok: tiny_vlm25_config(tok, **size), seed)
 
 
 def build_tiny_vlm(out_dir: str | Path | None = None, *, seed: int = 0) -> Path:
     """A ~3.3M-parameter Qwen2-VL (text hidden 64 x 2 layers, vision depth 1) + QwenVLProcessor; cached."""
     final = Path(out_dir) if out_dir is not None else cache_dir() / "models" / TINY_VLM_NAME
-
-    def make(tmp: Path) -> None:
-        import torch
-        from transformers import Qwen2VLForConditionalGeneration
-
-        from mmrag_rft.models.processor import QwenVLProcessor
-
-        tok = _tokenizer(with_vision=True)
-        torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration(tiny_vlm_config(tok))
-        model.generation_config.eos_token_id = model.config.eos_token_id
-        model.generation_config.pad_token_id = tok.pad_token_id
-        model.save_pretrained(tmp)
-        QwenVLProcessor.from_parts(tok).save_pretrained(tmp)
-
-    return _build(final, make)
+    return _build_vlm(final, "Qwen2VLForConditionalGeneration", tiny_vlm_config, seed)
 
 
 def build_tiny_lm(out_dir: str | Path | None = None, *, seed: int = 0) -> Path:
@@ -159,7 +128,7 @@ def build_tiny_lm(out_dir: str | Path | None = None, *, seed: int = 0) -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _build(final, make)
+    return build_once(final, make)
 
 
 if __name__ == "__main__":  # a random Qwen2.5-VL of a chosen width, e.g. for scripts/gpu_proof.sh
