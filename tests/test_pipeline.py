@@ -131,6 +131,22 @@ def test_report_summary_is_tables_not_dicts():
     assert "{" not in html and "<th>color</th><td>0.250</td>" in html and "<th>acc</th>" in html
 
 
+def test_report_shows_stage1_as_bars_in_the_filter_order_with_the_kept_set_marked():
+    from mmrag_rft.data.schema import Candidate
+    from mmrag_rft.evaluation.report import html_report
+
+    cands = {i: Candidate(id=i, modality="text", title=f"title {i}", text="t") for i in "abcd"}
+    row = {"question": "q?", "answer": "x", "rank": ["c"], "reasoning": "", "kept_ids": ["c", "a"],
+           "gold_ids": ["c"], "judgements": [
+               {"id": i, "score": sc, "kept": i in "ca", "relevant": sc >= 0.5} for i, sc in
+               [("a", 0.4), ("b", 0.9), ("c", 0.7), ("d", 0.1)]]}
+    html = html_report([row], lookup=cands.__getitem__)
+    table = html[html.index("Stage-1 judgements"):]
+    assert [table.index(f"title {i}") for i in "cabd"] == sorted(table.index(f"title {i}") for i in "cabd")
+    assert "<tr class='kept'><td>title c" in table and "<tr class=''><td>title b" in table
+    assert "width:90%" in table and "width:10%" in table
+
+
 @pytest.mark.slow
 def test_default_model_answers_demo_question(demo_index, demo_questions):
     backend = load_backend("base")  # the untrained reader; the shipped default is measured by the demo and benchmarks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from mmrag_rft.config import atomic_write_text
@@ -30,6 +30,9 @@ table{border-collapse:collapse;font-size:.9em;margin:.5rem 0} td,th{border:1px s
 .cards{display:flex;flex-wrap:wrap;gap:.75rem} .card{border:1px solid #ccc;border-radius:6px;padding:.5rem;width:200px;font-size:.85em}
 .card img{max-width:180px;max-height:140px;display:block;margin-bottom:.25rem} .gold{outline:3px solid #2e7d32}
 pre{white-space:pre-wrap;background:#f7f7f7;padding:.5rem;border-radius:4px}
+.bar{background:#eee;width:160px;height:.8em;display:inline-block;vertical-align:middle;margin-right:.4rem}
+.bar span{background:#7a9cc6;height:100%;display:block} tr.kept .bar span{background:#2e7d32}
+tr.kept td:first-child{font-weight:600}
 """
 
 
@@ -66,6 +69,32 @@ def summary_tables(summary: Mapping[str, Any]) -> str:
             html.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_cell(v)}</td></tr>"
                                             for k, v in section.items()) + "</table>")
     return "".join(html)
+
+
+def filter_ordered(judgements: Sequence[Mapping[str, Any]], kept_ids: Sequence[str]) -> list[Mapping[str, Any]]:
+    """Judgements in the filter's order: the kept ones as the filter ranked them, then the rest by P(yes)."""
+    by_id = {j["id"]: j for j in judgements}
+    kept = [by_id[i] for i in kept_ids if i in by_id]
+    rest = sorted((j for j in judgements if j["id"] not in set(kept_ids)), key=lambda j: -j["score"])
+    return [*kept, *rest]
+
+
+def stage1_bars(r: Mapping[str, Any], lookup: Callable[[str], Any], gold: set[str]) -> str:
+    """Stage 1's P(yes) as a bar per candidate, in the filter's order, the kept set marked."""
+    rows = []
+    for j in filter_ordered(r.get("judgements") or [], r.get("kept_ids") or []):
+        try:
+            c = lookup(j["id"])
+            name, modality = c.title or j["id"], c.modality
+        except KeyError:
+            name, modality = j["id"], ""
+        width = max(0.0, min(1.0, float(j["score"]))) * 100
+        rows.append(f"<tr class='{'kept' if j['kept'] else ''}'><td>{_e(name)} <span class='muted'>({_e(modality)})"
+                    f"</span></td><td><span class='bar'><span style='width:{width:.0f}%'></span></span>"
+                    f"{j['score']:.3f}</td><td>{'kept' if j['kept'] else ''}</td>"
+                    f"<td>{'gold' if j['id'] in gold else ''}</td></tr>")
+    return ("<h3>Stage-1 judgements (filter order)</h3><table><tr><th>candidate</th><th>P(yes)</th><th>filter</th>"
+            "<th>gold</th></tr>" + "".join(rows) + "</table>")
 
 
 def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], Any],
@@ -110,16 +139,7 @@ def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], An
         parts.append("</div>")
         if r.get("reasoning"):
             parts.append(f"<h3>Reasoning</h3><pre>{_e(r['reasoning'])}</pre>")
-        parts.append("<h3>Stage-1 judgements</h3><table><tr><th>candidate</th><th>P(yes)</th><th>kept</th>"
-                     "<th>gold</th></tr>")
-        for j in r.get("judgements") or []:
-            try:
-                name = lookup(j["id"]).title or j["id"]
-            except KeyError:
-                name = j["id"]
-            parts.append(f"<tr><td>{_e(name)}</td><td>{j['score']:.3f}</td><td>{'yes' if j['kept'] else ''}</td>"
-                         f"<td>{'gold' if j['id'] in gold else ''}</td></tr>")
-        parts.append("</table>")
+        parts.append(stage1_bars(r, lookup, gold))
         t = r.get("timings") or {}
         parts.append("<p class='muted'>" + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) + "</p></div>")
     parts.append("</body></html>")
