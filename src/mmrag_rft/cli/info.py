@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
 
         from mmrag_rft import __version__
         from mmrag_rft.models.default import DEFAULT_MODEL_NAME
-        from mmrag_rft.models.loading import READER_SPEC, model_name, model_settings, shipped_model, source_path
+        from mmrag_rft.models.loading import (ENGINES, READER_SPEC, default_engine, model_name, model_settings,
+                                              shipped_model, source_path)
 
         try:
             src = source_path(model)
@@ -31,7 +32,8 @@ def register(app: typer.Typer) -> None:
                "base": DEFAULT_MODEL_NAME if model in ("default", "base") else settings.get("base", ""),
                "stage": settings.get("stage"), "pipeline_settings": settings.get("pipeline", {}),
                "trained_by": (settings.get("training") or {}).get("command", ""),
-               "heldout": settings.get("heldout", {})}
+               "heldout": settings.get("heldout", {}),
+               "engine": f"{default_engine()} (registered: {', '.join(ENGINES)})"}
         reader = (settings.get("pipeline") or {}).get("stage2_model")
         if reader:  # one model per stage: what reads the survivors and answers, and whether it is installed
             try:
