@@ -150,20 +150,10 @@ def set_threads(n: int) -> None:
 
 
 def load_policy(spec: str = "default") -> Any:
-    """The policy backend the pipeline uses (`load_backend`), or HFBackend over a folder."""
-    try:
-        from mmrag_rft.models.loading import load_backend
-    except ImportError:
-        load_backend = None
-    if load_backend is not None:
-        return load_backend(spec)
-    from mmrag_rft.models.hf import HFBackend
+    """The policy backend the pipeline uses (`models.loading.load_backend`)."""
+    from mmrag_rft.models.loading import load_backend
 
-    if spec == "default":
-        from mmrag_rft.models.default import ensure_default_model
-
-        return HFBackend(ensure_default_model(), model_id="SmolLM2-135M-Instruct")
-    return HFBackend(spec)
+    return load_backend(spec)
 
 
 def load_webqa(path: str | Path = WEBQA_RECORDS, limit: int | None = None) -> list[Any]:

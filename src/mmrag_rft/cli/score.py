@@ -96,8 +96,6 @@ def register(app: typer.Typer) -> None:
             for g in gold_paths:
                 gold.extend(read_gold(g, gold_format))
             preds = read_submission(pred_path) if pred_path else None
-        except ImportError as e:
-            raise fail(f"cannot read {gold_paths[0]}: the data loaders are unavailable ({e})") from None
         except ValueError as e:  # DataError is a ValueError and names file/row/field
             raise fail(str(e)) from None
         if not gold:
