@@ -193,6 +193,8 @@ def test_train_eval_compares_a_run_with_its_start_model_on_held_out_questions(st
     assert s2["references"]["ndcg_random_permutation"] > 0 and "first_is_gold_chance" in s2["models"]["tiny-lm"]["selection"]
     r = CliRunner().invoke(app, ["train", "eval", str(tmp_path)])
     assert r.exit_code == 2 and "not a training run folder" in r.output
+    r = CliRunner().invoke(app, ["train", "eval", str(run), "--model", str(tmp_path / "no-such-model")])
+    assert r.exit_code == 2 and "no such model folder" in r.output and "Traceback" not in r.output
 
 
 def test_stage2_negatives_can_come_from_another_model_than_the_policy(stage1_run, tmp_path):

@@ -21,6 +21,27 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def load_backend_or_fail(model: str):
+    """The policy backend `model` names (loaded once per process); a bad spec is one clear line, not a traceback."""
+    from mmrag_rft.models.loading import load_backend
+
+    with console.status(f"loading model {model} ..."):
+        try:
+            return load_backend(model)
+        except (FileNotFoundError, ValueError, OSError) as e:
+            raise fail(f"model {model!r}: {e}") from None
+
+
+def check_dataset(dataset: str) -> None:
+    """An unknown `--dataset` is a clear error naming the registered ones (data/datasets.py)."""
+    from mmrag_rft.data.datasets import get_dataset
+
+    try:
+        get_dataset(dataset)
+    except ValueError as e:
+        raise fail(f"--dataset: {e}") from None
+
+
 def open_index_or_fail(path: object):
     """Load an index; a stale or missing one is user input, reported in one line, not a crash."""
     from mmrag_rft.retrieval.index import HybridIndex

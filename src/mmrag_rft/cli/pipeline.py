@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mmrag_rft.cli._common import (MODEL_HELP, console, fail, load_reader_or_fail, open_index_or_fail,
+from mmrag_rft.cli._common import (MODEL_HELP, check_dataset, load_backend_or_fail, console, fail, load_reader_or_fail, open_index_or_fail,
                                    open_query_image_or_fail, out)
 
 
@@ -24,25 +24,6 @@ def _pipeline_config(config: Optional[Path], overrides: list[str] | None, model:
         raise fail(str(e)) from None
     except (FileNotFoundError, ValueError, OSError) as e:
         raise fail(f"model {model!r}: {e}") from None
-
-
-def _load_backend(model: str):
-    from mmrag_rft.models.loading import load_backend
-
-    with console.status(f"loading model {model} ..."):
-        try:
-            return load_backend(model)
-        except (FileNotFoundError, ValueError, OSError) as e:
-            raise fail(f"model {model!r}: {e}") from None
-
-
-def _check_dataset(dataset: str) -> None:
-    from mmrag_rft.data.datasets import get_dataset
-
-    try:
-        get_dataset(dataset)
-    except ValueError as e:
-        raise fail(f"--dataset: {e}") from None
 
 
 def _print_result(r, lookup) -> None:
@@ -94,7 +75,7 @@ def register(app: typer.Typer) -> None:
         cfg = _pipeline_config(config, set_, model)
         idx = open_index_or_fail(index)
         query_image = open_query_image_or_fail(image)
-        pipe = Pipeline(_load_backend(model), index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None,
+        pipe = Pipeline(load_backend_or_fail(model), index=idx, config=cfg, image_dir=str(image_dir) if image_dir else None,
                         reader=load_reader_or_fail(cfg))
         try:
             r = pipe.ask(question, query_image=query_image, top_n=top_n, threshold=threshold, top_k=top_k)
@@ -119,7 +100,7 @@ def register(app: typer.Typer) -> None:
         from mmrag_rft.evaluation.demo import run_demo
 
         cfg = _pipeline_config(config, set_, model)
-        run_demo(out_dir, backend=_load_backend(model), config=cfg, limit=limit, reader=load_reader_or_fail(cfg))
+        run_demo(out_dir, backend=load_backend_or_fail(model), config=cfg, limit=limit, reader=load_reader_or_fail(cfg))
 
     @app.command()
     def evaluate(
@@ -139,7 +120,7 @@ def register(app: typer.Typer) -> None:
         markdown table."""
         from mmrag_rft.evaluation.evaluate import evaluate_file
 
-        _check_dataset(dataset)
+        check_dataset(dataset)
         if not path.exists():
             raise fail(f"{path}: file not found")
         cfg = _pipeline_config(config, set_, model)
@@ -148,7 +129,7 @@ def register(app: typer.Typer) -> None:
 
         try:
             evaluate_file(path, dataset=dataset, out_dir=out_dir, limit=limit, config=cfg, skip_bad=skip_bad,
-                          backend_factory=lambda: _load_backend(model), model=model, heldout=heldout,
+                          backend_factory=lambda: load_backend_or_fail(model), model=model, heldout=heldout,
                           reader_factory=lambda: load_reader_or_fail(cfg))
         except (DataError, RunMismatch) as e:
             raise fail(str(e)) from None
@@ -183,7 +164,7 @@ def register(app: typer.Typer) -> None:
         from mmrag_rft.evaluation.ablate import ablation_markdown, default_systems, run_ablation
         from mmrag_rft.evaluation.evaluate import RunMismatch
 
-        _check_dataset(dataset)
+        check_dataset(dataset)
         if not path.exists():
             raise fail(f"{path}: file not found")
         if reader is None:
@@ -198,10 +179,10 @@ def register(app: typer.Typer) -> None:
             keep = set(only) | {s.view_of for s in systems if s.name in only and s.view_of}
             systems = [s for s in systems if s.name in keep]
         for spec in filter(None, (reader, candidate)):
-            _load_backend(spec)  # a missing reader fails here, before any question is asked
+            load_backend_or_fail(spec)  # a missing reader fails here, before any question is asked
         try:
             summary = run_ablation(path, dataset=dataset, out_dir=out_dir, heldout=heldout, limit=limit,
-                                   systems=systems, load=_load_backend)
+                                   systems=systems, load=load_backend_or_fail)
         except (DataError, RunMismatch, ConfigError) as e:
             raise fail(str(e)) from None
         except OSError as e:

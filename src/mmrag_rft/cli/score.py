@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from mmrag_rft.cli._common import fail, out
+from mmrag_rft.cli._common import check_dataset, fail, out
 
 
 def _fmt(x: Any, scale: float = 1.0) -> str:
@@ -72,10 +72,8 @@ def register(app: typer.Typer) -> None:
         from mmrag_rft.evaluation.scoring import read_gold, read_submission, score_submission
         from mmrag_rft.metrics.text import set_lemmatizer
 
-        try:
-            metric_set = get_dataset(dataset).metric_set
-        except ValueError as e:
-            raise fail(f"--dataset: {e}") from None
+        check_dataset(dataset)
+        metric_set = get_dataset(dataset).metric_set
         try:
             set_lemmatizer(lemmatizer)
         except ValueError as e:

@@ -42,8 +42,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The coarse filter's trade-off: candidates removed and stage-2 tokens saved against gold recall kept,
         for stage 1's order, the retriever's and their fusion; JSON, a table and a PNG."""
-        from mmrag_rft.cli._common import progress_bar
-        from mmrag_rft.cli.pipeline import _check_dataset, _load_backend
+        from mmrag_rft.cli._common import check_dataset, load_backend_or_fail, progress_bar
         from mmrag_rft.config import atomic_write_text
         from mmrag_rft.data.loaders import load_samples
         from mmrag_rft.evaluation import filter_sweep as fs
@@ -51,7 +50,7 @@ def register(app: typer.Typer) -> None:
         from mmrag_rft.models.loading import trained_layout
         from mmrag_rft.prompts import STAGE1_LAYOUTS
 
-        _check_dataset(dataset)
+        check_dataset(dataset)
         if side not in ("val", "train"):
             raise fail(f"--side must be val or train, got {side!r}")
         if side == "train" and not heldout:
@@ -72,7 +71,7 @@ def register(app: typer.Typer) -> None:
             raise fail(f"--layout must be one of {', '.join(STAGE1_LAYOUTS)}, got {layout!r}")
         if not samples:
             raise fail(f"{path}: no questions{' on the ' + side + ' side of ' + heldout if heldout else ''}")
-        backend = _load_backend(model)
+        backend = load_backend_or_fail(model)
         model_id = getattr(backend, "model_id", model)
         name = fs.model_key(model, model_id) + ("" if layout == "default" else f"-{layout}")
         cache = cache or out_path.parent / "filter_sweep_scores" / f"{name}.jsonl"

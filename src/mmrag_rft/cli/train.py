@@ -130,7 +130,8 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (co
     from rich.table import Table
 
     from mmrag_rft.config import ConfigError, atomic_write_text
-    from mmrag_rft.models.loading import load_backend, trained_layout
+    from mmrag_rft.cli._common import load_backend_or_fail
+    from mmrag_rft.models.loading import trained_layout
     from mmrag_rft.training import heldout as ho
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import load_split
@@ -153,9 +154,10 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (co
     if stage == 1:
         hard, mixed = ho.stage1_pairs(val)
         for label, spec in specs:
+            backend = load_backend_or_fail(spec)  # a bad --model fails here, in one line
             with console.status(f"{label}: {spec} on {len(hard)} held-out pairs ..."):
                 results[label] = {"model": spec, **ho.evaluate_stage1(
-                    load_backend(spec), hard, mixed, layout=trained_layout(spec) or cfg.data.layout)}
+                    backend, hard, mixed, layout=trained_layout(spec) or cfg.data.layout)}
         rows = [[label, r["score_mode"]["auc"], r["score_mode_mixed"]["auc"], r["score_mode"]["accuracy"],
                  r["reason_mode"]["format_reward"]] for label, r in results.items()]  # type: ignore[index]
         header = ["model", "AUC", "AUC (mixed negatives)", "accuracy @0.5", "reason format"]
@@ -164,8 +166,9 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (co
         prompts = ho.stage2_prompts(val, num_candidates=cfg.data.num_candidates, max_chars=cfg.data.max_chars)
         refs = ho.stage2_baselines(prompts)
         for label, spec in specs:
+            backend = load_backend_or_fail(spec)
             with console.status(f"{label}: {spec} on {len(prompts)} held-out questions ..."):
-                r = ho.evaluate_stage2(load_backend(spec), prompts, max_new_tokens=cfg.grpo.max_completion_length,
+                r = ho.evaluate_stage2(backend, prompts, max_new_tokens=cfg.grpo.max_completion_length,
                                        ranking_metric=cfg.rewards.ranking_metric)
                 results[label] = {"model": spec, **r}
         rows = [[label, r["format_reward"], r["ndcg"], r["selection"]["first_is_gold"],

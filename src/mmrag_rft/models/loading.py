@@ -135,9 +135,9 @@ def trained_layout(spec: str | Path) -> str | None:
     p = Path(spec)
     run = p.parent if p.name == "merged" else p
     if not layout and (run / "config.yaml").is_file():
-        import yaml
+        from mmrag_rft.config import read_yaml
 
-        layout = ((yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}).get("data") or {}).get("layout")
+        layout = (read_yaml(run / "config.yaml").get("data") or {}).get("layout")
     return layout or None
 
 
