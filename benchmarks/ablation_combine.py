@@ -1,4 +1,4 @@
-"""The README's ablation table from three `mmrag ablate` runs over the same 51 held-out WebQA questions (captions
+"""The README's ablation table from four `mmrag ablate` runs over the same 51 held-out WebQA questions (captions
 stand in for pixels; greedy decoding, so a row two runs share comes out the same):
 
   first run, before stage 2 was trained (benchmarks/results/ablation_heldout_first_run.json):
@@ -8,6 +8,8 @@ stand in for pixels; greedy decoding, so a row two runs share comes out the same
           --only candidate_stage2 --only candidate_stage2_rank
   the retriever's top 2 read by the trained reader (ablation_stage2_reader_retriever_topk.json):
       mmrag ablate ... --heldout default --reader runs/stage2_reader --only retriever_topk
+  MiniLM cosine's top 2 read by the trained reader, beside the shipped system re-run (ablation_minilm_topk.json):
+      mmrag ablate ... --heldout default --only minilm_topk --only shipped
 
 Writes benchmarks/results/ablation_heldout.{json,md}, docs/img/ablation_heldout.png and, with --record, the table
 into both shipped model cards.
@@ -35,12 +37,16 @@ def main() -> None:
     ap.add_argument("--first", type=Path, default=RESULTS / "ablation_heldout_first_run.json")
     ap.add_argument("--readers", type=Path, default=RESULTS / "ablation_stage2_reader.json")
     ap.add_argument("--retriever-trained", type=Path, default=RESULTS / "ablation_stage2_reader_retriever_topk.json")
+    ap.add_argument("--minilm", type=Path, default=RESULTS / "ablation_minilm_topk.json")
     ap.add_argument("--record", action="store_true", help="write the tables into the shipped model cards")
     args = ap.parse_args()
     first, readers = json.loads(args.first.read_text()), json.loads(args.readers.read_text())
     retriever = json.loads(args.retriever_trained.read_text())["systems"]["retriever_topk"]
     f, r = first["systems"], readers["systems"]
+    minilm = json.loads(args.minilm.read_text())["systems"]["minilm_topk"]
     systems = {
+        "minilm_topk_trained_reader": _desc(minilm, "MiniLM cosine's top 2 (no BM25, no stage 1) -> the trained "
+                                                    "stage-2 reader answers"),
         "retriever_topk": _desc(f["retriever_topk"], "retriever's top 2 -> the reader as released answers (no stage 1, "
                                                      "no stage-2 training)"),
         "retriever_topk_trained_reader": _desc(retriever, "retriever's top 2 -> the trained stage-2 reader answers "
@@ -65,13 +71,14 @@ def main() -> None:
     print(ablation_markdown(summary))
     if args.record:
         record_ablation("src/mmrag_rft/trained/stage1", summary,
-                        command="python benchmarks/ablation_combine.py --record (its docstring names the three runs)")
+                        command="python benchmarks/ablation_combine.py --record (its docstring names the four runs)")
         stage2 = {**readers, "systems": {
             "reader_as_released": _desc(r["shipped"], "trained stage 1's fused top 2 -> Qwen2.5-Coder-0.5B as released"),
             "reader_as_released_rank": _desc(r["shipped_stage2_rank"], "the same, sources follow its own <rank> list"),
             "trained_reader": _desc(r["candidate_stage2"], "the same survivors -> this model (shipped); sources follow "
                                                            "the filter"),
-            "retriever_topk_trained_reader": _desc(retriever, "the retriever's top 2 (no stage 1) -> this model")}}
+            "retriever_topk_trained_reader": _desc(retriever, "the retriever's top 2 (no stage 1) -> this model"),
+            "minilm_topk_trained_reader": _desc(minilm, "MiniLM cosine's top 2 (no stage 1) -> this model")}}
         record_ablation("src/mmrag_rft/trained/stage2", stage2,
                         command="mmrag ablate ../shared/data/webqa/val_records.json.gz --heldout default --stage2-model "
                                 "runs/stage2_reader --only shipped --only shipped_stage2_rank --only candidate_stage2 "

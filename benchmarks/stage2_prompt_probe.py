@@ -35,8 +35,28 @@ JUDGE_EACH_SYSTEM = (
 )
 
 
-def with_system(rows: list[dict], system: str) -> list[dict]:
-    return [{**r, "prompt": [{**m, "content": system} if m["role"] == "system" else m for m in r["prompt"]]}
+# Answer first, then cite: for a small reader, finding the piece that holds the answer it wrote is string matching.
+CITE_AFTER_ANSWER_SYSTEM = (
+    "You answer questions from numbered pieces of evidence (text passages, tables, or images with captions). "
+    "First think briefly inside <think></think>, quoting the words of the evidence that answer the question. Then "
+    "give the answer as one short sentence inside <answer></answer>. Then list inside <rank></rank> the ids of the "
+    "pieces your answer comes from, the one holding the answer first, joined by ' > '. Write nothing else.\n\n"
+    "Example\n"
+    "Question: Which is taller, the Eiffel Tower or the Tokyo Tower?\n"
+    "[1] (text) Tokyo Tower is a communications tower 333 metres tall.\n"
+    "[2] (image caption) A cat sleeping on a sofa.\n"
+    "[3] (text) The Eiffel Tower is 330 metres tall.\n"
+    "Output: <think>'Tokyo Tower is a communications tower 333 metres tall'; 'The Eiffel Tower is 330 metres "
+    "tall'.</think><answer>The Tokyo Tower is taller than the Eiffel Tower.</answer><rank>[1] > [3]</rank>"
+)
+
+VARIANTS = {"judge_each": (JUDGE_EACH_SYSTEM, None), "cite_after_answer": (CITE_AFTER_ANSWER_SYSTEM, None),
+            "rank_no_think": (None, "<think>\n</think>\n<rank>")}
+
+
+def with_system(rows: list[dict], system: str | None, prefill: str | None = None) -> list[dict]:
+    return [{**r, "prefill": prefill or r["prefill"],
+             "prompt": [{**m, "content": system} if m["role"] == "system" and system else m for m in r["prompt"]]}
             for r in rows]
 
 
@@ -47,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--questions", type=int, default=30)
     ap.add_argument("--candidates", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--variants", default="default,judge_each",
+                    help=f"comma-separated: default,{','.join(VARIANTS)}")
     ap.add_argument("--out", default=None)
     common.add_threads_flag(ap)
     args = ap.parse_args(argv)
@@ -60,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = stage2_prompts(val, num_candidates=args.candidates, max_chars=200)
     backend = common.load_policy(args.model)
     results = {}
-    for name, prompt_rows in (("default", rows), ("judge_each", with_system(rows, JUDGE_EACH_SYSTEM))):
+    for name in args.variants.split(","):
+        prompt_rows = rows if name == "default" else with_system(rows, *VARIANTS[name])
         r = evaluate_stage2(backend, prompt_rows, max_new_tokens=args.max_new_tokens, ranking_metric="ndcg_penalized")
         results[name] = r
         sel = r["selection"]

@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 
 from mmrag_rft.models.backend import PolicyBackend  # noqa: E402
+from mmrag_rft.models.hf import NO_VARIANTS, YES_VARIANTS  # noqa: E402
 from mmrag_rft.prompts import ChatPrompt  # noqa: E402
 
 SYSTEM = "You check evidence. Decide whether the evidence helps to answer the question. Answer yes or no."
@@ -119,7 +120,20 @@ def test_p_yes_is_the_renormalised_pair(tiny_lm):
     logits[0, tiny_lm.yes_ids[1]] = 0.0
     logits[0, tiny_lm.no_ids[0]] = 0.0
     logits[0, 5] = 3.0  # an unrelated token takes most of the mass but does not count
-    assert tiny_lm._p_yes(logits) == pytest.approx([2 / 3], abs=1e-6)
+    groups = [tiny_lm.yes_ids, tiny_lm.no_ids]
+    assert tiny_lm._choice_probs(logits, groups)[0] == pytest.approx([2 / 3, 1 / 3], abs=1e-6)
+
+
+def test_score_choices_is_a_distribution_and_p_yes_its_two_choice_case(tiny_lm):
+    ps = [judge("Which city is the capital of France?", ev) for ev in ("Paris is the capital.", "Cats sleep.")]
+    three = tiny_lm.score_choices(ps, [["1"], ["2"], ["3"]])
+    assert all(len(p) == 3 and sum(p) == pytest.approx(1.0, abs=1e-5) for p in three)
+    rev = tiny_lm.score_choices(ps, [["3"], ["2"], ["1"]])  # the choices' order is the output's order
+    assert [x for p in rev for x in p] == pytest.approx([x for p in three for x in p[::-1]], abs=1e-5)
+    pair = tiny_lm.score_choices(ps, [YES_VARIANTS, NO_VARIANTS], reuse_prefix=False)
+    assert [p[0] for p in pair] == pytest.approx(tiny_lm.score_yes_no(ps), abs=1e-5)
+    with pytest.raises(ValueError, match="no single-token spelling"):
+        tiny_lm.score_choices(ps, [["1"], ["nonexistentchoicetoken"]])
 
 
 def test_prefix_reuse_matches_plain_path_tiny(tiny_lm):

@@ -289,3 +289,23 @@ def test_a_stage2_model_that_is_not_installed_degrades_to_the_stage1_model_and_s
     r = Pipeline(judge, index=demo_index, config=cfg).ask(demo_questions[0].question)
     assert r.answer == "blue" and judge.generated == 1  # the stage-1 model read and answered
     assert "/no/such/reader" in r.bypassed["stage2_model"] and "stage2" not in r.models
+
+
+def test_pool_retrieval_can_be_minilm_or_bm25_alone():
+    """`pool_retrieval`: a benchmark pool ranked by MiniLM cosine alone (the ablation's MiniLM top-k row), by BM25
+    alone, or by both fused as the index fuses."""
+    from mmrag_rft.data.schema import Candidate
+    from mmrag_rft.retrieval.pool import rank_pool
+
+    pool = [Candidate(id=str(i), modality="text", text=t) for i, t in enumerate([
+        "Tower tower tower, height of a tower.", "The Eiffel Tower in Paris is 330 metres tall.",
+        "Cats sleep most of the day.", "Paris is the capital of France.", "How tall is it? Nobody knows."])]
+    q = "How tall is the Eiffel Tower?"
+    orders = {}
+    for mode in ("hybrid", "dense", "bm25"):
+        cfg = PipelineConfig(top_n=5, pool_retrieval=mode)
+        orders[mode] = [c.id for c, _ in Pipeline(None, config=cfg).retrieve(q, candidates=pool)]
+    assert orders["hybrid"] == [h.id for h in rank_pool(q, pool, 5)]
+    assert orders["dense"] == [h.id for h in rank_pool(q, pool, 5, config=RetrievalConfig(use_bm25=False))]
+    assert orders["bm25"] == [h.id for h in rank_pool(q, pool, 5, config=RetrievalConfig(use_dense=False))]
+    assert orders["dense"] != orders["bm25"]

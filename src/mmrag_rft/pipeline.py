@@ -41,6 +41,9 @@ class FilterConfig:
 @dataclass
 class PipelineConfig:
     top_n: int = 20  # candidates retrieved (or taken from the sample's own pool)
+    # how a benchmark's own pool is ranked (no index): hybrid (dense + BM25 fused, as the index); dense (MiniLM
+    # cosine alone: the ablation's "MiniLM top-k" row); bm25 (lexical alone)
+    pool_retrieval: Literal["hybrid", "dense", "bm25"] = "hybrid"
     # score: P(yes) in one forward pass; reason: sampled judgements, majority vote; skip: no stage 1, the retriever's
     # top_k go to stage 2 (the ablation's "retriever alone" row)
     stage1_mode: Literal["score", "reason", "skip"] = "score"
@@ -52,6 +55,9 @@ class PipelineConfig:
     stage2_model: str = ""  # model spec that reads the survivors and answers (stage 2); "": the stage-1 model
     stage2_max_new_tokens: int = 160
     stage2_temperature: float = 0.0
+    # stage 2's ranking: generate: the <rank> list it writes; likelihood: its P(id ranked first) over the survivors
+    # read together, averaged over every rotation of their order so position cancels (`listwise`; k extra passes)
+    stage2_ranking: Literal["generate", "likelihood"] = "generate"
     use_pixels: bool = True  # pass image pixels to a vision-language backend (captions are always given)
     # whose ranking the cited sources follow: stage 2's <rank> list, or the filter's order (for a stage 2 whose
     # ranking does not yet beat the order it receives; the answer still comes from stage 2)
@@ -115,6 +121,7 @@ class Result:
     qid: str | None = None
     bypassed: dict[str, str] = field(default_factory=dict)  # a stage whose output was not used, and why
     stage2_rank: list[str] = field(default_factory=list)  # stage 2's own ranking, whether or not the sources follow it
+    stage2_scores: dict[str, float] = field(default_factory=dict)  # likelihood ranking: P(ranked first) per survivor
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,6 +190,7 @@ class Stage2Output:
     raw: str
     invalid_ids: list[str]  # short ids the model ranked that no survivor has
     fallback: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)  # likelihood ranking: P(ranked first) per survivor
 
 
 class Pipeline:
@@ -244,9 +252,12 @@ class Pipeline:
                     and self.config.filter.order != "fused" and self.config.stage1_mode != "skip"):
                 # a fused filter, and a skipped stage 1, need the retriever's order
                 return [(c, None) for c in candidates]
+            from mmrag_rft.retrieval.layout import RetrievalConfig
             from mmrag_rft.retrieval.pool import rank_pool
 
-            hits = rank_pool(question, candidates, top_n)
+            mode = self.config.pool_retrieval
+            rcfg = RetrievalConfig(use_dense=mode != "bm25", use_bm25=mode != "dense") if mode != "hybrid" else None
+            hits = rank_pool(question, candidates, top_n, config=rcfg)
             return [(h.candidate, h.score) for h in hits]
         if self.index is None:
             raise ValueError("no index loaded and no candidate pool given: pass candidates= or load an index")
@@ -324,13 +335,18 @@ class Pipeline:
         id_map: dict[str, str] = prompt.meta.get("id_map", {})
         rank = [id_map[s] for s in out.rank if s in id_map]
         invalid = [s for s in out.rank if s not in id_map]
-        fallback = None
-        if not out.ok or not rank:
+        fallback, scores = None, {}
+        if cfg.stage2_ranking == "likelihood":
+            from mmrag_rft.listwise import likelihood_ranking
+
+            ranked = likelihood_ranking(self.reader, question, kept, images=images, with_pixels=self.reader_pixels)
+            rank, scores = [i for i, _ in ranked], dict(ranked)
+        elif not out.ok or not rank:
             fallback = (f"stage-2 output unusable ({out.error or 'empty ranking'}): ranking falls back to the "
                         "filter's order")
             rank = [c.id for c in kept]
         return Stage2Output(answer=out.answer.strip(), rank=rank, reasoning=out.think.strip(), raw=raw,
-                            invalid_ids=invalid, fallback=fallback)
+                            invalid_ids=invalid, fallback=fallback, scores=scores)
 
     # -- the whole thing ----------------------------------------------------------------------------
     def ask(self, question: str, *, candidates: list[Any] | None = None, query_image: Any = None,
@@ -387,5 +403,6 @@ class Pipeline:
         return Result(question=question, answer=s2.answer, rank=rank, reasoning=s2.reasoning, judgements=judgements,
                       kept_ids=kept_ids, fallback=fallback, faithful=not unfaithful, unfaithful_ids=unfaithful,
                       raw_stage2=s2.raw, qid=qid, models=models, bypassed=bypassed, stage2_rank=stage2_rank,
+                      stage2_scores=s2.scores,
                       timings={"retrieve_s": t1 - t0, "stage1_s": t2 - t1, "stage2_s": t3 - t2,
                                "total_s": t3 - t0})

@@ -71,6 +71,8 @@ STAGE2_SYSTEM = (
 STAGE1_PREFILL_REASON = "<think>"
 STAGE1_PREFILL_SCORE = "<think>\n</think>\n<answer>"  # the next token is the verdict: read P(yes) there
 STAGE2_PREFILL = "<think>"
+STAGE2_RANK_PREFILL = "<think>\n</think>\n<rank>["  # the next token is the first ranked id: read P(id) there
+MAX_SCORED_IDS = 9  # ids 1..9 are one token each in every tokenizer used here
 
 _MODALITY_LABEL = {"text": "text", "table": "table", "image": "image caption"}
 

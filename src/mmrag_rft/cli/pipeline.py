@@ -40,14 +40,17 @@ def _print_result(r, lookup) -> None:
     if not r.faithful:
         out.print(f"[red]unfaithful evidence ids: {r.unfaithful_ids}[/]")
     t = Table(title="evidence", show_lines=False)
-    for col in ("rank", "id", "modality", "title", "P(yes)", "retrieved", "kept"):  # the fused filter reads both
+    cols = ["rank", "id", "modality", "title", "P(yes)", "retrieved", "kept"]  # the fused filter reads both
+    first = r.stage2_scores  # stage 2's likelihood ranking, when the pipeline reads it
+    for col in cols + (["P(first)"] if first else []):
         t.add_column(col)
     score = {j.id: j for j in r.judgements}
     ranked = {cid: i for i, cid in enumerate(r.rank, 1)}
     for j in sorted(r.judgements, key=lambda j: (ranked.get(j.id, 10**6), -j.score)):
         c = lookup(j.id)
         t.add_row(str(ranked.get(j.id, "")), j.id, c.modality, (c.title or c.text)[:50], f"{score[j.id].score:.3f}",
-                  "" if j.retrieval_rank is None else f"#{j.retrieval_rank}", "yes" if j.kept else "")
+                  "" if j.retrieval_rank is None else f"#{j.retrieval_rank}", "yes" if j.kept else "",
+                  *([f"{first[j.id]:.3f}" if j.id in first else ""] if first else []))
     out.print(t)
     if r.reasoning:
         out.print(f"[bold]reasoning:[/] {r.reasoning}")

@@ -169,12 +169,15 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (co
             backend = load_backend_or_fail(spec)
             with console.status(f"{label}: {spec} on {len(prompts)} held-out questions ..."):
                 r = ho.evaluate_stage2(backend, prompts, max_new_tokens=cfg.grpo.max_completion_length,
-                                       ranking_metric=cfg.rewards.ranking_metric)
+                                       ranking_metric=cfg.rewards.ranking_metric, samples=val,
+                                       max_chars=cfg.data.max_chars)
                 results[label] = {"model": spec, **r}
         rows = [[label, r["format_reward"], r["ndcg"], r["selection"]["first_is_gold"],
-                 r["selection"]["first_is_gold_chance"], r["selection"]["distinct_lists"], r["answer_acc"]]
+                 r["selection"]["first_is_gold_chance"], r["selection"]["distinct_lists"],
+                 r["likelihood"]["first_is_gold"], r["answer_acc"]]
                 for label, r in results.items()]  # type: ignore[index]
-        header = ["model", "format", "NDCG", "first pick gold", "chance", "distinct lists", "answer acc"]
+        header = ["model", "format", "NDCG", "first pick gold", "chance", "distinct lists",
+                  "first pick gold (likelihood)", "answer acc"]
     doc = {"run": str(run_dir), "stage": stage, "heldout_questions": len(val), "note": "captions stand in for pixels",
            "references": refs, "models": results}
     out_path = out_path or run_dir / "heldout_eval.json"

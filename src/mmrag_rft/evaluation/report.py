@@ -124,6 +124,7 @@ def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], An
             parts.append(f"<p class='muted'>{_e(stage.replace('_', ' '))} bypassed: {_e(why)}</p>")
         if not r.get("faithful", True):
             parts.append(f"<p class='bad'>unfaithful evidence ids: {_e(r.get('unfaithful_ids'))}</p>")
+        first = r.get("stage2_scores") or {}
         parts.append("<h3>Ranked evidence (stage 2)</h3><div class='cards'>")
         for pos, cid in enumerate(r.get("rank") or [], 1):
             try:
@@ -134,8 +135,9 @@ def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], An
             uri = thumbnail_data_uri(image_for(c)) if (image_for and c.modality == "image") else None
             img = f"<img src='{uri}' alt='{_e(c.title)}'>" if uri else ""
             cls = "card gold" if cid in gold else "card"
+            p_first = f" <span class='muted'>P(first) {first[cid]:.2f}</span>" if cid in first else ""
             parts.append(f"<div class='{cls}'>#{pos} <b>{_e(c.title or c.id)}</b> <span class='muted'>"
-                         f"({_e(c.modality)})</span>{img}<div>{_e(c.text[:220])}</div></div>")
+                         f"({_e(c.modality)})</span>{p_first}{img}<div>{_e(c.text[:220])}</div></div>")
         parts.append("</div>")
         if r.get("reasoning"):
             parts.append(f"<h3>Reasoning</h3><pre>{_e(r['reasoning'])}</pre>")

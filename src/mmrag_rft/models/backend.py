@@ -1,4 +1,4 @@
-"""The policy model as the pipeline sees it: batched generation and batched P(yes) scoring.
+"""The policy model as the pipeline sees it: batched generation and batched one-token scoring (P(yes), ids).
 
 Concrete backends (Hugging Face causal LM, Hugging Face vision-language model, optional vLLM) implement
 this protocol; the pipeline, evaluation and serving only ever talk to it.
@@ -27,4 +27,11 @@ class PolicyBackend(Protocol):
 
         `reuse_prefix`: a backend may compute the prompts' shared token prefix once (same scores, less work).
         """
+        ...
+
+    def score_choices(self, prompts: Sequence[ChatPrompt], choices: Sequence[Sequence[str]],
+                      reuse_prefix: bool = True) -> list[list[float]]:
+        """Per prompt, each choice's probability at the token after the prefill, normalised over the choices; a
+        choice is its single-token spellings (summed). P(yes) is the two-choice case; stage 2's list-wise ranking
+        reads the candidate ids."""
         ...

@@ -135,8 +135,7 @@ class HFBackend:
         self.supports_images = self.processor is not None and is_vision_config(self.model.config)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.yes_ids = self._single_token_ids(YES_VARIANTS)
-        self.no_ids = self._single_token_ids(NO_VARIANTS)
+        self.yes_ids, self.no_ids = self._single_token_ids(YES_VARIANTS), self._single_token_ids(NO_VARIANTS)
         if not self.yes_ids or not self.no_ids:
             raise ValueError(f"{self.model_id}: the tokenizer has no single-token 'yes'/'no'; cannot score stage 1")
         self.eos_ids = self._eos_ids()
@@ -225,38 +224,53 @@ class HFBackend:
                     out.append(group if sample else group * n)  # greedy: n identical completions
         return out
 
-    # -- stage-1 scoring ----------------------------------------------------------------------------
-    def _p_yes(self, last_logits: torch.Tensor) -> list[float]:
+    # -- scoring: P(choice) at the token after the prefill, in one forward pass ------------------------
+    def _choice_probs(self, last_logits: torch.Tensor, groups: Sequence[Sequence[int]]) -> list[list[float]]:
         probs = torch.softmax(last_logits.float(), dim=-1)
-        py = probs[:, self.yes_ids].sum(-1)
-        pn = probs[:, self.no_ids].sum(-1)
-        tot = py + pn
-        p = torch.where(tot > 0, py / tot.clamp_min(1e-30), torch.full_like(tot, 0.5))
-        return [float(x) for x in p]
+        mass = torch.stack([probs[:, list(g)].sum(-1) for g in groups], dim=-1)
+        tot = mass.sum(-1, keepdim=True)
+        out = torch.where(tot > 0, mass / tot.clamp_min(1e-30), torch.full_like(mass, 1.0 / len(groups)))
+        return out.tolist()
+
+    def choice_ids(self, choices: Sequence[Sequence[str]]) -> list[list[int]]:
+        """Each choice's single-token spellings as token ids; a choice with none is an error."""
+        groups = [self._single_token_ids(c) for c in choices]
+        missing = [c for c, g in zip(choices, groups) if not g]
+        if missing:
+            raise ValueError(f"{self.model_id}: no single-token spelling for choice(s) {missing}")
+        return groups
 
     @torch.inference_mode()
-    def score_yes_no(self, prompts: Sequence[ChatPrompt], reuse_prefix: bool = True) -> list[float]:
-        """P(yes) / (P(yes) + P(no)) at the token after each prompt's prefill (case/space variants summed)."""
+    def score_choices(self, prompts: Sequence[ChatPrompt], choices: Sequence[Sequence[str]],
+                      reuse_prefix: bool = True) -> list[list[float]]:
+        """Per prompt, the probability of each choice at the token after its prefill, normalised over the choices
+        (a choice's spellings, e.g. "yes"/" Yes", are summed)."""
         prompts = list(prompts)
         if not prompts:
             return []
+        groups = self.choice_ids(choices)
         if reuse_prefix and len(prompts) > 1 and not self._uses_pixels(prompts):
-            done = self._score_shared_prefix(prompts)
+            done = self._score_shared_prefix(prompts, groups)
             if done is not None:
                 return done
-        out: list[float] = []
+        out: list[list[float]] = []
         for i in range(0, len(prompts), self.batch_size):
-            out.extend(self._score_plain(prompts[i:i + self.batch_size]))
+            out.extend(self._score_plain(prompts[i:i + self.batch_size], groups))
         return out
 
-    def _score_plain(self, prompts: Sequence[ChatPrompt]) -> list[float]:
+    def score_yes_no(self, prompts: Sequence[ChatPrompt], reuse_prefix: bool = True) -> list[float]:
+        """P(yes) / (P(yes) + P(no)) at the token after each prompt's prefill (case/space variants summed)."""
+        return [p[0] for p in self.score_choices(prompts, [YES_VARIANTS, NO_VARIANTS], reuse_prefix=reuse_prefix)]
+
+    def _score_plain(self, prompts: Sequence[ChatPrompt], groups: Sequence[Sequence[int]]) -> list[list[float]]:
         enc = self.encode(prompts)
         if not self.supports_images:  # explicit positions so left padding does not shift them
             enc["position_ids"] = (enc["attention_mask"].long().cumsum(-1) - 1).clamp_min(0)
         logits = self.model(**enc, logits_to_keep=1, use_cache=False).logits[:, -1, :]
-        return self._p_yes(logits)
+        return self._choice_probs(logits, groups)
 
-    def _score_shared_prefix(self, prompts: Sequence[ChatPrompt]) -> list[float] | None:
+    def _score_shared_prefix(self, prompts: Sequence[ChatPrompt],
+                             groups: Sequence[Sequence[int]]) -> list[list[float]] | None:
         """Run the common token prefix once, then all suffixes against copies of its KV cache."""
         if self.supports_images:  # M-RoPE positions come from the whole sequence: keep the plain path
             return None
@@ -277,7 +291,7 @@ class HFBackend:
         cache = DynamicCache(config=self.model.config)
         self.model(input_ids=prefix, use_cache=True, **{key: cache})
         pad = self.tokenizer.pad_token_id
-        out: list[float] = []
+        out: list[list[float]] = []
         for i in range(0, len(ids), self.batch_size):
             chunk = [x[shared:] for x in ids[i:i + self.batch_size]]
             width = max(len(x) for x in chunk)
@@ -289,7 +303,7 @@ class HFBackend:
             c.batch_repeat_interleave(len(chunk))
             logits = self.model(input_ids=inp, attention_mask=mask, position_ids=pos, use_cache=True,
                                 logits_to_keep=1, **{key: c}).logits[:, -1, :]
-            out.extend(self._p_yes(logits))
+            out.extend(self._choice_probs(logits, groups))
         return out
 
     # -- persistence --------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Prompts are rendered with the model's own chat template (through its HF processor/tokenizer) plus the prefill,
 and images go in vLLM's multimodal input, `{"prompt": text, "multi_modal_data": {"image": [...]}}`, where the
-template has left one image placeholder per image. Stage-1 scoring generates one token and reads the yes/no
-variants among the top-20 logprobs (a variant outside the top 20 counts as probability 0).
+template has left one image placeholder per image. Scoring (stage 1's P(yes), stage 2's
+list-wise ids) generates one token and reads the choices among the top-20 logprobs (one outside counts as 0).
 """
 
 from __future__ import annotations
@@ -45,8 +45,6 @@ class VLLMBackend:
             from mmrag_rft.models.hf import load_vl_processor
 
             self._chat = load_vl_processor(self.model_id, config)
-        self.yes_ids = self._single_ids(YES_VARIANTS)
-        self.no_ids = self._single_ids(NO_VARIANTS)
 
     def _single_ids(self, variants: Sequence[str]) -> set[int]:
         out = set()
@@ -78,16 +76,25 @@ class VLLMBackend:
         outs = self.llm.generate([self._inputs(p) for p in prompts], params, use_tqdm=False)
         return [[c.text for c in o.outputs] for o in outs]
 
-    def score_yes_no(self, prompts: Sequence[ChatPrompt], reuse_prefix: bool = True) -> list[float]:
-        """vLLM's prefix caching plays the role of `reuse_prefix` here; the argument is accepted for parity."""
+    def score_choices(self, prompts: Sequence[ChatPrompt], choices: Sequence[Sequence[str]],
+                      reuse_prefix: bool = True) -> list[list[float]]:
+        """As `HFBackend.score_choices`, from the top-20 logprobs of one generated token (vLLM's prefix caching
+        plays the role of `reuse_prefix`; the argument is accepted for parity)."""
         from vllm import SamplingParams
 
+        groups = [self._single_ids(c) for c in choices]
+        missing = [c for c, g in zip(choices, groups) if not g]
+        if missing:
+            raise ValueError(f"{self.model_id}: no single-token spelling for choice(s) {missing}")
         params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=SCORE_TOP_LOGPROBS)
         outs = self.llm.generate([self._inputs(p) for p in prompts], params, use_tqdm=False)
         scores = []
         for o in outs:
             top = o.outputs[0].logprobs[0] if o.outputs and o.outputs[0].logprobs else {}
-            py = sum(math.exp(lp.logprob) for tid, lp in top.items() if tid in self.yes_ids)
-            pn = sum(math.exp(lp.logprob) for tid, lp in top.items() if tid in self.no_ids)
-            scores.append(py / (py + pn) if py + pn > 0 else 0.5)
+            mass = [sum(math.exp(lp.logprob) for tid, lp in top.items() if tid in g) for g in groups]
+            tot = sum(mass)
+            scores.append([m / tot for m in mass] if tot > 0 else [1.0 / len(groups)] * len(groups))
         return scores
+
+    def score_yes_no(self, prompts: Sequence[ChatPrompt], reuse_prefix: bool = True) -> list[float]:
+        return [p[0] for p in self.score_choices(prompts, [YES_VARIANTS, NO_VARIANTS])]

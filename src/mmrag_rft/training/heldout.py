@@ -130,9 +130,36 @@ def selection_vs_chance(outs: Sequence[str], rows: Sequence[dict[str, Any]]) -> 
             "distinct_lists": len({tuple(parse_stage2(o, prefill=r["prefill"]).raw_ids) for o, r in zip(outs, rows)})}
 
 
+def likelihood_selection(backend: Any, rows: Sequence[dict[str, Any]], samples: Sequence[Sample],
+                         max_chars: int) -> dict[str, Any]:
+    """The same rows ranked by `listwise.likelihood_ranking` (the pipeline's `stage2_ranking: likelihood`): first
+    pick gold against chance, and NDCG of the full order."""
+    import json
+
+    from mmrag_rft.listwise import likelihood_ranking
+    from mmrag_rft.metrics.ranking import ndcg_at_k
+
+    by_qid = {s.qid: s for s in samples}
+    first, chance, ndcg = 0, 0.0, 0.0
+    for r in rows:
+        s = by_qid[r["qid"]]
+        pool = {c.id: c for c in s.candidates}
+        id_map = json.loads(r["id_map"])
+        shown = [pool[id_map[str(i)]] for i in range(1, r["num_candidates"] + 1)]
+        order = [cid for cid, _ in likelihood_ranking(backend, s.question, shown, max_chars=max_chars)]
+        gold = set(s.gold_ids) & set(order)
+        first += order[0] in gold
+        chance += len(gold) / len(shown)
+        ndcg += ndcg_at_k(order, gold, len(shown))
+    n = max(1, len(rows))
+    return {"first_is_gold": first / n, "first_is_gold_chance": chance / n, "ndcg": ndcg / n}
+
+
 def evaluate_stage2(backend: Any, rows: Sequence[dict[str, Any]], *, max_new_tokens: int,
-                    ranking_metric: str = "ndcg") -> dict[str, Any]:
-    """Greedy outputs on the held-out rows: format, NDCG (and `ranking_metric`), answer accuracy, selection."""
+                    ranking_metric: str = "ndcg", samples: Sequence[Sample] | None = None,
+                    max_chars: int = 200) -> dict[str, Any]:
+    """Greedy outputs on the held-out rows: format, NDCG (and `ranking_metric`), answer accuracy, selection; with
+    `samples`, also the likelihood ranking's selection (`likelihood`)."""
     from mmrag_rft.prompts import ChatPrompt
     from mmrag_rft.rewards import make_answer_reward, make_ranking_reward, stage2_format_reward
 
@@ -147,6 +174,8 @@ def evaluate_stage2(backend: Any, rows: Sequence[dict[str, Any]], *, max_new_tok
            "answer_acc": sum(make_answer_reward("auto")(outs, **cols)) / n, "n": len(rows),
            "eval_seconds": round(time.time() - t0, 1), "selection": selection_vs_chance(outs, rows),
            "examples": outs[:3], "outputs": outs}
+    if samples is not None:
+        res["likelihood"] = likelihood_selection(backend, rows, samples, max_chars)
     if ranking_metric != "ndcg":
         res[ranking_metric] = sum(make_ranking_reward(ranking_metric)(outs, **cols)) / n  # type: ignore[arg-type]
     return res

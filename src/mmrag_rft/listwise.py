@@ -1,0 +1,49 @@
+"""Stage 2's list-wise ranking read from the reader in one forward pass per order: P(id is ranked first).
+
+The reader reads all survivors together, with its reasoning left empty, and the token after `<rank>[` is the id it
+would rank first; its probability over the ids is a list-wise relevance score. A small reader's written `<rank>`
+list follows positions more than content, and so does this distribution read once, so it is read once per cyclic
+rotation of the survivors' order and each candidate's log-probability is averaged over the rotations: every
+candidate is seen in every position and the position bias cancels (permutation self-consistency).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from mmrag_rft.prompts import MAX_SCORED_IDS, STAGE2_RANK_PREFILL, stage2_prompt
+
+
+def rotations(k: int) -> list[list[int]]:
+    """The k cyclic orders of range(k): each index is in each position once."""
+    return [list(range(i, k)) + list(range(i)) for i in range(k)]
+
+
+def likelihood_ranking(backend: Any, question: str, candidates: Sequence[Any], *,
+                       images: Sequence[Any] | None = None, with_pixels: bool = False,
+                       max_chars: int = 600) -> list[tuple[str, float]]:
+    """(candidate id, score) best first; scores are the softmax of the rotation-averaged log P(first), summing to 1
+    over the scored candidates. Ties keep the given order; candidates past the ninth follow in the given order with
+    score 0 (ids from 10 on are not one token)."""
+    scored, rest = list(candidates[:MAX_SCORED_IDS]), list(candidates[MAX_SCORED_IDS:])
+    k = len(scored)
+    if k <= 1:
+        return [(c.id, 1.0) for c in scored] + [(c.id, 0.0) for c in rest]
+    imgs = list(images[:k]) if images is not None else [None] * k
+    orders = rotations(k)
+    prompts = [dataclasses.replace(
+        stage2_prompt(question, [scored[j] for j in o], with_pixels=with_pixels, images=[imgs[j] for j in o],
+                      max_chars=max_chars), prefill=STAGE2_RANK_PREFILL) for o in orders]
+    probs = backend.score_choices(prompts, [[str(i)] for i in range(1, k + 1)])
+    logp = [0.0] * k
+    for order, p in zip(orders, probs):
+        for pos, j in enumerate(order):
+            logp[j] += math.log(max(p[pos], 1e-12)) / k
+    top = max(logp)
+    z = [math.exp(x - top) for x in logp]
+    total = sum(z)
+    ranked = sorted(range(k), key=lambda j: -logp[j])  # sorted() is stable: ties keep the given order
+    return [(scored[j].id, z[j] / total) for j in ranked] + [(c.id, 0.0) for c in rest]
