@@ -7,6 +7,7 @@
 #                      unless MMRAG_READER=skip)
 #   ./run.sh recipe    set up, then reproduce the shipped stage-1 adapter (train, choose its filter point, export)
 #   ./run.sh recipe-stage2   set up, then reproduce the shipped stage-2 adapter on the reader (train, export, ablate)
+#   ./run.sh train     both recipes in order: stage 1, then stage 2 over its filter (resumable; about 2.5 h on 2 cores)
 #   ./run.sh mmrag ... set up, then run any mmrag command
 # GPU users: MMRAG_TORCH=skip ./run.sh setup keeps the torch you installed (CUDA) instead of the CPU pin.
 set -euo pipefail
@@ -67,6 +68,9 @@ case "$cmd" in
     exec "$VENV/bin/mmrag" info --model qwen2.5-coder-0.5b "$@" ;;  # converts it once, then says what is loaded
   recipe) setup; exec scripts/recipe_stage1.sh "$@" ;;
   recipe-stage2) setup; exec scripts/recipe_stage2.sh "$@" ;;
+  # stage 2's negatives are ordered by the stage-1 model the first recipe just exported into the package
+  train) setup; echo "[run.sh train] 1/2 stage 1" >&2; scripts/recipe_stage1.sh
+         echo "[run.sh train] 2/2 stage 2" >&2; exec scripts/recipe_stage2.sh "$@" ;;
   mmrag) setup; exec "$VENV/bin/mmrag" "$@" ;;
-  *) echo "usage: ./run.sh demo|test|setup|reader|recipe|recipe-stage2|mmrag ARGS" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh demo|test|setup|reader|recipe|recipe-stage2|train|mmrag ARGS" >&2; exit 2 ;;
 esac

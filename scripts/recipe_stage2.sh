@@ -17,6 +17,8 @@ EXTRA=${EXTRA:-}
 THREADS=${THREADS:-2}
 COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 MMRAG=.venv/bin/mmrag
+# why the pipeline cites in the filter's order with this model (goes into its card)
+NOTE=${NOTE:-"Used for its answers; the cited sources follow stage 1's filter order (sources: filter, set by the stage-1 model). Its written <rank> list collapsed to one fixed pattern during training (\`2 > 3\`, which names no candidate when it reads two), so every result names that ranking as its fallback. Read by likelihood instead (stage2_ranking: likelihood, P(first id) averaged over the candidates' rotations) it ranks above chance when candidates come shuffled (first pick gold 0.57 vs 0.46, 30 held-out questions) but below the filter's own order on the survivors the pipeline gives it (0.45 vs 0.80, 51 held-out questions; benchmarks/stage2_likelihood.py; captions stand in for pixels)."}
 . scripts/_train_or_resume.sh
 TRAIN="mmrag --threads $THREADS train stage2 --config $CONFIG --set data.path=$DATA $EXTRA --output $RUN"
 
@@ -24,7 +26,7 @@ echo "[recipe-stage2] 1/3 training: $TRAIN" >&2
 train_or_resume stage2 "$RUN" --config "$CONFIG" --set "data.path=$DATA" $EXTRA
 echo "[recipe-stage2] 2/3 export to $OUT" >&2
 $MMRAG --threads 1 train export "$RUN" --to "$OUT" --name qwen2.5-coder-0.5b-mmrag-stage2 --dtype float16 \
-  --command "./run.sh recipe-stage2  # $TRAIN" --commit "$COMMIT" ${EXPORT_ARGS:-}
+  --command "./run.sh recipe-stage2  # $TRAIN" --commit "$COMMIT" --pipeline-note "$NOTE" ${EXPORT_ARGS:-}
 echo "[recipe-stage2] 3/3 the trained reader against the reader as released, held out" >&2
 # `shipped` is the package's default, whose stage2_model `reader` is the adapter just exported into $OUT (the
 # package folder); the candidate rows read the same survivors with the reader as released
