@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from mmrag_rft.cli import app
@@ -129,16 +130,48 @@ def test_ablate_runs_each_system_once_and_scores_the_stage2_view(tmp_path, share
     assert fewer["questions"] == 1 and all(r["n"] == 1 for r in fewer["systems"].values())  # not the older 2
 
 
+def test_every_ablation_system_is_a_pipeline_config_that_loads():
+    from mmrag_rft.evaluation.ablate import default_systems
+    from mmrag_rft.pipeline import pipeline_config
+
+    cfgs = {s.name: pipeline_config(s.model, None, s.overrides)
+            for s in default_systems("qwen2.5-coder-0.5b", candidates={"c": "runs/x"}) if not s.view_of}
+    assert cfgs["closed_book"].closed_book and not cfgs["retriever_topk"].closed_book
+    unfiltered = cfgs["stage2_unfiltered"]
+    assert unfiltered.stage1_mode == "skip" and unfiltered.filter.top_k == 9 and unfiltered.sources == "stage2"
+    assert {c.stage2_model for n, c in cfgs.items() if n in ("closed_book", "stage2_unfiltered")} == \
+        {"qwen2.5-coder-0.5b"}
+
+
 def test_a_candidate_stage2_model_reads_the_same_survivors_as_the_shipped_one():
     from mmrag_rft.evaluation.ablate import default_systems
 
     plain = {s.name: s for s in default_systems("qwen2.5-coder-0.5b")}
     assert "candidate_stage2" not in plain
-    both = {s.name: s for s in default_systems("qwen2.5-coder-0.5b", candidate="runs/r2")}
+    both = {s.name: s for s in default_systems("qwen2.5-coder-0.5b", candidates={"candidate_stage2": "runs/r2"})}
     cand, shipped = both["candidate_stage2"], both["shipped"]
     assert cand.model == shipped.model and cand.overrides == ['stage2_model="runs/r2"']  # only the reader differs
     assert both["candidate_stage2_rank"].view_of == "candidate_stage2"
     assert both["candidate_stage2_rank"].sources({"stage2_rank": ["b", "a", "c"], "kept_ids": ["a"]}) == ["b", "a"]
+
+
+@pytest.mark.parametrize("entry, says", [("shipped=runs/r2", "that name is a system already"),
+                                         ("bad name=runs/r2", "give SPEC or NAME=SPEC"),
+                                         ("x=", "give SPEC or NAME=SPEC")])
+def test_ablate_stage2_model_names_are_checked_before_anything_loads(tmp_path, entry, says):
+    data = tmp_path / "d.jsonl"
+    data.write_text("{}\n")
+    r = runner.invoke(app, ["ablate", str(data), "--dataset", "jsonl", "--stage2-model", entry, "--reader", "",
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and says in r.output and "Traceback" not in r.output
+
+
+def test_ablate_stage2_models_by_name_each_get_a_row_and_a_rank_view():
+    from mmrag_rft.evaluation.ablate import default_systems
+
+    rows = {s.name: s for s in default_systems("r", candidates={"released": "qwen2.5-coder-0.5b", "new": "runs/x"})}
+    assert rows["released"].overrides == ['stage2_model="qwen2.5-coder-0.5b"']
+    assert rows["new"].overrides == ['stage2_model="runs/x"'] and rows["new_rank"].view_of == "new"
 
 
 def test_ask_blank_question_is_one_clear_line(tmp_path):

@@ -257,6 +257,20 @@ def test_stage1_skip_sends_the_retrievers_top_k_and_says_so(demo_index, demo_que
     assert [j.retrieval_rank for j in r.judgements] == list(range(1, 7))
 
 
+def test_closed_book_answers_from_the_question_alone_and_says_so(demo_index, demo_questions):
+    class _Seen(_Fixed):
+        def generate(self, prompts, **kw):
+            self.prompts = prompts
+            return super().generate(prompts, **kw)
+
+    reader = _Seen("reader", "no evidence.</think><rank></rank><answer>two</answer>")
+    cfg = PipelineConfig(closed_book=True, stage2_model="some-reader")
+    r = Pipeline(_Fixed("judge"), index=demo_index, config=cfg, reader=reader).ask(demo_questions[0].question)
+    assert r.answer == "two" and not r.abstained and r.rank == [] and r.judgements == [] and r.kept_ids == []
+    assert "retrieval" in r.bypassed and "stage1" not in r.bypassed
+    assert "[1]" not in reader.prompts[0].messages[-1]["content"]  # no candidate reached the prompt
+
+
 def test_stage1_skip_on_a_pool_follows_the_retrievers_order(shared_data):
     from mmrag_rft.data.loaders import load_samples
 

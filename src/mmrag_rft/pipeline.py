@@ -47,6 +47,8 @@ class PipelineConfig:
     # score: P(yes) in one forward pass; reason: sampled judgements, majority vote; skip: no stage 1, the retriever's
     # top_k go to stage 2 (the ablation's "retriever alone" row)
     stage1_mode: Literal["score", "reason", "skip"] = "score"
+    # stage 2 answers from the question alone: nothing retrieved, no stage 1 (the ablation's closed-book row)
+    closed_book: bool = False
     stage1_layout: Stage1Layout = "default"  # `prompts.STAGE1_LAYOUTS`: the layout the stage-1 model was trained with
     stage1_samples: int = 3  # reason mode: sampled judgements per candidate, majority vote
     stage1_max_new_tokens: int = 64
@@ -368,7 +370,8 @@ class Pipeline:
             if top_k is not None:
                 cfg.filter.top_k = int(top_k)
         t0 = time.perf_counter()
-        retrieved = self.retrieve(question, candidates=candidates, top_n=top_n, query_image=query_image)
+        retrieved = [] if cfg.closed_book else self.retrieve(question, candidates=candidates, top_n=top_n,
+                                                             query_image=query_image)
         t1 = time.perf_counter()
         judgements = self.judge(question, retrieved, cfg)
         kept_ids = self.coarse_filter(judgements, cfg)
@@ -379,7 +382,7 @@ class Pipeline:
             models["stage2"] = getattr(self.reader, "model_id", "?")
         if self.index is not None:
             models["retriever"] = str(self.index.manifest.embedder or "bm25")
-        if not kept_ids:
+        if not kept_ids and not cfg.closed_book:
             return Result(question=question, answer=ABSTAIN_ANSWER, rank=[], reasoning="",
                           judgements=judgements, kept_ids=[], abstained=True, qid=qid, models=models,
                           timings={"retrieve_s": t1 - t0, "stage1_s": t2 - t1, "stage2_s": 0.0,
@@ -392,7 +395,9 @@ class Pipeline:
         stage2_rank = list(rank) if not fallback else []
         if self.reader_note:
             bypassed["stage2_model"] = self.reader_note
-        if cfg.stage1_mode == "skip":
+        if cfg.closed_book:
+            bypassed["retrieval"] = "closed_book: stage 2 answered from the question alone"
+        elif cfg.stage1_mode == "skip":
             bypassed["stage1"] = f"stage1_mode: skip: the retriever's top {cfg.filter.top_k} went to stage 2"
         if cfg.sources == "filter":
             bypassed["stage2_ranking"] = (f"sources follow the filter's order (sources: filter); stage 2 ranked "

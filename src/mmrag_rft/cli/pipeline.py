@@ -151,9 +151,10 @@ def register(app: typer.Typer) -> None:
         reader: Optional[str] = typer.Option(None, help="Stage-2 model the retriever-alone row answers with "
                                                         "(default: the shipped model's own stage2_model)."),
         sources: int = typer.Option(2, min=1, max=10, help="Sources each system cites (WebQA questions have 1-2)."),
-        candidate: str = typer.Option("", "--stage2-model", help="A stage-2 model to weigh against the shipped one "
-                                                                 "(a run or adapter folder): adds candidate_stage2 rows "
-                                                                 "that read the same survivors."),
+        stage2_models: list[str] = typer.Option([], "--stage2-model", help="A stage-2 model to weigh against the "
+                                                "shipped one (a run or adapter folder), SPEC or NAME=SPEC (repeatable): "
+                                                "adds a row (candidate_stage2, or NAME) and its NAME_rank view that "
+                                                "read the same survivors."),
         limit: Optional[int] = typer.Option(None, min=1, help="First N held-out questions."),
         only: list[str] = typer.Option([], "--only", help="Run only these systems (repeatable)."),
         record_in: Optional[Path] = typer.Option(None, "--record-in", help="An exported model folder (e.g. "
@@ -173,7 +174,17 @@ def register(app: typer.Typer) -> None:
         if reader is None:
             reader = _pipeline_config(None, [], model).stage2_model
         heldout = heldout or model
-        systems = default_systems(reader, sources=sources, model=model, candidate=candidate)
+        candidates: dict[str, str] = {}
+        for entry in stage2_models:
+            name, _, spec = entry.partition("=") if "=" in entry else ("candidate_stage2", "", entry)
+            if not name.isidentifier() or not spec or name in candidates:
+                raise fail(f"--stage2-model {entry!r}: give SPEC or NAME=SPEC, each NAME once (NAME: letters, digits, _)")
+            candidates[name] = spec
+        systems = default_systems(reader, sources=sources, model=model, candidates=candidates)
+        taken = [s.name for s in systems]
+        clash = next((n for n in candidates if taken.count(n) > 1 or taken.count(f"{n}_rank") > 1), None)
+        if clash:
+            raise fail(f"--stage2-model {clash}=...: that name is a system already; choose another")
         if only:
             names = {s.name for s in systems}
             unknown = [o for o in only if o not in names]
@@ -181,7 +192,7 @@ def register(app: typer.Typer) -> None:
                 raise fail(f"--only {unknown[0]!r}: not a system ({', '.join(sorted(names))})")
             keep = set(only) | {s.view_of for s in systems if s.name in only and s.view_of}
             systems = [s for s in systems if s.name in keep]
-        for spec in filter(None, (reader, candidate)):
+        for spec in filter(None, (reader, *candidates.values())):
             load_backend_or_fail(spec)  # a missing reader fails here, before any question is asked
         try:
             summary = run_ablation(path, dataset=dataset, out_dir=out_dir, heldout=heldout, limit=limit,

@@ -36,22 +36,30 @@ def _stage2_sources(row: Mapping[str, Any], k: int) -> list[str]:
     return list(row.get("stage2_rank") or row.get("kept_ids") or [])[:k]
 
 
-def default_systems(reader: str, *, sources: int = 2, model: str = "default", candidate: str = "") -> list[System]:
+def default_systems(reader: str, *, sources: int = 2, model: str = "default",
+                    candidates: Mapping[str, str] | None = None) -> list[System]:
     """The simple alternatives a user would pick, the trained stage 1 with the 135M model reading, then the shipped
     system (`--model default` as it is) and what stage 2's own ranking would change.
 
     `reader`: the stage-2 model the retriever-alone row answers with (the shipped default's `stage2_model`, so
-    that row differs from the shipped one only by stage 1). `model`: the trained stage-1 model spec. `candidate`: a
-    stage-2 model to weigh against the shipped one (e.g. a stage-2 run on the reader): it reads the same survivors.
+    that row differs from the shipped one only by stage 1). `model`: the trained stage-1 model spec. `candidates`:
+    stage-2 models to weigh against the shipped one by row name ({"candidate_stage2": "runs/stage2_reader"}); each
+    reads the same survivors and gets a `<name>_rank` view.
     """
     rname = reader or "the stage-1 model"
     return [
+        System("closed_book", f"no retrieval: {rname} answers from the question alone", "base",
+               ["closed_book=true", f'stage2_model="{reader}"']),
         System("retriever_topk", f"retriever's top {sources} -> {rname} answers (no stage 1, no stage-2 ranking)",
                "base", ["stage1_mode=skip", f"filter.top_k={sources}", "sources=filter",
                         f"max_sources={sources}", f'stage2_model="{reader}"']),
         System("minilm_topk", f"MiniLM cosine's top {sources} (no BM25, no stage 1) -> {rname} answers", "base",
                ["pool_retrieval=dense", "stage1_mode=skip", f"filter.top_k={sources}", "sources=filter",
                 f"max_sources={sources}", f'stage2_model="{reader}"']),
+        System("stage2_unfiltered", f"the retriever's top 9 (no stage 1) -> {rname} reads them all and ranks; "
+                                    f"sources follow its <rank> list (the retriever's order where it is unusable)",
+               "base", ["stage1_mode=skip", "filter.top_k=9", "sources=stage2", f"max_sources={sources}",
+                        f'stage2_model="{reader}"']),
         System("untrained", "the untrained SmolLM2-135M for both stages, its default settings", "base"),
         System("stage1_135m_reads", "trained stage 1 filters (fused top 9), the 135M model itself reads and answers",
                model, ['stage2_model=""', "filter.top_k=9"]),
@@ -59,12 +67,12 @@ def default_systems(reader: str, *, sources: int = 2, model: str = "default", ca
                           f"{sources} -> {rname} answers; sources follow the filter's order", model),
         System("shipped_stage2_rank", f"as shipped, sources follow {rname}'s own <rank> list", model,
                view_of="shipped", sources=lambda row: _stage2_sources(row, sources)),
-    ] + ([] if not candidate else [
-        System("candidate_stage2", f"as shipped, {candidate} reads and answers instead; sources follow the filter",
-               model, [f'stage2_model="{candidate}"']),
-        System("candidate_stage2_rank", f"as candidate_stage2, sources follow {candidate}'s own <rank> list", model,
-               view_of="candidate_stage2", sources=lambda row: _stage2_sources(row, sources)),
-    ])
+    ] + [s for name, spec in (candidates or {}).items() for s in (
+        System(name, f"as shipped, {spec} reads and answers instead; sources follow the filter", model,
+               [f'stage2_model="{spec}"']),
+        System(f"{name}_rank", f"as {name}, sources follow {spec}'s own <rank> list", model, view_of=name,
+               sources=lambda row: _stage2_sources(row, sources)),
+    )]
 
 
 def _row_numbers(m: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
