@@ -205,3 +205,18 @@ def test_two_evaluates_into_one_folder_are_refused_and_out_must_be_a_folder(tmp_
     (tmp_path / "file").write_text("x")
     r = runner.invoke(app, args + ["--out", str(tmp_path / "file")])
     assert r.exit_code == 2 and "is a file" in r.output and "Traceback" not in r.output
+
+
+def test_ablate_on_mmqa_asks_every_question_with_heldout_none(tmp_path, shared_data):
+    """MMQA is a benchmark no model here trained on: `--heldout none` asks its questions, scored by list EM/F1."""
+    out = tmp_path / "ab"
+    r = runner.invoke(app, ["ablate", str(shared_data / "mmqa" / "MMQA_dev.jsonl.gz"), "--dataset", "mmqa",
+                            "--heldout", "none", "--model", "tiny-lm", "--reader", "tiny-lm", "--limit", "2",
+                            "--only", "closed_book", "--only", "retriever_topk", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "ablation.json").read_text())
+    assert summary["questions"] == 2 and "no split applied" in summary["note"]
+    closed, topk = summary["systems"]["closed_book"], summary["systems"]["retriever_topk"]
+    assert 0.0 <= topk["list_f1"] <= 1.0 and "qa_acc" not in topk and topk["retrieval_f1"] is not None
+    assert closed["retrieval_f1"] == 0.0  # nothing retrieved, nothing cited
+    assert "list_f1" in (out / "ablation.md").read_text()

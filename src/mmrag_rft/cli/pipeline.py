@@ -147,7 +147,9 @@ def register(app: typer.Typer) -> None:
         out_dir: Path = typer.Option(Path("out/ablate"), "--out", help="Output folder (re-running resumes)."),
         model: str = typer.Option("default", help="The trained model the stage-1 rows use (its settings included)."),
         heldout: Optional[str] = typer.Option(None, "--heldout", help="Whose held-out questions: a model spec or a "
-                                                                       "folder with split.json (default: --model's)."),
+                                                                       "folder with split.json (default: --model's); "
+                                                                       "none: every question (a benchmark no model "
+                                                                       "here trained on, e.g. MMQA)."),
         reader: Optional[str] = typer.Option(None, help="Stage-2 model the retriever-alone row answers with "
                                                         "(default: the shipped model's own stage2_model)."),
         sources: int = typer.Option(2, min=1, max=10, help="Sources each system cites (WebQA questions have 1-2)."),
@@ -173,7 +175,7 @@ def register(app: typer.Typer) -> None:
             raise fail(f"{path}: file not found")
         if reader is None:
             reader = _pipeline_config(None, [], model).stage2_model
-        heldout = heldout or model
+        heldout = None if heldout == "none" else (heldout or model)
         candidates: dict[str, str] = {}
         for entry in stage2_models:
             name, _, spec = entry.partition("=") if "=" in entry else ("candidate_stage2", "", entry)

@@ -78,14 +78,16 @@ def default_systems(reader: str, *, sources: int = 2, model: str = "default",
 def _row_numbers(m: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     o, f = m["overall"], m["filter"]
     secs = [r["timings"]["total_s"] for r in rows if (r.get("timings") or {}).get("total_s") is not None]
-    return {"n": o["n"], "qa_acc": o.get("qa_acc"), "retrieval_f1": o.get("retr_f1"),
+    f1s = [x for x in m["per_question_retrieval_f1"] if x == x]  # MMQA's metric set has no retrieval F1 of its own
+    answer = {"qa_acc": o["qa_acc"]} if "qa_acc" in o else {"list_em": o["list_em"] / 100, "list_f1": o["list_f1"] / 100}
+    return {"n": o["n"], **answer, "retrieval_f1": o.get("retr_f1", statistics.mean(f1s) if f1s else None),
             "retrieval_p": o.get("retr_p"), "retrieval_r": o.get("retr_r"),
             "gold_kept": f["gold_recall_after_filter"], "sources_ndcg@5": f["stage2_ndcg@5"],
             "stage2_fallbacks": f["stage2_fallbacks"], "abstained": f["abstained"],
             "s_per_question": statistics.mean(secs) if secs else None}
 
 
-def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout: str, limit: int | None,
+def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout: str | None, limit: int | None,
                  systems: Sequence[System], load: Callable[[str], Any], progress: bool = True) -> dict[str, Any]:
     """Run (or resume) every system, then write ablation.json / ablation.md / ablation.png in out_dir."""
     from mmrag_rft.pipeline import pipeline_config
@@ -111,7 +113,8 @@ def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout
                            **_row_numbers(score_rows(rows, dataset=dataset), rows)}
     n = min((r["n"] for r in results.values()), default=0)
     summary = {"benchmark": "ablation", "data": Path(path).name, "dataset": dataset, "heldout_of": heldout,
-               "questions": n, "note": f"{n} questions the stage-1 model never trained on; {CAPTION_NOTE}",
+               "questions": n, "note": (f"{n} questions the stage-1 model never trained on" if heldout else
+                                        f"{n} questions, no split applied (--heldout none)") + f"; {CAPTION_NOTE}",
                "systems": results}
     atomic_write_text(out / "ablation.json", json.dumps(summary, indent=2, default=str))
     atomic_write_text(out / "ablation.md", ablation_markdown(summary))
@@ -122,10 +125,16 @@ def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout
 COLUMNS = ("qa_acc", "retrieval_f1", "gold_kept", "sources_ndcg@5", "stage2_fallbacks", "abstained", "s_per_question")
 
 
+def _answer_metric(summary: Mapping[str, Any]) -> str:
+    """WebQA's QA-Acc, or MMQA's list F1 (as a fraction) for an MMQA ablation."""
+    return "qa_acc" if any("qa_acc" in r for r in summary["systems"].values()) else "list_f1"
+
+
 def ablation_markdown(summary: Mapping[str, Any]) -> str:
-    rows = [[name, r["n"], *(r.get(c) for c in COLUMNS), r["description"]] for name, r in summary["systems"].items()]
+    cols = COLUMNS if _answer_metric(summary) == "qa_acc" else ("list_em", "list_f1", *COLUMNS[1:])
+    rows = [[name, r["n"], *(r.get(c) for c in cols), r["description"]] for name, r in summary["systems"].items()]
     return "\n".join([f"# Ablation ({summary['dataset']}, {summary['data']})", "", f"_{summary['note']}_", "",
-                      markdown_table(["system", "n", *COLUMNS, "what it is"], rows), ""])
+                      markdown_table(["system", "n", *cols, "what it is"], rows), ""])
 
 
 def plot_ablation(summary: Mapping[str, Any], path: Path) -> None:
@@ -137,13 +146,14 @@ def plot_ablation(summary: Mapping[str, Any], path: Path) -> None:
     names = list(summary["systems"])
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.38
-    for i, metric in enumerate(("qa_acc", "retrieval_f1")):
+    for i, metric in enumerate((_answer_metric(summary), "retrieval_f1")):
         vals = [summary["systems"][n].get(metric) or 0.0 for n in names]
         ax.bar([x + (i - 0.5) * width for x in range(len(names))], vals, width, label=metric)
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
     ax.set_ylim(0, 1)
     ax.legend()
-    ax.set_title(f"{summary['questions']} held-out questions ({CAPTION_NOTE})")
+    held = "held-out " if summary.get("heldout_of") else ""
+    ax.set_title(f"{summary['questions']} {held}questions ({CAPTION_NOTE})")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
