@@ -1,5 +1,5 @@
-"""The stage-2 recipe as a user runs it (`./run.sh recipe-stage2` calls this script), on the tiny model: train,
-export, measure held out, and the same command again continues instead of starting over."""
+"""The recipes as a user runs them (`./run.sh recipe` / `recipe-stage2` / `train` call these scripts), on the tiny
+model: train, choose and measure, export, and the same command again continues instead of starting over."""
 
 from __future__ import annotations
 
@@ -13,14 +13,31 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _recipe(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "scripts/recipe_stage2.sh"], cwd=ROOT, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=1200)
+def _recipe(env: dict[str, str], script: str = "scripts/recipe_stage2.sh") -> subprocess.CompletedProcess:
+    if not (ROOT / ".venv" / "bin" / "mmrag").exists():
+        pytest.skip("the recipes run the project's .venv (./run.sh setup)")
+    return subprocess.run(["bash", script], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=1200)
+
+
+def test_recipe_stage1_trains_chooses_the_filter_point_on_training_questions_and_exports(tmp_path, shared_data):
+    run, out = tmp_path / "run", tmp_path / "out"
+    env = {"RUN": str(run), "OUT": str(out), "DATA": str(shared_data / "webqa" / "val_records.json.gz"),
+           "CONFIG": "configs/stage1_tiny.yaml", "EXTRA": "--set data.limit=10", "LIMIT": "2", "COMMIT": "abc1234"}
+    first = _recipe(env, "scripts/recipe_stage1.sh")
+    assert first.returncode == 0, first.stderr[-3000:]
+    manifest = json.loads((out / "mmrag_model.json").read_text())
+    assert manifest["stage"] == 1 and manifest["training"]["command"].startswith("./run.sh recipe")
+    assert manifest["pipeline"]["filter"]["top_k"] == 2 and manifest["pipeline"]["sources"] == "filter"
+    chosen = json.loads((run / "operating_point.json").read_text())
+    assert chosen and (run / "heldout.json").is_file() and (out / "README.md").is_file()
+    adapter = (out / "adapter_model.safetensors").read_bytes()
+    again = _recipe(env, "scripts/recipe_stage1.sh")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "adapter_model.safetensors").read_bytes() == adapter
 
 
 def test_recipe_stage2_trains_exports_and_measures_then_reruns_without_training_again(tmp_path, shared_data):
-    if not (ROOT / ".venv" / "bin" / "mmrag").exists():
-        pytest.skip("the recipes run the project's .venv (./run.sh setup)")
     run, out = tmp_path / "run", tmp_path / "out"
     env = {"RUN": str(run), "OUT": str(out), "DATA": str(shared_data / "webqa" / "val_records.json.gz"),
            "CONFIG": "configs/stage2_tiny.yaml", "RELEASED": "tiny-lm", "COMPARE_SHIPPED": "0", "THREADS": "1",
