@@ -7,7 +7,7 @@
 #                      unless MMRAG_READER=skip)
 #   ./run.sh recipe    set up, then reproduce the shipped stage-1 adapter (train, choose its filter point, export)
 #   ./run.sh recipe-stage2   set up, then reproduce the shipped stage-2 adapter on the reader (train, export, ablate)
-#   ./run.sh train     both recipes in order: stage 1, then stage 2 over its filter (resumable; about 2.5 h on 2 cores)
+#   ./run.sh train     both recipes in order: stage 1, then stage 2 over its filter (resumable; about 4 h on 2 cores)
 #   ./run.sh mmrag ... set up, then run any mmrag command
 # GPU users: MMRAG_TORCH=skip ./run.sh setup keeps the torch you installed (CUDA) instead of the CPU pin.
 set -euo pipefail

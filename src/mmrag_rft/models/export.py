@@ -86,6 +86,7 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
     `base_spec` is what the adapter names as its base (resolved by `models.loading`, e.g. "base"). Returns the
     export's numbers: modules, ranks, size, and the largest logit difference to the trained model on a probe.
     """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # base_spec is our name, not a hub id: PEFT must not look it up
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
