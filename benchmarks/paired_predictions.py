@@ -1,0 +1,59 @@
+"""Two systems' predictions on the same questions, compared question by question: QA-Acc and evidence F1 of each,
+how many questions each answers better, a paired bootstrap 95% interval of the QA-Acc difference (B - A), and how
+often each wrote a usable <rank> list (and how often that list is just the filter's order).
+
+  python benchmarks/paired_predictions.py runs/ablate_minilm/shipped runs/recipe2/ablate/trained_reader \
+      --names shipped reproduced --out benchmarks/results/recipe_stage2_reproduction.json
+
+Each argument is an `mmrag evaluate` / `mmrag ablate` system folder (its predictions.jsonl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from mmrag_rft.config import atomic_write_text
+from mmrag_rft.evaluation.evaluate import CAPTION_NOTE, score_rows
+from mmrag_rft.evaluation.runner import read_predictions
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("a", type=Path)
+    ap.add_argument("b", type=Path)
+    ap.add_argument("--names", nargs=2, default=["a", "b"])
+    ap.add_argument("--dataset", default="webqa")
+    ap.add_argument("--resamples", type=int, default=5000)
+    ap.add_argument("--note", default="")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    preds = [read_predictions(d / "predictions.jsonl") for d in (args.a, args.b)]
+    qids = sorted(set(preds[0]) & set(preds[1]))
+    rows = [[p[q] for q in qids] for p in preds]
+    metrics = [score_rows(r, dataset=args.dataset) for r in rows]
+    acc_a, acc_b = (m["per_question_acc"] for m in metrics)
+    diff = [y - x for x, y in zip(acc_a, acc_b)]
+    rng = random.Random(0)
+    boot = sorted(sum(rng.choice(diff) for _ in diff) / len(diff) for _ in range(args.resamples))
+    cut = int(0.025 * args.resamples)
+    lo, hi = boot[cut], boot[-cut]
+    usable = [[r for r in rs if r.get("stage2_rank")] for rs in rows]
+    a, b = args.names
+    out = {"benchmark": "paired_predictions", "note": f"{args.note}; {CAPTION_NOTE}".lstrip("; "),
+           "systems": {a: str(args.a), b: str(args.b)}, "questions": len(qids),
+           "qa_acc": {n: m["overall"]["qa_acc"] for n, m in zip(args.names, metrics)},
+           "evidence_f1": {n: m["overall"].get("retr_f1") for n, m in zip(args.names, metrics)},
+           "paired": {f"{b}_better": sum(d > 0 for d in diff), f"{b}_worse": sum(d < 0 for d in diff),
+                      f"{b}_minus_{a}_bootstrap_95": [lo, hi]},
+           "rank_usable": {n: len(u) for n, u in zip(args.names, usable)},
+           "rank_equals_filter_order_when_usable": {n: sum(r["stage2_rank"] == r["kept_ids"] for r in u)
+                                                    for n, u in zip(args.names, usable)}}
+    atomic_write_text(args.out, json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
