@@ -220,3 +220,23 @@ def test_ablate_on_mmqa_asks_every_question_with_heldout_none(tmp_path, shared_d
     assert 0.0 <= topk["list_f1"] <= 1.0 and "qa_acc" not in topk and topk["retrieval_f1"] is not None
     assert closed["retrieval_f1"] == 0.0  # nothing retrieved, nothing cited
     assert "list_f1" in (out / "ablation.md").read_text()
+
+
+def test_with_gold_asks_only_questions_whose_gold_is_among_their_candidates(tmp_path, shared_data):
+    """MMQA offline has image candidates only: `--with-gold` keeps the questions stage 1 can find evidence for."""
+    from mmrag_rft.data.loaders import load_samples
+
+    path = shared_data / "mmqa" / "MMQA_dev.jsonl.gz"
+    first = [s for _, s in zip(range(30), load_samples(path, format="mmqa"))]
+    with_gold = [s.qid for s in first if set(s.gold_ids) & {c.id for c in s.candidates}][:2]
+    assert len(with_gold) == 2 and with_gold != [s.qid for s in first[:2]]  # the filter skips questions here
+    out = tmp_path / "ev"
+    args = ["evaluate", str(path), "--dataset", "mmqa", "--limit", "2", "--model", "tiny-lm", "--set", "top_n=3",
+            "--out", str(out)]
+    r = runner.invoke(app, args + ["--with-gold"])
+    assert r.exit_code == 0, r.output
+    asked = [json.loads(line)["qid"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert asked == with_gold
+    assert "with gold among their candidates" in json.loads((out / "metrics.json").read_text())["note"]
+    r = runner.invoke(app, args)  # the same folder without the filter would mix two question sets
+    assert r.exit_code == 2 and "Traceback" not in r.output

@@ -118,6 +118,8 @@ def register(app: typer.Typer) -> None:
         heldout: Optional[str] = typer.Option(None, "--heldout", help="A training run or model folder, or a model spec "
                                                                        "(default): ask only the questions its split "
                                                                        "held out (never trained on)."),
+        with_gold: bool = typer.Option(False, "--with-gold", help="Only questions whose gold evidence is among their "
+                                                                  "candidates (MMQA offline: its image questions)."),
     ) -> None:
         """Run the pipeline over a benchmark with its candidate pools; writes predictions, metrics JSON and a
         markdown table."""
@@ -133,7 +135,7 @@ def register(app: typer.Typer) -> None:
         try:
             evaluate_file(path, dataset=dataset, out_dir=out_dir, limit=limit, config=cfg, skip_bad=skip_bad,
                           backend_factory=lambda: load_backend_or_fail(model), model=model, heldout=heldout,
-                          reader_factory=lambda: load_reader_or_fail(cfg))
+                          reader_factory=lambda: load_reader_or_fail(cfg), with_gold=with_gold)
         except (DataError, RunMismatch) as e:
             raise fail(str(e)) from None
         except OSError as e:  # a read-only or full output folder
@@ -158,6 +160,8 @@ def register(app: typer.Typer) -> None:
                                                 "adds a row (candidate_stage2, or NAME) and its NAME_rank view that "
                                                 "read the same survivors."),
         limit: Optional[int] = typer.Option(None, min=1, help="First N held-out questions."),
+        with_gold: bool = typer.Option(False, "--with-gold", help="Only questions whose gold evidence is among their "
+                                                                  "candidates (MMQA offline: its image questions)."),
         only: list[str] = typer.Option([], "--only", help="Run only these systems (repeatable)."),
         record_in: Optional[Path] = typer.Option(None, "--record-in", help="An exported model folder (e.g. "
                                                  "src/mmrag_rft/trained/stage1): write the table into its manifest "
@@ -198,7 +202,7 @@ def register(app: typer.Typer) -> None:
             load_backend_or_fail(spec)  # a missing reader fails here, before any question is asked
         try:
             summary = run_ablation(path, dataset=dataset, out_dir=out_dir, heldout=heldout, limit=limit,
-                                   systems=systems, load=load_backend_or_fail)
+                                   systems=systems, load=load_backend_or_fail, with_gold=with_gold)
         except (DataError, RunMismatch, ConfigError) as e:
             raise fail(str(e)) from None
         except OSError as e:

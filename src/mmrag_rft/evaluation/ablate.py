@@ -88,8 +88,10 @@ def _row_numbers(m: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dic
 
 
 def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout: str | None, limit: int | None,
-                 systems: Sequence[System], load: Callable[[str], Any], progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) every system, then write ablation.json / ablation.md / ablation.png in out_dir."""
+                 systems: Sequence[System], load: Callable[[str], Any], progress: bool = True,
+                 with_gold: bool = False) -> dict[str, Any]:
+    """Run (or resume) every system, then write ablation.json / ablation.md / ablation.png in out_dir.
+    `with_gold`: only questions with gold evidence among their candidates (see `evaluate_file`)."""
     from mmrag_rft.pipeline import pipeline_config
 
     out = Path(out_dir)
@@ -101,7 +103,7 @@ def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout
         cfg = pipeline_config(s.model, None, s.overrides)
         asked[s.name] = evaluate_file(
             path, dataset=dataset, out_dir=out / s.name, limit=limit, config=cfg, progress=progress,
-            backend_factory=lambda m=s.model: load(m), model=s.model, heldout=heldout,
+            backend_factory=lambda m=s.model: load(m), model=s.model, heldout=heldout, with_gold=with_gold,
             reader_factory=(lambda m=cfg.stage2_model: load(m)) if cfg.stage2_model else None)["qids"]
     for s in systems:
         preds = read_predictions(out / (s.view_of or s.name) / "predictions.jsonl")
@@ -112,9 +114,11 @@ def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout
                            **({"view_of": s.view_of} if s.view_of else {}),
                            **_row_numbers(score_rows(rows, dataset=dataset), rows)}
     n = min((r["n"] for r in results.values()), default=0)
+    gold = ", those with gold evidence among their candidates" if with_gold else ""
     summary = {"benchmark": "ablation", "data": Path(path).name, "dataset": dataset, "heldout_of": heldout,
-               "questions": n, "note": (f"{n} questions the stage-1 model never trained on" if heldout else
-                                        f"{n} questions, no split applied (--heldout none)") + f"; {CAPTION_NOTE}",
+               "with_gold": with_gold, "questions": n,
+               "note": (f"{n} questions the stage-1 model never trained on" if heldout else
+                        f"{n} questions, no split applied (--heldout none)") + f"{gold}; {CAPTION_NOTE}",
                "systems": results}
     atomic_write_text(out / "ablation.json", json.dumps(summary, indent=2, default=str))
     atomic_write_text(out / "ablation.md", ablation_markdown(summary))

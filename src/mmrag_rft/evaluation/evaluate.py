@@ -128,10 +128,12 @@ def check_run(out: Path, settings: dict[str, Any]) -> None:
 def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit: int | None, config: Any,
                   skip_bad: bool = False, backend_factory: Callable[[], Any], progress: bool = True,
                   model: str | None = None, heldout: str | Path | None = None,
-                  reader_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
+                  reader_factory: Callable[[], Any] | None = None, with_gold: bool = False) -> dict[str, Any]:
     """`heldout`: a training run or shipped model folder; only the questions its split.json held out (never trained
-    on) are asked. `reader_factory`: the stage-2 backend when `config.stage2_model` names one. Returns the summary
-    written to metrics.json plus `qids`, the questions it covers."""
+    on) are asked. `with_gold`: only questions with gold evidence among their candidates (on MMQA offline, the
+    image questions: their texts and tables are absent), applied before `limit`. `reader_factory`: the stage-2
+    backend when `config.stage2_model` names one. Returns the summary written to metrics.json plus `qids`, the
+    questions it covers."""
     from rich.console import Console
 
     from mmrag_rft.data.datasets import get_dataset
@@ -150,14 +152,22 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
         check_run(out, {"model": model, "dataset": dataset, "data": Path(path).name, "config": _asdict(config),
-                        **({"heldout_of": str(heldout)} if heldout is not None else {})})
+                        **({"heldout_of": str(heldout)} if heldout is not None else {}),
+                        **({"with_gold": True} if with_gold else {})})
         report: list[Any] = []
+        filtered = keep is not None or with_gold
         samples = list(load_samples(path, format=dataset if dataset != "jsonl" else "jsonl", skip_bad=skip_bad,
-                                    report=report, limit=None if keep is not None else limit))
+                                    report=report, limit=None if filtered else limit))
         if keep is not None:
-            samples = [s for s in samples if s.qid in keep][:limit]
+            samples = [s for s in samples if s.qid in keep]
             if not samples:
                 raise RunMismatch(f"{heldout}/split.json: none of its held-out questions is in {path}")
+        if with_gold:
+            samples = [s for s in samples if set(s.gold_ids) & {c.id for c in s.candidates}]
+            if not samples:
+                raise RunMismatch(f"--with-gold: no question of {path} has gold evidence among its candidates")
+        if filtered:
+            samples = samples[:limit]
         if report:
             console.print(f"[yellow]skipped {len(report)} malformed row(s):[/]")
             for e in report[:20]:
@@ -175,8 +185,9 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
         rows = [preds[q] for q in (s.qid for s in samples) if q in preds and q in wanted]
         m = score_rows(rows, dataset=dataset)
         note = (f"{len(rows)} questions from {Path(path).name}"
-                f"{f', held out by {heldout}' if heldout is not None else ''}; {CAPTION_NOTE} (text-only policy reads "
-                "captions)")
+                f"{f', held out by {heldout}' if heldout is not None else ''}"
+                f"{', those with gold among their candidates' if with_gold else ''}; {CAPTION_NOTE} "
+                "(text-only policy reads captions)")
         summary = {k: v for k, v in m.items() if not k.startswith("per_question")}
         summary["note"] = note
         summary["config"] = _asdict(config)
