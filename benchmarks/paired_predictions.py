@@ -1,9 +1,12 @@
 """Two systems' predictions on the same questions, compared question by question: QA-Acc and evidence F1 of each,
-how many questions each answers better, a paired bootstrap 95% interval of the QA-Acc difference (B - A), and how
-often each wrote a usable <rank> list (and how often that list is just the filter's order).
+how many questions each does better on, a paired bootstrap 95% interval of the difference (B - A) in the answer
+score (`--metric answer`: WebQA QA-Acc, MMQA list F1) or in evidence F1 (`--metric evidence`), and how often each
+wrote a usable <rank> list (and how often that list is just the filter's order).
 
   python benchmarks/paired_predictions.py runs/ablate_minilm/shipped runs/recipe2/ablate/trained_reader \
       --names shipped reproduced --out benchmarks/results/recipe_stage2_reproduction.json
+  python benchmarks/paired_predictions.py runs/ablate_mmqa_img/retriever_topk runs/ablate_mmqa_img/shipped \
+      --names retriever_topk shipped --dataset mmqa --metric evidence --out benchmarks/results/...json
 
 Each argument is an `mmrag evaluate` / `mmrag ablate` system folder (its predictions.jsonl).
 """
@@ -26,6 +29,7 @@ def main() -> None:
     ap.add_argument("b", type=Path)
     ap.add_argument("--names", nargs=2, default=["a", "b"])
     ap.add_argument("--dataset", default="webqa")
+    ap.add_argument("--metric", choices=["answer", "evidence"], default="answer", help="what the paired interval is of")
     ap.add_argument("--resamples", type=int, default=5000)
     ap.add_argument("--note", default="")
     ap.add_argument("--out", type=Path, required=True)
@@ -34,7 +38,7 @@ def main() -> None:
     qids = sorted(set(preds[0]) & set(preds[1]))
     rows = [[p[q] for q in qids] for p in preds]
     metrics = [score_rows(r, dataset=args.dataset) for r in rows]
-    acc_a, acc_b = (m["per_question_acc"] for m in metrics)
+    acc_a, acc_b = (m["per_question_acc" if args.metric == "answer" else "per_question_retrieval_f1"] for m in metrics)
     diff = [y - x for x, y in zip(acc_a, acc_b)]
     rng = random.Random(0)
     boot = sorted(sum(rng.choice(diff) for _ in diff) / len(diff) for _ in range(args.resamples))
@@ -42,11 +46,14 @@ def main() -> None:
     lo, hi = boot[cut], boot[-cut]
     usable = [[r for r in rs if r.get("stage2_rank")] for rs in rows]
     a, b = args.names
+    answer_key, scale = ("list_f1", 100) if args.dataset == "mmqa" else ("qa_acc", 1)  # MMQA's list F1 is 0-100
+    answer = {n: m["overall"][answer_key] / scale for n, m in zip(args.names, metrics)}
     out = {"benchmark": "paired_predictions", "note": f"{args.note}; {CAPTION_NOTE}".lstrip("; "),
            "systems": {a: str(args.a), b: str(args.b)}, "questions": len(qids),
-           "qa_acc": {n: m["overall"]["qa_acc"] for n, m in zip(args.names, metrics)},
-           "evidence_f1": {n: m["overall"].get("retr_f1") for n, m in zip(args.names, metrics)},
-           "paired": {f"{b}_better": sum(d > 0 for d in diff), f"{b}_worse": sum(d < 0 for d in diff),
+           answer_key: answer,
+           "evidence_f1": {n: sum(m["per_question_retrieval_f1"]) / len(qids) for n, m in zip(args.names, metrics)},
+           "paired": {"metric": args.metric, f"{b}_better": sum(d > 0 for d in diff),
+                      f"{b}_worse": sum(d < 0 for d in diff),
                       f"{b}_minus_{a}_bootstrap_95": [lo, hi]},
            "rank_usable": {n: len(u) for n, u in zip(args.names, usable)},
            "rank_equals_filter_order_when_usable": {n: sum(r["stage2_rank"] == r["kept_ids"] for r in u)
