@@ -19,6 +19,7 @@ import random
 from pathlib import Path
 
 from mmrag_rft.config import atomic_write_text
+from mmrag_rft.evaluation.ablate import row_numbers
 from mmrag_rft.evaluation.evaluate import CAPTION_NOTE, score_rows
 from mmrag_rft.evaluation.runner import read_predictions
 
@@ -38,20 +39,21 @@ def main() -> None:
     qids = sorted(set(preds[0]) & set(preds[1]))
     rows = [[p[q] for q in qids] for p in preds]
     metrics = [score_rows(r, dataset=args.dataset) for r in rows]
-    acc_a, acc_b = (m["per_question_acc" if args.metric == "answer" else "per_question_retrieval_f1"] for m in metrics)
-    diff = [y - x for x, y in zip(acc_a, acc_b)]
+    score_a, score_b = (m["per_question_acc" if args.metric == "answer" else "per_question_retrieval_f1"]
+                        for m in metrics)
+    diff = [y - x for x, y in zip(score_a, score_b)]
     rng = random.Random(0)
     boot = sorted(sum(rng.choice(diff) for _ in diff) / len(diff) for _ in range(args.resamples))
     cut = int(0.025 * args.resamples)
     lo, hi = boot[cut], boot[-cut]
     usable = [[r for r in rs if r.get("stage2_rank")] for rs in rows]
     a, b = args.names
-    answer_key, scale = ("list_f1", 100) if args.dataset == "mmqa" else ("qa_acc", 1)  # MMQA's list F1 is 0-100
-    answer = {n: m["overall"][answer_key] / scale for n, m in zip(args.names, metrics)}
+    nums = [row_numbers(m, r) for m, r in zip(metrics, rows)]
+    answer_key = "qa_acc" if "qa_acc" in nums[0] else "list_f1"
     out = {"benchmark": "paired_predictions", "note": f"{args.note}; {CAPTION_NOTE}".lstrip("; "),
            "systems": {a: str(args.a), b: str(args.b)}, "questions": len(qids),
-           answer_key: answer,
-           "evidence_f1": {n: sum(m["per_question_retrieval_f1"]) / len(qids) for n, m in zip(args.names, metrics)},
+           answer_key: {n: x[answer_key] for n, x in zip(args.names, nums)},
+           "evidence_f1": {n: x["retrieval_f1"] for n, x in zip(args.names, nums)},
            "paired": {"metric": args.metric, f"{b}_better": sum(d > 0 for d in diff),
                       f"{b}_worse": sum(d < 0 for d in diff),
                       f"{b}_minus_{a}_bootstrap_95": [lo, hi]},

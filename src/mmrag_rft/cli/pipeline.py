@@ -57,6 +57,9 @@ def _print_result(r, lookup) -> None:
     out.print("[dim]" + ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items()) + "[/]")
 
 
+WITH_GOLD_HELP = "Only questions whose gold evidence is among their candidates (MMQA offline: its image questions)."
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def ask(
@@ -118,8 +121,7 @@ def register(app: typer.Typer) -> None:
         heldout: Optional[str] = typer.Option(None, "--heldout", help="A training run or model folder, or a model spec "
                                                                        "(default): ask only the questions its split "
                                                                        "held out (never trained on)."),
-        with_gold: bool = typer.Option(False, "--with-gold", help="Only questions whose gold evidence is among their "
-                                                                  "candidates (MMQA offline: its image questions)."),
+        with_gold: bool = typer.Option(False, "--with-gold", help=WITH_GOLD_HELP),
     ) -> None:
         """Run the pipeline over a benchmark with its candidate pools; writes predictions, metrics JSON and a
         markdown table."""
@@ -160,8 +162,7 @@ def register(app: typer.Typer) -> None:
                                                 "adds a row (candidate_stage2, or NAME) and its NAME_rank view that "
                                                 "read the same survivors."),
         limit: Optional[int] = typer.Option(None, min=1, help="First N held-out questions."),
-        with_gold: bool = typer.Option(False, "--with-gold", help="Only questions whose gold evidence is among their "
-                                                                  "candidates (MMQA offline: its image questions)."),
+        with_gold: bool = typer.Option(False, "--with-gold", help=WITH_GOLD_HELP),
         only: list[str] = typer.Option([], "--only", help="Run only these systems (repeatable)."),
         record_in: Optional[Path] = typer.Option(None, "--record-in", help="An exported model folder (e.g. "
                                                  "src/mmrag_rft/trained/stage1): write the table into its manifest "

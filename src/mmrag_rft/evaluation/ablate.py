@@ -75,7 +75,8 @@ def default_systems(reader: str, *, sources: int = 2, model: str = "default",
     )]
 
 
-def _row_numbers(m: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def row_numbers(m: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One system's table row from `score_rows` output: answer score, evidence, filter and speed columns."""
     o, f = m["overall"], m["filter"]
     secs = [r["timings"]["total_s"] for r in rows if (r.get("timings") or {}).get("total_s") is not None]
     f1s = [x for x in m["per_question_retrieval_f1"] if x == x]  # MMQA's metric set has no retrieval F1 of its own
@@ -112,7 +113,7 @@ def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout
             rows = [{**r, "rank": s.sources(r)} for r in rows]
         results[s.name] = {"description": s.description, "model": s.model, "overrides": s.overrides,
                            **({"view_of": s.view_of} if s.view_of else {}),
-                           **_row_numbers(score_rows(rows, dataset=dataset), rows)}
+                           **row_numbers(score_rows(rows, dataset=dataset), rows)}
     n = min((r["n"] for r in results.values()), default=0)
     gold = ", those with gold evidence among their candidates" if with_gold else ""
     summary = {"benchmark": "ablation", "data": Path(path).name, "dataset": dataset, "heldout_of": heldout,
