@@ -82,20 +82,21 @@ def test_pool_mode_on_a_real_webqa_question(shared_data):
     assert len(r.kept_ids) == 2
 
 
+class Scripted9:
+    """A backend whose stage-2 text cites [9], which is not among the kept candidates."""
+
+    model_id = "scripted"
+    supports_images = False
+
+    def score_yes_no(self, prompts, reuse_prefix=True):
+        return [0.9 - 0.1 * i for i in range(len(prompts))]
+
+    def generate(self, prompts, **kw):
+        return [["the caption says so.</think><rank>[9] > [1]</rank><answer>red</answer>"] for _ in prompts]
+
+
 def test_faithfulness_flags_ids_that_do_not_exist(demo_index, demo_questions):
-    class Scripted:
-        """A backend whose stage-2 text cites [9], which is not among the kept candidates."""
-
-        model_id = "scripted"
-        supports_images = False
-
-        def score_yes_no(self, prompts, reuse_prefix=True):
-            return [0.9 - 0.1 * i for i in range(len(prompts))]
-
-        def generate(self, prompts, **kw):
-            return [["the caption says so.</think><rank>[9] > [1]</rank><answer>red</answer>"] for _ in prompts]
-
-    pipe = Pipeline(Scripted(), index=demo_index, config=PipelineConfig(top_n=3, filter=FilterConfig(0.5, 2)))
+    pipe = Pipeline(Scripted9(), index=demo_index, config=PipelineConfig(top_n=3, filter=FilterConfig(0.5, 2)))
     r = pipe.ask(demo_questions[0].question)
     assert r.answer == "red"
     assert not r.faithful and "[9]" in r.unfaithful_ids
@@ -122,6 +123,10 @@ def test_sources_can_follow_the_filter_and_say_so(demo_index, demo_questions):
     r = Pipeline(Reversed(), index=demo_index, config=cfg).ask(demo_questions[0].question)
     assert r.answer == "red" and r.rank == r.kept_ids[:2]
     assert "filter" in r.bypassed["stage2_ranking"]
+    assert r.bypassed["stage2_ranking"].endswith("stage 2 ranked " + " > ".join(own.rank))
+    cfg = PipelineConfig(top_n=3, filter=FilterConfig(0.5, 2), sources="filter")
+    unusable = Pipeline(Scripted9(), index=demo_index, config=cfg).ask(demo_questions[0].question)
+    assert unusable.fallback and unusable.bypassed["stage2_ranking"].endswith("its own <rank> was unusable")
 
 
 def test_report_summary_is_tables_not_dicts():
@@ -129,6 +134,7 @@ def test_report_summary_is_tables_not_dicts():
 
     html = summary_tables({"questions": 3, "overall": {"qa_acc": 0.5}, "per_category": {"color": {"acc": 0.25}}})
     assert "{" not in html and "<th>color</th><td>0.250</td>" in html and "<th>acc</th>" in html
+    assert "<th>QA-Acc</th><td>0.500</td>" in html  # metric keys get readable names
 
 
 def test_report_shows_stage1_as_bars_in_the_filter_order_with_the_kept_set_marked():
@@ -145,6 +151,11 @@ def test_report_shows_stage1_as_bars_in_the_filter_order_with_the_kept_set_marke
     assert [table.index(f"title {i}") for i in "cabd"] == sorted(table.index(f"title {i}") for i in "cabd")
     assert "<tr class='kept'><td>title c" in table and "<tr class=''><td>title b" in table
     assert "width:90%" in table and "width:10%" in table
+    assert "Cited evidence (stage 2's ranking)" in html
+    row |= {"fallback": "stage-2 output unusable", "judgements": [dict(j, retrieval_rank=k) for k, j in
+                                                                  enumerate(row["judgements"], 1)]}
+    html = html_report([row], lookup=cands.__getitem__)
+    assert "Cited evidence (the filter's order)" in html and "<td>#3</td>" in html
 
 
 @pytest.mark.slow

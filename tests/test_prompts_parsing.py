@@ -151,7 +151,7 @@ def test_stage2_invalid_duplicate_and_missing():
     out = parse_stage2("r</think><rank>[3] > [9] > [3]</rank><answer>Blue</answer>", prefill="<think>",
                        num_candidates=5)
     assert not out.ok and out.rank == ["3", "9"] and out.invalid_ids == ["9"] and out.duplicate_ids == ["3"]
-    assert out.raw_ids == ["3", "9", "3"] and out.answer == "Blue" and out.error == "rank names unknown ids ['9']"
+    assert out.raw_ids == ["3", "9", "3"] and out.answer == "Blue" and out.error == "rank names unknown ids [9]"
     words = parse_stage2("<think>r</think><rank>the best is 2</rank><answer>x</answer>", num_candidates=3)
     assert not words.ok and words.rank == ["2"] and words.checks["rank"] is False
     no_answer_tag = parse_stage2("<think>r</think><rank>[1]</rank> The answer is red.")

@@ -156,9 +156,14 @@ def _parse_stage2(text: str, k: int | None) -> Stage2Output:
         "think": "missing <think>…</think> block",
         "rank": "missing or malformed <rank>…</rank> block" if rank_txt is None or not raw_ids or not rank_closed
         else f"rank is not a list of ids: {rank_txt.strip()[:40]!r}",
-        "ids": f"rank names unknown ids {invalid}" if invalid else (f"rank repeats ids {dups}" if dups else "empty rank"),
+        "ids": f"rank names unknown ids {_ids(invalid)}" if invalid
+        else (f"rank repeats ids {_ids(dups)}" if dups else "empty rank"),
         "answer": "missing or empty <answer>…</answer> block",
         "clean": "text outside the tags or tags out of order",
     })
     return Stage2Output(ok=error is None, error=error, think=(think or "").strip(), rank=rank, answer=answer,
                         invalid_ids=invalid, duplicate_ids=dups, checks=checks, raw_ids=raw_ids)
+
+
+def _ids(ids: list[str]) -> str:
+    return ", ".join(f"[{i}]" for i in ids)

@@ -400,8 +400,8 @@ class Pipeline:
         elif cfg.stage1_mode == "skip":
             bypassed["stage1"] = f"stage1_mode: skip: the retriever's top {cfg.filter.top_k} went to stage 2"
         if cfg.sources == "filter":
-            bypassed["stage2_ranking"] = (f"sources follow the filter's order (sources: filter); stage 2 ranked "
-                                          f"{rank}")
+            own = "its own <rank> was unusable" if fallback else "stage 2 ranked " + " > ".join(rank)
+            bypassed["stage2_ranking"] = f"sources follow the filter's order (sources: filter); {own}"
             rank = list(kept_ids)
         if cfg.max_sources:
             rank = rank[: cfg.max_sources]

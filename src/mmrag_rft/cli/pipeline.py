@@ -38,7 +38,7 @@ def _print_result(r, lookup) -> None:
     for stage, why in r.bypassed.items():
         out.print(f"[dim]{stage} bypassed: {why}[/]")
     if not r.faithful:
-        out.print(f"[red]unfaithful evidence ids: {r.unfaithful_ids}[/]")
+        out.print(f"[red]stage 2 named ids it was not shown: {', '.join(r.unfaithful_ids)}[/]")
     t = Table(title="evidence", show_lines=False)
     cols = ["rank", "id", "modality", "title", "P(yes)", "retrieved", "kept"]  # the fused filter reads both
     first = r.stage2_scores  # stage 2's likelihood ranking, when the pipeline reads it

@@ -40,6 +40,22 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
+# Readable names for the metric keys `score_rows` writes; a key not listed here is shown as it is.
+LABELS = {
+    "n": "questions", "qa_acc": "QA-Acc", "n_retrieval": "questions with gold evidence", "retr_p": "evidence P",
+    "retr_r": "evidence R", "retr_f1": "evidence F1", "lemmatizer": "lemmatiser", "dataset": "dataset",
+    "domain_fallback": "domain fallback (RagVL's variant)", "candidates_judged": "candidates judged by stage 1",
+    "removed_fraction": "removed by the filter", "gold_recall_retrieved": "gold evidence retrieved",
+    "gold_recall_after_filter": "gold evidence kept by the filter", "stage1_ndcg@5": "stage-1 order NDCG@5",
+    "stage1_recall@5": "stage-1 order recall@5", "stage2_ndcg@5": "cited order NDCG@5", "abstained": "abstained",
+    "stage2_fallbacks": "stage-2 rank fallbacks", "unfaithful": "stage 2 named ids it was not shown",
+}
+
+
+def _label(key: str) -> str:
+    return _e(LABELS.get(key, key.replace("_", " ")))
+
+
 def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
@@ -53,7 +69,7 @@ def summary_tables(summary: Mapping[str, Any]) -> str:
     scalars = {k: v for k, v in summary.items() if not isinstance(v, Mapping)}
     html = []
     if scalars:
-        html.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_cell(v)}</td></tr>" for k, v in scalars.items())
+        html.append("<table>" + "".join(f"<tr><th>{_label(k)}</th><td>{_cell(v)}</td></tr>" for k, v in scalars.items())
                     + "</table>")
     for name, section in summary.items():
         if not isinstance(section, Mapping):
@@ -61,12 +77,12 @@ def summary_tables(summary: Mapping[str, Any]) -> str:
         html.append(f"<h3>{_e(name.replace('_', ' '))}</h3>")
         if section and all(isinstance(v, Mapping) for v in section.values()):
             cols = list(dict.fromkeys(c for v in section.values() for c in v))
-            head = "".join(f"<th>{_e(c)}</th>" for c in ["", *cols])
+            head = "<th></th>" + "".join(f"<th>{_label(c)}</th>" for c in cols)
             body = "".join("<tr><th>" + _e(k) + "</th>" + "".join(f"<td>{_cell(v.get(c, ''))}</td>" for c in cols)
                            + "</tr>" for k, v in section.items())
             html.append(f"<table><tr>{head}</tr>{body}</table>")
         else:
-            html.append("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_cell(v)}</td></tr>"
+            html.append("<table>" + "".join(f"<tr><th>{_label(k)}</th><td>{_cell(v)}</td></tr>"
                                             for k, v in section.items()) + "</table>")
     return "".join(html)
 
@@ -79,8 +95,13 @@ def filter_ordered(judgements: Sequence[Mapping[str, Any]], kept_ids: Sequence[s
     return [*kept, *rest]
 
 
+def retrieved(j: Mapping[str, Any]) -> str:
+    return "" if j.get("retrieval_rank") is None else f"#{j['retrieval_rank']}"
+
+
 def stage1_bars(r: Mapping[str, Any], lookup: Callable[[str], Any], gold: set[str]) -> str:
-    """Stage 1's P(yes) as a bar per candidate, in the filter's order, the kept set marked."""
+    """Stage 1's P(yes) as a bar per candidate, in the filter's order, the kept set marked; the retriever's rank
+    beside it, since the fused filter order reads both."""
     rows = []
     for j in filter_ordered(r.get("judgements") or [], r.get("kept_ids") or []):
         try:
@@ -91,9 +112,10 @@ def stage1_bars(r: Mapping[str, Any], lookup: Callable[[str], Any], gold: set[st
         width = max(0.0, min(1.0, float(j["score"]))) * 100
         rows.append(f"<tr class='{'kept' if j['kept'] else ''}'><td>{_e(name)} <span class='muted'>({_e(modality)})"
                     f"</span></td><td><span class='bar'><span style='width:{width:.0f}%'></span></span>"
-                    f"{j['score']:.3f}</td><td>{'kept' if j['kept'] else ''}</td>"
+                    f"{j['score']:.3f}</td><td>{_e(retrieved(j))}</td><td>{'kept' if j['kept'] else ''}</td>"
                     f"<td>{'gold' if j['id'] in gold else ''}</td></tr>")
-    return ("<h3>Stage-1 judgements (filter order)</h3><table><tr><th>candidate</th><th>P(yes)</th><th>filter</th>"
+    return ("<h3>Stage-1 judgements (filter order)</h3><table><tr><th>candidate</th><th>P(yes)</th>"
+            "<th>retriever rank</th><th>filter</th>"
             "<th>gold</th></tr>" + "".join(rows) + "</table>")
 
 
@@ -123,9 +145,12 @@ def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], An
         for stage, why in (r.get("bypassed") or {}).items():
             parts.append(f"<p class='muted'>{_e(stage.replace('_', ' '))} bypassed: {_e(why)}</p>")
         if not r.get("faithful", True):
-            parts.append(f"<p class='bad'>unfaithful evidence ids: {_e(r.get('unfaithful_ids'))}</p>")
+            parts.append(f"<p class='bad'>stage 2 named ids it was not shown: "
+                         f"{_e(', '.join(r.get('unfaithful_ids') or []))}</p>")
         first = r.get("stage2_scores") or {}
-        parts.append("<h3>Ranked evidence (stage 2)</h3><div class='cards'>")
+        whose = "the filter's order" if (r.get("bypassed") or {}).get("stage2_ranking") or r.get("fallback") \
+            else "stage 2's ranking"
+        parts.append(f"<h3>Cited evidence ({whose})</h3><div class='cards'>")
         for pos, cid in enumerate(r.get("rank") or [], 1):
             try:
                 c = lookup(cid)
