@@ -273,7 +273,18 @@ def test_healthz_and_info(client, index, backend):
     assert h == {"status": "ok", "busy": False, "queued": 0, "model": backend.model_id, "index_size": len(index)}
     i = client.get("/v1/info").json()
     assert i["defaults"] == {"top_n": 6, "threshold": 0.5, "top_k": 5, "stage1_mode": "score"}
+    assert i["model"] == backend.model_id and i["stage2_model"] is None  # one model reads and judges here
     assert i["limits"]["max_question_chars"] == client.app.state.pipeline.config.max_question_chars == 2000
+
+
+def test_info_names_a_separate_stage2_reader(backend, index):
+    class Reader:
+        model_id = "a-reader"
+        supports_images = False
+
+    pipe = Pipeline(backend, index=index, config=PipelineConfig(stage2_model="a-reader"), reader=Reader())
+    with TestClient(create_app(pipe)) as c:
+        assert c.get("/v1/info").json()["stage2_model"] == "a-reader"
 
 
 class _Gated:

@@ -323,6 +323,9 @@ def create_app(pipeline: Any, *, max_question_chars: int | None = None, max_uplo
     index = getattr(pipeline, "index", None)
     corpus = Corpus(index, getattr(pipeline, "image_dir", None))
     model_id = str(getattr(pipeline.backend, "model_id", "?"))
+    # Loads a stage-2 reader not loaded yet now, before the first user waits for it.
+    reader = getattr(pipeline, "reader", None) if getattr(getattr(pipeline, "config", None), "stage2_model", "") else None
+    stage2_id = str(getattr(reader, "model_id", "?")) if reader is not None and reader is not pipeline.backend else None
     static_dir = Path(str(resources.files("mmrag_rft.serving") / "static"))
 
     @asynccontextmanager
@@ -364,7 +367,8 @@ def create_app(pipeline: Any, *, max_question_chars: int | None = None, max_uplo
     async def info() -> Info:
         """The model, index size, default pipeline settings and request limits (the page reads these)."""
         cfg = pipeline.config
-        return Info(model=model_id, index_size=len(index) if index is not None else None,
+        return Info(model=model_id, stage2_model=stage2_id,
+                    index_size=len(index) if index is not None else None,
                     defaults={"top_n": cfg.top_n, "threshold": cfg.filter.threshold, "top_k": cfg.filter.top_k,
                               "stage1_mode": cfg.stage1_mode},
                     limits={"max_question_chars": max_question_chars, "max_upload_bytes": max_upload_bytes,

@@ -67,6 +67,7 @@ class Health(BaseModel):
 
 class Info(BaseModel):
     model: str
+    stage2_model: str | None = None  # the model that reads the survivors and answers, when it is not `model`
     index_size: int | None
     defaults: dict[str, Any]
     limits: dict[str, Any]

@@ -72,7 +72,8 @@ async function loadInfo() {
     $("#top_k").placeholder = d.top_k ?? "";
     if (info.limits) $("#question").maxLength = info.limits.max_question_chars;
     $("#service-info").textContent =
-      `model ${info.model} · ${info.index_size ?? 0} indexed candidates · stage 1 in ${d.stage1_mode} mode`;
+      `stage 1 ${info.model} (${d.stage1_mode} mode)` + (info.stage2_model ? ` · stage 2 ${info.stage2_model}` : "")
+      + ` · ${info.index_size ?? 0} indexed candidates`;
   } catch (e) {
     $("#service-info").textContent = "service info unavailable";
   }
@@ -114,7 +115,7 @@ function render(res, threshold) {
   if (res.fallback) notes.push(res.fallback);
   for (const [stage, why] of Object.entries(res.bypassed || {})) notes.push(`${stage.replace("_", " ")} bypassed: ${why}.`);
   if (!res.faithful && res.unfaithful_ids.length) notes.push(`Ranked ids not shown to stage 2: ${res.unfaithful_ids.join(", ")}`);
-  $("#notes").textContent = notes.join(" ");
+  $("#notes").textContent = notes.join("\n");
   const byFilter = Boolean((res.bypassed || {}).stage2_ranking) || Boolean(res.fallback);
   $("#evidence-hint").textContent = byFilter
     ? "ranked by the stage-1 filter (stage 2's own ranking is not cited) · the answer rests on these"
