@@ -82,21 +82,28 @@ def test_pool_mode_on_a_real_webqa_question(shared_data):
     assert len(r.kept_ids) == 2
 
 
-class Scripted9:
-    """A backend whose stage-2 text cites [9], which is not among the kept candidates."""
+class _Fixed:
+    """A backend whose P(yes) falls with the candidate's place and whose stage-2 output is fixed."""
 
-    model_id = "scripted"
     supports_images = False
+
+    def __init__(self, model_id, text="judged each.</think><rank>[2] > [1]</rank><answer>blue</answer>"):
+        self.model_id, self.text, self.generated = model_id, text, 0
 
     def score_yes_no(self, prompts, reuse_prefix=True):
         return [0.9 - 0.1 * i for i in range(len(prompts))]
 
     def generate(self, prompts, **kw):
-        return [["the caption says so.</think><rank>[9] > [1]</rank><answer>red</answer>"] for _ in prompts]
+        self.generated += len(prompts)
+        return [[self.text] for _ in prompts]
+
+
+CITES_9 = "the caption says so.</think><rank>[9] > [1]</rank><answer>red</answer>"  # [9] is never among the kept
 
 
 def test_faithfulness_flags_ids_that_do_not_exist(demo_index, demo_questions):
-    pipe = Pipeline(Scripted9(), index=demo_index, config=PipelineConfig(top_n=3, filter=FilterConfig(0.5, 2)))
+    pipe = Pipeline(_Fixed("scripted", CITES_9), index=demo_index,
+                    config=PipelineConfig(top_n=3, filter=FilterConfig(0.5, 2)))
     r = pipe.ask(demo_questions[0].question)
     assert r.answer == "red"
     assert not r.faithful and "[9]" in r.unfaithful_ids
@@ -106,26 +113,17 @@ def test_faithfulness_flags_ids_that_do_not_exist(demo_index, demo_questions):
 def test_sources_can_follow_the_filter_and_say_so(demo_index, demo_questions):
     """sources: filter (a stage 2 not yet trained to rank): the answer is stage 2's, the cited sources the filter's
     top max_sources, and the result names what was bypassed."""
-    class Reversed:
-        model_id = "reversed"
-        supports_images = False
-
-        def score_yes_no(self, prompts, reuse_prefix=True):
-            return [0.9 - 0.1 * i for i in range(len(prompts))]
-
-        def generate(self, prompts, **kw):
-            return [["ok.</think><rank>[3] > [2] > [1]</rank><answer>red</answer>"] for _ in prompts]
-
+    reversed_ = _Fixed("reversed", "ok.</think><rank>[3] > [2] > [1]</rank><answer>red</answer>")
     cfg = PipelineConfig(top_n=5, filter=FilterConfig(0.0, 3))
-    own = Pipeline(Reversed(), index=demo_index, config=cfg).ask(demo_questions[0].question)
+    own = Pipeline(reversed_, index=demo_index, config=cfg).ask(demo_questions[0].question)
     assert own.rank == own.kept_ids[::-1] and not own.bypassed
     cfg = PipelineConfig(top_n=5, filter=FilterConfig(0.0, 3), sources="filter", max_sources=2)
-    r = Pipeline(Reversed(), index=demo_index, config=cfg).ask(demo_questions[0].question)
+    r = Pipeline(reversed_, index=demo_index, config=cfg).ask(demo_questions[0].question)
     assert r.answer == "red" and r.rank == r.kept_ids[:2]
     assert "filter" in r.bypassed["stage2_ranking"]
     assert r.bypassed["stage2_ranking"].endswith("stage 2 ranked " + " > ".join(own.rank))
     cfg = PipelineConfig(top_n=3, filter=FilterConfig(0.5, 2), sources="filter")
-    unusable = Pipeline(Scripted9(), index=demo_index, config=cfg).ask(demo_questions[0].question)
+    unusable = Pipeline(_Fixed("scripted", CITES_9), index=demo_index, config=cfg).ask(demo_questions[0].question)
     assert unusable.fallback and unusable.bypassed["stage2_ranking"].endswith("its own <rank> was unusable")
 
 
@@ -229,22 +227,6 @@ def test_pool_mode_with_fused_filter_ranks_the_pool(shared_data):
     r = Pipeline(Flat(), config=cfg).ask(s.question, candidates=s.candidates)
     assert [j.retrieval_rank for j in r.judgements] == list(range(1, len(s.candidates) + 1))
     assert r.kept_ids == [j.id for j in r.judgements[:3]]  # ties in P(yes): the retriever decides
-
-
-class _Fixed:
-    """A backend whose P(yes) falls with the candidate's place and whose stage-2 output is fixed."""
-
-    supports_images = False
-
-    def __init__(self, model_id, text="judged each.</think><rank>[2] > [1]</rank><answer>blue</answer>"):
-        self.model_id, self.text, self.generated = model_id, text, 0
-
-    def score_yes_no(self, prompts, reuse_prefix=True):
-        return [0.9 - 0.1 * i for i in range(len(prompts))]
-
-    def generate(self, prompts, **kw):
-        self.generated += len(prompts)
-        return [[self.text] for _ in prompts]
 
 
 def test_stage2_model_reads_the_survivors_and_is_named(demo_index, demo_questions):

@@ -224,6 +224,17 @@ class Pipeline:
                 self._reader = reader or self.backend
         return self._reader
 
+    @property
+    def models(self) -> dict[str, str]:
+        """Which model does what: the stage-1 policy, a separate stage-2 reader (loading it if not yet), the
+        retriever's embedder."""
+        models = {"policy": str(getattr(self.backend, "model_id", "?"))}
+        if self.config.stage2_model and self.reader is not self.backend:
+            models["stage2"] = str(getattr(self.reader, "model_id", "?"))
+        if self.index is not None:
+            models["retriever"] = str(self.index.manifest.embedder or "bm25")
+        return models
+
     # -- construction -------------------------------------------------------------------------------
     @classmethod
     def from_paths(cls, index_dir: str | None = None, *, model: str = "default",
@@ -377,11 +388,7 @@ class Pipeline:
         kept_ids = self.coarse_filter(judgements, cfg)
         t2 = time.perf_counter()
         by_id = {c.id: c for c, _ in retrieved}
-        models = {"policy": getattr(self.backend, "model_id", "?")}
-        if cfg.stage2_model and self.reader is not self.backend:
-            models["stage2"] = getattr(self.reader, "model_id", "?")
-        if self.index is not None:
-            models["retriever"] = str(self.index.manifest.embedder or "bm25")
+        models = self.models
         if not kept_ids and not cfg.closed_book:
             return Result(question=question, answer=ABSTAIN_ANSWER, rank=[], reasoning="",
                           judgements=judgements, kept_ids=[], abstained=True, qid=qid, models=models,

@@ -95,7 +95,7 @@ def filter_ordered(judgements: Sequence[Mapping[str, Any]], kept_ids: Sequence[s
     return [*kept, *rest]
 
 
-def retrieved(j: Mapping[str, Any]) -> str:
+def _retrieved(j: Mapping[str, Any]) -> str:
     return "" if j.get("retrieval_rank") is None else f"#{j['retrieval_rank']}"
 
 
@@ -112,7 +112,7 @@ def stage1_bars(r: Mapping[str, Any], lookup: Callable[[str], Any], gold: set[st
         width = max(0.0, min(1.0, float(j["score"]))) * 100
         rows.append(f"<tr class='{'kept' if j['kept'] else ''}'><td>{_e(name)} <span class='muted'>({_e(modality)})"
                     f"</span></td><td><span class='bar'><span style='width:{width:.0f}%'></span></span>"
-                    f"{j['score']:.3f}</td><td>{_e(retrieved(j))}</td><td>{'kept' if j['kept'] else ''}</td>"
+                    f"{j['score']:.3f}</td><td>{_e(_retrieved(j))}</td><td>{'kept' if j['kept'] else ''}</td>"
                     f"<td>{'gold' if j['id'] in gold else ''}</td></tr>")
     return ("<h3>Stage-1 judgements (filter order)</h3><table><tr><th>candidate</th><th>P(yes)</th>"
             "<th>retriever rank</th><th>filter</th>"

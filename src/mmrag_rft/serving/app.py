@@ -323,9 +323,7 @@ def create_app(pipeline: Any, *, max_question_chars: int | None = None, max_uplo
     index = getattr(pipeline, "index", None)
     corpus = Corpus(index, getattr(pipeline, "image_dir", None))
     model_id = str(getattr(pipeline.backend, "model_id", "?"))
-    # Loads a stage-2 reader not loaded yet now, before the first user waits for it.
-    reader = getattr(pipeline, "reader", None) if getattr(getattr(pipeline, "config", None), "stage2_model", "") else None
-    stage2_id = str(getattr(reader, "model_id", "?")) if reader is not None and reader is not pipeline.backend else None
+    stage2_id = pipeline.models.get("stage2")  # loads a reader not loaded yet, before the first user waits for it
     static_dir = Path(str(resources.files("mmrag_rft.serving") / "static"))
 
     @asynccontextmanager
