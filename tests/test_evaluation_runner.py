@@ -59,3 +59,14 @@ def test_score_rows_webqa_and_filter_stats():
     assert f["removed_fraction"] == pytest.approx(0.5)
     assert f["gold_recall_after_filter"] == pytest.approx(1.0)
     assert f["stage1_ndcg@5"] == pytest.approx(1.0)
+
+
+def test_prediction_rows_score_whether_the_reasoning_is_about_the_candidates_shown():
+    s = _sample(0)
+    s.candidates[0].text = "a red apple on a wooden table"
+    restated = prediction_row(s, _answer(s))  # empty reasoning
+    r = _answer(s)
+    r.reasoning = "[1] shows a red apple on a wooden table."  # names [1], takes apple/wooden/table from it
+    grounded = prediction_row(s, r)
+    assert (restated["reasoning_grounding"], grounded["reasoning_grounding"]) == (0.0, 1.0)
+    assert filter_stats([restated, grounded])["reasoning_grounding"] == pytest.approx(0.5)

@@ -163,7 +163,7 @@ def test_rewards_are_chosen_by_name_with_weights_and_a_users_own_by_dotted_path(
     from mmrag_rft.config import ConfigError, build
     from mmrag_rft.rewards import reward_names
 
-    assert reward_names(1) == ["format", "accuracy"] and reward_names(2) == ["format", "ranking", "answer"]
+    assert reward_names(1) == ["format", "accuracy"] and reward_names(2) == ["format", "ranking", "answer", "grounding"]
     cfg = build(RewardConfig, {"funcs": {"answer": 2.0, "format": 0.5}})
     funcs, weights = make_reward_funcs(2, cfg)
     assert [f.__name__ for f in funcs] == ["answer_reward", "stage2_format_reward"] and weights == [2.0, 0.5]
@@ -185,3 +185,24 @@ def test_a_misnamed_reward_fails_before_any_model_loads(tmp_path):
                                    f"output_dir={tmp_path / 'r'}"])
     with pytest.raises(ValueError, match="formatt"):
         train(cfg, stage=1)
+
+
+def test_grounding_rewards_reasoning_about_the_candidates_not_the_question_or_the_example():
+    from mmrag_rft.prompts import STAGE2_EXAMPLE_THINK
+    from mmrag_rft.rewards import grounding_score, make_grounding_reward
+
+    q = "What colour is the saucer under the cup of espresso?"
+    ev = ["Espresso cup. A white porcelain cup of espresso on a purple saucer.", "A red triangle above a blue square."]
+    assert grounding_score(q, q, ev) == 0.0  # the question restated
+    assert grounding_score(STAGE2_EXAMPLE_THINK, q, ev) == 0.0  # the worked example copied
+    assert grounding_score("[1] shows a purple saucer under the white porcelain cup.", q, ev) == 1.0
+    assert grounding_score("[3] shows a purple saucer, a white porcelain cup.", q, ev) == 0.5  # no [3] of two
+    assert grounding_score("[2] is about something else.", q, ev) == 0.5  # names one, takes nothing from it
+    comp = ["<think>[1] shows a purple saucer under the white porcelain cup.</think>"
+            "<rank>[1]</rank><answer>Purple.</answer>",
+            "<think>What colour is the saucer?</think><rank>[1]</rank><answer>Purple.</answer>"]
+    kw = {"question": [q, q], "evidence": [ev, ev], "prefill": ["", ""]}
+    assert make_grounding_reward()(comp, **kw) == [1.0, 0.0]
+    # opt-in: a stage's default rewards stay format + ranking + answer
+    assert [f.__name__ for f in make_reward_funcs(2)[0]] == ["stage2_format_reward", "ranking_reward",
+                                                            "answer_reward"]

@@ -156,12 +156,13 @@ def test_stage2_starts_from_stage1_run(stage1_run, tmp_path):
     cfg1, res1, _ = stage1_run
     cfg = load_train_config(ROOT / "configs/stage2_tiny.yaml",
                             [f"data.path={cfg1.data.path}", f"output_dir={tmp_path / 'stage2'}",
-                             "data.negatives=stage1", "data.permutations=2"])
+                             "data.negatives=stage1", "data.permutations=2",
+                             "rewards.funcs={format: 1.0, ranking: 1.0, answer: 1.0, grounding: 0.5}"])
     res = train(cfg, stage=2, init=res1.output_dir)
     assert res.global_step == 2
     rows = [json.loads(x) for x in Path(res.log_path).read_text().splitlines() if "train_runtime" not in x]
     assert {"rewards/stage2_format_reward/mean", "rewards/ranking_reward/mean",
-            "rewards/answer_reward/mean"} <= set(rows[0])
+            "rewards/answer_reward/mean", "rewards/grounding_reward/mean"} <= set(rows[0])
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert (Path(res.merged_dir) / "config.json").is_file()
     # negatives were ordered by the stage-1 model; its scores are cached for a resume, keyed by that model

@@ -54,6 +54,8 @@ STAGE1_SYSTEM = (
     "Output: <think>The caption describes the domes and their colours, so it helps.</think><answer>yes</answer>"
 )
 
+# the worked example's reasoning: the grounding reward scores a copy of it as no reasoning at all
+STAGE2_EXAMPLE_THINK = "[1] gives 333 m for Tokyo Tower and [3] gives 330 m for the Eiffel Tower; [2] is unrelated."
 STAGE2_SYSTEM = (
     "You answer questions from numbered pieces of evidence (text passages, tables, or images with captions). "
     "First think briefly inside <think></think>. Then list inside <rank></rank> the ids of the evidence your "
@@ -64,20 +66,21 @@ STAGE2_SYSTEM = (
     "[1] (text) Tokyo Tower is a communications tower 333 metres tall.\n"
     "[2] (image caption) A cat sleeping on a sofa.\n"
     "[3] (text) The Eiffel Tower is 330 metres tall.\n"
-    "Output: <think>[1] gives 333 m for Tokyo Tower and [3] gives 330 m for the Eiffel Tower; [2] is "
-    "unrelated.</think><rank>[1] > [3]</rank><answer>The Tokyo Tower is taller than the Eiffel Tower.</answer>"
+    f"Output: <think>{STAGE2_EXAMPLE_THINK}</think><rank>[1] > [3]</rank><answer>The Tokyo Tower is taller than "
+    "the Eiffel Tower.</answer>"
 )
 
 STAGE1_PREFILL_REASON = "<think>"
 STAGE1_PREFILL_SCORE = "<think>\n</think>\n<answer>"  # the next token is the verdict: read P(yes) there
 STAGE2_PREFILL = "<think>"
 STAGE2_RANK_PREFILL = "<think>\n</think>\n<rank>["  # the next token is the first ranked id: read P(id) there
+STAGE2_MAX_CHARS = 600  # per candidate text in the pipeline's stage-2 prompt
 MAX_SCORED_IDS = 9  # ids 1..9 are one token each in every tokenizer used here
 
 _MODALITY_LABEL = {"text": "text", "table": "table", "image": "image caption"}
 
 
-def _clip(text: str, max_chars: int) -> str:
+def clip_text(text: str, max_chars: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= max_chars else text[: max_chars - 3].rstrip() + "..."
 
@@ -115,7 +118,7 @@ def stage1_prompt(question: str, candidate: Any, *, with_pixels: bool = False, i
         raise ValueError(f"stage-1 layout must be one of {', '.join(STAGE1_LAYOUTS)}; got {layout!r}")
     q = question.strip()
     evidence = f"Evidence ({candidate_label(candidate)}): "
-    body = _clip(candidate.display_text(), max_chars) or "(no text)"
+    body = clip_text(candidate.display_text(), max_chars) or "(no text)"
     ask = f"\nDoes this evidence help to answer the question \"{q}\"? Answer yes or no."
     if layout == "evidence_first":
         head, tail = evidence, f"\nQuestion: {q}\nDoes this evidence help to answer the question? Answer yes or no."
@@ -139,7 +142,7 @@ def short_ids(n: int) -> list[str]:
 
 
 def stage2_prompt(question: str, candidates: Sequence[Any], *, with_pixels: bool = False,
-                  images: Sequence[Any] | None = None, max_chars: int = 600) -> ChatPrompt:
+                  images: Sequence[Any] | None = None, max_chars: int = STAGE2_MAX_CHARS) -> ChatPrompt:
     """One question and K candidates tagged [1]..[K] -> `<think>…</think><rank>[i] > [j]</rank><answer>…</answer>`.
 
     `meta["id_map"]` maps the short ids back to candidate ids (see `to_real_ids`).
@@ -149,7 +152,7 @@ def stage2_prompt(question: str, candidates: Sequence[Any], *, with_pixels: bool
     parts: list[dict[str, Any]] = [{"type": "text", "text": f"Question: {question.strip()}\nEvidence:"}]
     for sid, cand, img in zip(ids, candidates, images):
         line = f"\n[{sid}] ({candidate_label(cand)}) "
-        body = _clip(cand.display_text(), max_chars) or "(no text)"
+        body = clip_text(cand.display_text(), max_chars) or "(no text)"
         if with_pixels and img is not None and cand.modality == "image":
             parts += [{"type": "text", "text": line}, {"type": "image", "image": img}, {"type": "text", "text": body}]
         else:

@@ -5,7 +5,7 @@
   stage 1: `label` ("yes"/"no", or a bool / 1 / 0), optional `prefill`;
   stage 2: `gold_ids` (short ids, e.g. ["2", "4"]), `num_candidates`, `answers` (list of str per row),
            optional `category` (WebQA Qcate), `dataset` ("webqa" / "mmqa"), `keywords` (WebQA Keywords_A),
-           `prefill`.
+           `prefill`, `question`, `evidence` (the candidates' texts as shown, in prompt order).
 Pure functions: no model is imported.
 
 Values (see docs/method.md):
@@ -19,6 +19,9 @@ Values (see docs/method.md):
   without gold ids scores 1 for an empty ranking and 0 otherwise.
 - answer: WebQA QA-Acc for WebQA rows (category-aware F1 / keyword recall), MMQA list F1 (or EM) otherwise;
   0 without an <answer> block.
+- grounding (stage 2, opt-in by `rewards.funcs`): 0.5 if <think> names a candidate by a valid [id] + 0.5 x the
+  share of 3 content words it takes from the candidates and not from the question; 0 for a copy of the system
+  prompt's worked example. Needs the `question` and `evidence` columns.
 """
 
 from __future__ import annotations
@@ -267,6 +270,56 @@ def make_answer_reward(metric: Literal["auto", "webqa", "f1", "em"] = "auto",
 answer_reward = make_answer_reward("auto")
 
 
+_STOPWORDS = frozenset(
+    "the and for are was were this that with from has have had its not but which what who whom whose where when why "
+    "how does did can could would should will shall may might one two all any both each more most other some such "
+    "than then there these those they their them into onto over under about above below between same also only very "
+    "answer evidence question image caption text table".split())
+
+
+def _content_words(text: str) -> set[str]:
+    import re
+
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOPWORDS}
+
+
+def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    import re
+
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def grounding_score(think: str, question: str, evidence: Sequence[str], *, words_for_full: int = 3) -> float:
+    """How much stage 2's reasoning is about the candidates it was given, in [0, 1]: 0.5 for naming one by a valid
+    [id], plus 0.5 x the share of `words_for_full` content words that come from the candidates and not from the
+    question. A question restated scores 0, and so does reasoning copied from the system prompt's worked example."""
+    import re
+
+    from mmrag_rft.prompts import STAGE2_EXAMPLE_THINK
+
+    if not think.strip() or _shingles(think) & _shingles(STAGE2_EXAMPLE_THINK):
+        return 0.0
+    named = any(1 <= int(i) <= len(evidence) for i in re.findall(r"\[(\d{1,3})\]", think))
+    from_evidence = (_content_words(think) - _content_words(question)) & _content_words(" ".join(evidence))
+    return 0.5 * named + 0.5 * min(1.0, len(from_evidence) / max(1, words_for_full))
+
+
+def make_grounding_reward() -> RewardFunc:
+    """Stage 2: `grounding_score` of the <think> block; needs the rows' `question` and `evidence` (the candidates'
+    texts in prompt order) columns."""
+
+    def reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        n = len(completions)
+        prefills, questions = _col(kwargs, "prefill", n, ""), _col(kwargs, "question", n, "")
+        evidence = _col(kwargs, "evidence", n, [])
+        return [grounding_score(parse_stage2(completion_text(c), prefill=pf or "").think, str(q or ""),
+                                [str(e) for e in (ev or [])]) for c, pf, q, ev in zip(completions, prefills,
+                                                                                       questions, evidence)]
+
+    return _named(reward, "grounding_reward")
+
+
 # --- registry: a new reward is one function plus one line ------------------------------------------------
 
 RewardFactory = Callable[[RewardConfig], RewardFunc]
@@ -285,6 +338,7 @@ register_reward("accuracy", 1, lambda c: stage1_accuracy_reward)
 register_reward("format", 2, lambda c: make_stage2_format_reward(c.format_mode))
 register_reward("ranking", 2, lambda c: make_ranking_reward(c.ranking_metric, c.ranking_k, c.ranking_penalty))
 register_reward("answer", 2, lambda c: make_answer_reward(c.answer_metric, c.webqa_domain_fallback))
+register_reward("grounding", 2, lambda c: make_grounding_reward())
 
 
 def reward_names(stage: int) -> list[str]:
@@ -311,7 +365,8 @@ def make_reward_funcs(stage: int, config: RewardConfig | None = None) -> tuple[l
     if stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     cfg = config or RewardConfig()
-    chosen = cfg.funcs if cfg.funcs else {n: getattr(cfg, _DEFAULT_WEIGHT[n]) for n in reward_names(stage)}
+    chosen = cfg.funcs if cfg.funcs else {n: getattr(cfg, _DEFAULT_WEIGHT[n]) for n in reward_names(stage)
+                                        if n in _DEFAULT_WEIGHT}  # opt-in rewards need funcs
     funcs, weights = [], []
     for name, weight in chosen.items():
         if (stage, name) in _REGISTRY:

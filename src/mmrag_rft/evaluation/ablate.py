@@ -85,6 +85,7 @@ def row_numbers(m: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict
             "retrieval_p": o.get("retr_p"), "retrieval_r": o.get("retr_r"),
             "gold_kept": f["gold_recall_after_filter"], "sources_ndcg@5": f["stage2_ndcg@5"],
             "stage2_fallbacks": f["stage2_fallbacks"], "abstained": f["abstained"],
+            "reasoning_grounding": f.get("reasoning_grounding"),
             "s_per_question": statistics.mean(secs) if secs else None}
 
 

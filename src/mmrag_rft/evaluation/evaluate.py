@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import statistics
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ def filter_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     gold_kept = sum(len(set(r["gold_ids"]) & set(r.get("kept_ids") or [])) for r in with_gold)
     gold_retrieved = sum(len(set(r["gold_ids"]) & {j["id"] for j in r.get("judgements") or []}) for r in with_gold)
     n = len(with_gold) or 1
+    grounded = [r["reasoning_grounding"] for r in rows if r.get("reasoning_grounding") is not None]
     return {
         "candidates_judged": judged,
         "removed_fraction": 1 - kept / judged if judged else float("nan"),
@@ -42,6 +44,8 @@ def filter_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         "abstained": sum(bool(r.get("abstained")) for r in rows),
         "stage2_fallbacks": sum(bool(r.get("fallback")) for r in rows),
         "unfaithful": sum(not r.get("faithful", True) for r in rows),
+        # rewards.grounding_score of stage 2's reasoning: 0 for a restated question or the prompt's example copied
+        "reasoning_grounding": statistics.mean(grounded) if grounded else float("nan"),
     }
 
 

@@ -49,6 +49,7 @@ LABELS = {
     "gold_recall_after_filter": "gold evidence kept by the filter", "stage1_ndcg@5": "stage-1 order NDCG@5",
     "stage1_recall@5": "stage-1 order recall@5", "stage2_ndcg@5": "cited order NDCG@5", "abstained": "abstained",
     "stage2_fallbacks": "stage-2 rank fallbacks", "unfaithful": "stage 2 named ids it was not shown",
+    "reasoning_grounding": "reasoning grounded in the candidates (0-1)",
 }
 
 

@@ -45,7 +45,13 @@ def _truncate_torn_tail(path: Path) -> None:
 
 
 def prediction_row(sample: Sample, result: Any) -> dict[str, Any]:
+    from mmrag_rft.prompts import STAGE2_MAX_CHARS, clip_text
+    from mmrag_rft.rewards import grounding_score
+
     r = result.to_dict()
+    by_id = {c.id: c for c in sample.candidates}
+    shown = [clip_text(by_id[i].display_text(), STAGE2_MAX_CHARS) for i in r.get("kept_ids") or [] if i in by_id]
+    r["reasoning_grounding"] = grounding_score(r.get("reasoning") or "", sample.question, shown)
     r["qid"] = sample.qid
     r["gold_ids"] = list(sample.gold_ids)
     r["answers"] = list(sample.answers)

@@ -18,7 +18,7 @@ from typing import Any
 
 from mmrag_rft.data.images import pixels_or_caption
 from mmrag_rft.data.schema import Candidate, Sample
-from mmrag_rft.prompts import ChatPrompt, stage1_prompt, stage2_prompt, to_short_ids
+from mmrag_rft.prompts import ChatPrompt, clip_text, stage1_prompt, stage2_prompt, to_short_ids
 
 
 # --- splitting ------------------------------------------------------------------------------------------------
@@ -178,7 +178,8 @@ def stage2_rows(samples: Iterable[Sample], *, num_candidates: int = 5, permutati
                 stage1_scores: dict[str, dict[str, float]] | None = None,
                 order_fn: Callable[[Sample], Sequence[str]] | None = None) -> list[dict[str, Any]]:
     """Stage-2 rows: `prompt` (+ `images`), `gold_ids` (short ids, best first in pool order), `num_candidates`,
-    `answers`, `category`, `dataset`, `keywords`, `prefill`, `qid`, `id_map` (JSON of short -> real id)."""
+    `answers`, `category`, `dataset`, `keywords`, `prefill`, `qid`, `id_map` (JSON of short -> real id), `question`,
+    `evidence` (each candidate's text as the prompt shows it, in prompt order; the grounding reward reads it)."""
     import json
 
     rng = random.Random(seed)
@@ -205,7 +206,8 @@ def stage2_rows(samples: Iterable[Sample], *, num_candidates: int = 5, permutati
             row.update(gold_ids=to_short_ids([g for g in s.gold_ids if g in id_map.values()], id_map),
                        num_candidates=len(perm), answers=list(s.answers), category=s.category, dataset=s.dataset,
                        keywords=str(s.meta.get("keywords") or ""), prefill=p.prefill, qid=s.qid,
-                       id_map=json.dumps(id_map))
+                       id_map=json.dumps(id_map), question=s.question,
+                       evidence=[clip_text(c.display_text(), max_chars) for c in perm])
             rows.append(row)
     return rows
 
