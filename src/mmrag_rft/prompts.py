@@ -74,13 +74,12 @@ STAGE1_PREFILL_REASON = "<think>"
 STAGE1_PREFILL_SCORE = "<think>\n</think>\n<answer>"  # the next token is the verdict: read P(yes) there
 STAGE2_PREFILL = "<think>"
 STAGE2_RANK_PREFILL = "<think>\n</think>\n<rank>["  # the next token is the first ranked id: read P(id) there
-STAGE2_MAX_CHARS = 600  # per candidate text in the pipeline's stage-2 prompt
 MAX_SCORED_IDS = 9  # ids 1..9 are one token each in every tokenizer used here
 
 _MODALITY_LABEL = {"text": "text", "table": "table", "image": "image caption"}
 
 
-def clip_text(text: str, max_chars: int) -> str:
+def _clip(text: str, max_chars: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= max_chars else text[: max_chars - 3].rstrip() + "..."
 
@@ -118,7 +117,7 @@ def stage1_prompt(question: str, candidate: Any, *, with_pixels: bool = False, i
         raise ValueError(f"stage-1 layout must be one of {', '.join(STAGE1_LAYOUTS)}; got {layout!r}")
     q = question.strip()
     evidence = f"Evidence ({candidate_label(candidate)}): "
-    body = clip_text(candidate.display_text(), max_chars) or "(no text)"
+    body = _clip(candidate.display_text(), max_chars) or "(no text)"
     ask = f"\nDoes this evidence help to answer the question \"{q}\"? Answer yes or no."
     if layout == "evidence_first":
         head, tail = evidence, f"\nQuestion: {q}\nDoes this evidence help to answer the question? Answer yes or no."
@@ -142,17 +141,20 @@ def short_ids(n: int) -> list[str]:
 
 
 def stage2_prompt(question: str, candidates: Sequence[Any], *, with_pixels: bool = False,
-                  images: Sequence[Any] | None = None, max_chars: int = STAGE2_MAX_CHARS) -> ChatPrompt:
+                  images: Sequence[Any] | None = None, max_chars: int = 600) -> ChatPrompt:
     """One question and K candidates tagged [1]..[K] -> `<think>…</think><rank>[i] > [j]</rank><answer>…</answer>`.
 
-    `meta["id_map"]` maps the short ids back to candidate ids (see `to_real_ids`).
+    `meta["id_map"]` maps the short ids back to candidate ids (see `to_real_ids`); `meta["evidence"]` holds each
+    candidate's text as shown, in prompt order (the grounding reward and metric read it).
     """
     ids = short_ids(len(candidates))
     images = list(images) if images is not None else [None] * len(candidates)
     parts: list[dict[str, Any]] = [{"type": "text", "text": f"Question: {question.strip()}\nEvidence:"}]
+    shown = []
     for sid, cand, img in zip(ids, candidates, images):
         line = f"\n[{sid}] ({candidate_label(cand)}) "
-        body = clip_text(cand.display_text(), max_chars) or "(no text)"
+        body = _clip(cand.display_text(), max_chars) or "(no text)"
+        shown.append(body)
         if with_pixels and img is not None and cand.modality == "image":
             parts += [{"type": "text", "text": line}, {"type": "image", "image": img}, {"type": "text", "text": body}]
         else:
@@ -162,7 +164,8 @@ def stage2_prompt(question: str, candidates: Sequence[Any], *, with_pixels: bool
     return ChatPrompt(
         messages=[{"role": "system", "content": STAGE2_SYSTEM}, {"role": "user", "content": content}],
         prefill=STAGE2_PREFILL,
-        meta={"stage": 2, "id_map": {s: c.id for s, c in zip(ids, candidates)}, "num_candidates": len(ids)},
+        meta={"stage": 2, "id_map": {s: c.id for s, c in zip(ids, candidates)}, "num_candidates": len(ids),
+              "evidence": shown},
     )
 
 

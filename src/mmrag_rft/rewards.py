@@ -26,6 +26,7 @@ Values (see docs/method.md):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -277,16 +278,16 @@ _STOPWORDS = frozenset(
     "answer evidence question image caption text table".split())
 
 
-def _content_words(text: str) -> set[str]:
-    import re
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
 
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in _STOPWORDS}
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _words(text) if len(w) > 2 and w not in _STOPWORDS}
 
 
 def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
-    import re
-
-    words = re.findall(r"[a-z0-9]+", text.lower())
+    words = _words(text)
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
@@ -294,8 +295,6 @@ def grounding_score(think: str, question: str, evidence: Sequence[str], *, words
     """How much stage 2's reasoning is about the candidates it was given, in [0, 1]: 0.5 for naming one by a valid
     [id], plus 0.5 x the share of `words_for_full` content words that come from the candidates and not from the
     question. A question restated scores 0, and so does reasoning copied from the system prompt's worked example."""
-    import re
-
     from mmrag_rft.prompts import STAGE2_EXAMPLE_THINK
 
     if not think.strip() or _shingles(think) & _shingles(STAGE2_EXAMPLE_THINK):

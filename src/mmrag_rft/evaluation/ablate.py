@@ -128,8 +128,8 @@ def run_ablation(path: str | Path, *, dataset: str, out_dir: str | Path, heldout
     return summary
 
 
-COLUMNS = ("qa_acc", "retrieval_f1", "gold_kept", "sources_ndcg@5", "stage2_fallbacks", "abstained", "reasoning_grounding",
-           "s_per_question")
+COLUMNS = ("qa_acc", "retrieval_f1", "gold_kept", "sources_ndcg@5", "stage2_fallbacks", "abstained",
+           "reasoning_grounding", "s_per_question")
 
 
 def _answer_metric(summary: Mapping[str, Any]) -> str:

@@ -45,12 +45,13 @@ def _truncate_torn_tail(path: Path) -> None:
 
 
 def prediction_row(sample: Sample, result: Any) -> dict[str, Any]:
-    from mmrag_rft.prompts import STAGE2_MAX_CHARS, clip_text
+    from mmrag_rft.prompts import stage2_prompt
     from mmrag_rft.rewards import grounding_score
 
     r = result.to_dict()
     by_id = {c.id: c for c in sample.candidates}
-    shown = [clip_text(by_id[i].display_text(), STAGE2_MAX_CHARS) for i in r.get("kept_ids") or [] if i in by_id]
+    kept = [by_id[i] for i in r.get("kept_ids") or [] if i in by_id]  # what stage 2 read, in the order it read them
+    shown = stage2_prompt(sample.question, kept).meta["evidence"]
     r["reasoning_grounding"] = grounding_score(r.get("reasoning") or "", sample.question, shown)
     r["qid"] = sample.qid
     r["gold_ids"] = list(sample.gold_ids)

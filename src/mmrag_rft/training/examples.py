@@ -18,7 +18,7 @@ from typing import Any
 
 from mmrag_rft.data.images import pixels_or_caption
 from mmrag_rft.data.schema import Candidate, Sample
-from mmrag_rft.prompts import ChatPrompt, clip_text, stage1_prompt, stage2_prompt, to_short_ids
+from mmrag_rft.prompts import ChatPrompt, stage1_prompt, stage2_prompt, to_short_ids
 
 
 # --- splitting ------------------------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def stage2_rows(samples: Iterable[Sample], *, num_candidates: int = 5, permutati
                        num_candidates=len(perm), answers=list(s.answers), category=s.category, dataset=s.dataset,
                        keywords=str(s.meta.get("keywords") or ""), prefill=p.prefill, qid=s.qid,
                        id_map=json.dumps(id_map), question=s.question,
-                       evidence=[clip_text(c.display_text(), max_chars) for c in perm])
+                       evidence=p.meta["evidence"])
             rows.append(row)
     return rows
 
