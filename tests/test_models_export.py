@@ -171,3 +171,17 @@ def test_the_reader_spec_names_the_shipped_stage2_model_or_the_reader_as_release
     (tmp_path / "stage2" / "mmrag_model.json").write_text('{"name": "reader-stage2", "stage": 2}')
     assert loading.source_path("reader") == tmp_path / "stage2"
     assert loading.model_name("reader") == "reader-stage2"
+
+
+def test_a_run_that_started_from_a_trained_model_is_exported_against_the_untrained_base(tmp_path):
+    from mmrag_rft.models.export import manifest_from_run
+    from mmrag_rft.models.loading import READER_SPEC, untrained_base
+
+    assert untrained_base("reader") == READER_SPEC and untrained_base("default") == "base"
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "mmrag_model.json").write_text('{"name": "tiny-stage2", "stage": 2, "base": "tiny-lm"}')
+    for run, start in (("run", tmp_path / "adapter"), ("run2", tmp_path / "run")):  # a run from a run from an adapter
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "config.yaml").write_text(f"model: {{path: {start}}}\ndata: {{}}\n")
+        (tmp_path / run / "result.json").write_text('{"stage": 2}')
+        assert manifest_from_run(tmp_path / run, name="x")["base"] == "tiny-lm"

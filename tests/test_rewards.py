@@ -198,6 +198,10 @@ def test_grounding_rewards_reasoning_about_the_candidates_not_the_question_or_th
     assert grounding_score("[1] shows a purple saucer under the white porcelain cup.", q, ev) == 1.0
     assert grounding_score("[3] shows a purple saucer, a white porcelain cup.", q, ev) == 0.5  # no [3] of two
     assert grounding_score("[2] is about something else.", q, ev) == 0.5  # names one, takes nothing from it
+    # a number or name the candidates do not hold costs credit; one they hold does not
+    assert grounding_score("[1] shows a purple saucer from Milan under the white porcelain cup.", q, ev) == 0.0
+    assert grounding_score("[1] shows a purple saucer, 12 cm wide, under the white porcelain cup.", q, ev) == 0.0
+    assert grounding_score("[1] shows a purple saucer under the white porcelain Espresso cup.", q, ev) == 1.0
     comp = ["<think>[1] shows a purple saucer under the white porcelain cup.</think>"
             "<rank>[1]</rank><answer>Purple.</answer>",
             "<think>What colour is the saucer?</think><rank>[1]</rank><answer>Purple.</answer>"]

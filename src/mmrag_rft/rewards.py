@@ -291,17 +291,34 @@ def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
+def _specifics(text: str) -> set[str]:
+    """Numbers and capitalised words not starting a sentence: the claims in a text one can check against a source."""
+    text = re.sub(r"\[\d{1,3}\]", " ", text)  # candidate ids are references, not claims
+    out = set()
+    for m in re.finditer(r"[A-Za-z0-9]+", text):
+        w, before = m.group(), text[:m.start()].rstrip()
+        starts_sentence = not before or before[-1] in ".!?:;"
+        if any(ch.isdigit() for ch in w) or (w[0].isupper() and not starts_sentence):
+            out.add(w.lower())
+    return out - _STOPWORDS
+
+
 def grounding_score(think: str, question: str, evidence: Sequence[str], *, words_for_full: int = 3) -> float:
     """How much stage 2's reasoning is about the candidates it was given, in [0, 1]: 0.5 for naming one by a valid
     [id], plus 0.5 x the share of `words_for_full` content words that come from the candidates and not from the
-    question. A question restated scores 0, and so does reasoning copied from the system prompt's worked example."""
+    question; all of it times the share of the reasoning's numbers and names that the question or a candidate
+    holds (an invented quantity costs credit). A question restated scores 0, and so does reasoning copied from the
+    system prompt's worked example."""
     from mmrag_rft.prompts import STAGE2_EXAMPLE_THINK
 
     if not think.strip() or _shingles(think) & _shingles(STAGE2_EXAMPLE_THINK):
         return 0.0
     named = any(1 <= int(i) <= len(evidence) for i in re.findall(r"\[(\d{1,3})\]", think))
+    source = " ".join([question, *evidence])
     from_evidence = (_content_words(think) - _content_words(question)) & _content_words(" ".join(evidence))
-    return 0.5 * named + 0.5 * min(1.0, len(from_evidence) / max(1, words_for_full))
+    claims = _specifics(think)
+    faithful = len(claims & set(_words(source))) / len(claims) if claims else 1.0
+    return faithful * (0.5 * named + 0.5 * min(1.0, len(from_evidence) / max(1, words_for_full)))
 
 
 def make_grounding_reward() -> RewardFunc:

@@ -176,6 +176,7 @@ def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[s
     import yaml
 
     from mmrag_rft.config import _set_dotted
+    from mmrag_rft.models.loading import untrained_base
 
     run = Path(run_dir)
     cfg_text = (run / "config.yaml").read_text(encoding="utf-8")
@@ -188,7 +189,7 @@ def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[s
     for dotted, value in (operating_point or {}).items():
         _set_dotted(pipeline, dotted, value)
     return {
-        "name": name, "stage": stage, "base": (cfg.get("model") or {}).get("path", "base"),
+        "name": name, "stage": stage, "base": untrained_base(str((cfg.get("model") or {}).get("path", "base"))),
         "prompt": {"layout": data.get("layout", "default"), "think": bool(data.get("think", True))},
         "pipeline": pipeline,
         "training": {"command": command, "commit": commit, "config_sha256": hashlib.sha256(cfg_text.encode()).hexdigest(),

@@ -128,6 +128,28 @@ def model_settings(spec: str) -> dict[str, Any]:
     return found
 
 
+def untrained_base(spec: str) -> str:
+    """The untrained model under `spec`, the base a run that started from it is exported against: "default" ->
+    "base", "reader" -> the released reader, a folder -> the base its manifest names (a run: its config's model)."""
+    spec = str(spec).strip()
+    if spec in ("default", "base"):
+        return "base"
+    if spec in ("reader", READER_SPEC):
+        return READER_SPEC
+    p = Path(spec).expanduser()
+    run = p.parent if p.name == "merged" else p
+    if p.is_dir():
+        from mmrag_rft.config import read_yaml
+        from mmrag_rft.models.export import read_manifest
+
+        named = read_manifest(p).get("base") or read_manifest(run).get("base")
+        if not named and (run / "config.yaml").is_file():
+            named = (read_yaml(run / "config.yaml").get("model") or {}).get("path")
+        if named and str(named).strip() != spec:
+            return untrained_base(str(named))
+    return spec
+
+
 def trained_layout(spec: str | Path) -> str | None:
     """The stage-1 prompt layout a model was trained with: its manifest's `prompt.layout`, or, for a training run (or
     its `merged/` folder), the run's config.yaml `data.layout`; None when neither says."""
