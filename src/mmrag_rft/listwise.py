@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from mmrag_rft.prompts import MAX_SCORED_IDS, STAGE2_RANK_PREFILL, stage2_prompt
+from mmrag_rft.prompts import MAX_SCORED_IDS, STAGE2_MAX_CHARS, STAGE2_RANK_PREFILL, stage2_prompt
 
 
 def rotations(k: int) -> list[list[int]]:
@@ -24,7 +24,7 @@ def rotations(k: int) -> list[list[int]]:
 
 def likelihood_ranking(backend: Any, question: str, candidates: Sequence[Any], *,
                        images: Sequence[Any] | None = None, with_pixels: bool = False,
-                       max_chars: int = 600) -> list[tuple[str, float]]:
+                       max_chars: int = STAGE2_MAX_CHARS) -> list[tuple[str, float]]:
     """(candidate id, score) best first; scores are the softmax of the rotation-averaged log P(first), summing to 1
     over the scored candidates. Ties keep the given order; candidates past the ninth follow in the given order with
     score 0 (ids from 10 on are not one token)."""

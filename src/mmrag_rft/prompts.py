@@ -75,6 +75,7 @@ STAGE1_PREFILL_SCORE = "<think>\n</think>\n<answer>"  # the next token is the ve
 STAGE2_PREFILL = "<think>"
 STAGE2_RANK_PREFILL = "<think>\n</think>\n<rank>["  # the next token is the first ranked id: read P(id) there
 MAX_SCORED_IDS = 9  # ids 1..9 are one token each in every tokenizer used here
+STAGE2_MAX_CHARS = 600  # each candidate's text is clipped to this many characters in the stage-2 prompt
 
 _MODALITY_LABEL = {"text": "text", "table": "table", "image": "image caption"}
 
@@ -141,7 +142,7 @@ def short_ids(n: int) -> list[str]:
 
 
 def stage2_prompt(question: str, candidates: Sequence[Any], *, with_pixels: bool = False,
-                  images: Sequence[Any] | None = None, max_chars: int = 600) -> ChatPrompt:
+                  images: Sequence[Any] | None = None, max_chars: int = STAGE2_MAX_CHARS) -> ChatPrompt:
     """One question and K candidates tagged [1]..[K] -> `<think>…</think><rank>[i] > [j]</rank><answer>…</answer>`.
 
     `meta["id_map"]` maps the short ids back to candidate ids (see `to_real_ids`); `meta["evidence"]` holds each

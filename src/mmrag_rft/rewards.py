@@ -294,12 +294,13 @@ def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
 def _specifics(text: str) -> set[str]:
     """Numbers and capitalised words not starting a sentence: the claims in a text one can check against a source."""
     text = re.sub(r"\[\d{1,3}\]", " ", text)  # candidate ids are references, not claims
-    out = set()
+    out, end, last = set(), 0, ""  # `last`: the last non-space character before the word ("" at the start)
     for m in re.finditer(r"[A-Za-z0-9]+", text):
-        w, before = m.group(), text[:m.start()].rstrip()
-        starts_sentence = not before or before[-1] in ".!?:;"
-        if any(ch.isdigit() for ch in w) or (w[0].isupper() and not starts_sentence):
+        w, gap = m.group(), text[end:m.start()].rstrip()
+        last = gap[-1] if gap else last
+        if any(ch.isdigit() for ch in w) or (w[0].isupper() and last not in ("", ".", "!", "?", ":", ";")):
             out.add(w.lower())
+        end, last = m.end(), w[-1]
     return out - _STOPWORDS
 
 
