@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED = ROOT.parent / "shared"
 WEBQA_RECORDS = SHARED / "data" / "webqa" / "val_records.json.gz"
+MMQA_DEV = SHARED / "data" / "mmqa" / "MMQA_dev.jsonl.gz"
 CAPTION_NOTE = "captions stand in for pixels"
+TITLE_NOTE = "image titles stand in for images"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

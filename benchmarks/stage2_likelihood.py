@@ -10,7 +10,12 @@ Two settings, on the WebQA val questions the shipped models never trained on (ca
 - shuffled: gold + the retriever's hardest negatives, shuffled (`training.heldout.stage2_prompts`, as
   `mmrag train eval`): the likelihood ranking's first pick against chance, next to the written `<rank>` list.
 
+`--dataset mmqa` runs the pipeline setting on the MMQA dev questions with gold among their candidates (the image
+questions: titles stand in for images; no model here trained on MMQA, so every question is held out).
+
     .venv/bin/python benchmarks/stage2_likelihood.py --threads 2
+    .venv/bin/python benchmarks/stage2_likelihood.py --threads 2 --dataset mmqa --limit 200 --shuffled-questions 0 \
+        --name stage2_likelihood_mmqa
 """
 
 from __future__ import annotations
@@ -81,37 +86,53 @@ def shuffled_setting(val: list, readers: dict, k: int, n: int) -> dict:
     return {"candidates": k, "questions": len(rows), "readers": out}
 
 
+def _questions(dataset: str, path: str | None) -> list:
+    """WebQA: the shipped models' held-out questions; MMQA: those with gold among their candidates, in file order."""
+    from mmrag_rft.data.loaders import load_samples
+    from mmrag_rft.evaluation.evaluate import heldout_qids
+
+    if dataset == "webqa":
+        keep = heldout_qids("default")
+        return [s for s in common.load_webqa(path or common.WEBQA_RECORDS) if s.qid in keep]
+    samples = load_samples(str(path or common.MMQA_DEV), format="mmqa")
+    return [s for s in samples if set(s.gold_ids) & {c.id for c in s.candidates}]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(common.WEBQA_RECORDS))
+    ap.add_argument("--dataset", choices=["webqa", "mmqa"], default="webqa")
+    ap.add_argument("--data", default=None, help="the dataset's file (default: its copy in ../shared/data)")
     ap.add_argument("--readers", default="reader,qwen2.5-coder-0.5b")
     ap.add_argument("--top-k", type=int, default=3, help="survivors stage 2 ranks in the pipeline setting")
     ap.add_argument("--shuffled-questions", type=int, default=30, help="0 skips the shuffled setting")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--name", default="stage2_likelihood", help="result file name under benchmarks/results")
     common.add_threads_flag(ap)
     args = ap.parse_args(argv)
     common.set_threads(args.threads)
 
-    from mmrag_rft.evaluation.evaluate import heldout_qids
-
-    keep = heldout_qids("default")
-    val = [s for s in common.load_webqa(args.data) if s.qid in keep][: args.limit]
+    val = _questions(args.dataset, args.data)[: args.limit]
+    note = common.CAPTION_NOTE if args.dataset == "webqa" else common.TITLE_NOTE
     readers = {name: common.load_policy(name) for name in args.readers.split(",")}
     pipe = pipeline_setting(val, readers, args.top_k)
     common.print_table(f"pipeline: the filter's top {args.top_k}, {pipe['questions']} held-out questions "
                        f"(first-pick chance {pipe['first_pick_chance']:.3f}; headroom {pipe['headroom']}; "
-                       f"{common.CAPTION_NOTE})", ["ranking", "first pick gold", f"NDCG@{args.top_k}", "top-2 F1"],
+                       f"{note})", ["ranking", "first pick gold", f"NDCG@{args.top_k}", "top-2 F1"],
                        [[k, m["first_is_gold"], m["ndcg"], m["top2_f1"]] for k, m in pipe["systems"].items()])
-    shuffled = shuffled_setting(val, readers, 3, args.shuffled_questions) if args.shuffled_questions else None
+    shuffled = None
+    if args.shuffled_questions:
+        if args.dataset != "webqa":
+            raise SystemExit("--shuffled-questions needs --dataset webqa (its hardest negatives come from WebQA's pools)")
+        shuffled = shuffled_setting(val, readers, 3, args.shuffled_questions)
     if shuffled:
         common.print_table(f"shuffled: gold + the retriever's hardest negatives, K=3, {shuffled['questions']} "
                            f"questions ({common.CAPTION_NOTE})",
                            ["reader", "written <rank> first pick", "likelihood first pick", "chance"],
                            [[k, r["written_rank"]["first_is_gold"], r["likelihood"]["first_is_gold"],
                              r["likelihood"]["first_is_gold_chance"]] for k, r in shuffled["readers"].items()])
-    path = common.write_result("stage2_likelihood", {"note": common.CAPTION_NOTE, "pipeline": pipe,
-                                                     "shuffled": shuffled}, args.out)
+    path = common.write_result(args.name, {"dataset": args.dataset, "note": note, "pipeline": pipe,
+                                           "shuffled": shuffled}, args.out)
     print(f"wrote {path}")
     return 0
 
