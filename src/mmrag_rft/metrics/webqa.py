@@ -211,7 +211,7 @@ def qa_fluency(predictions: Sequence[str], references: Sequence[Sequence[str]], 
 
     try:
         tok = AutoTokenizer.from_pretrained(checkpoint)
-        model = BartForConditionalGeneration.from_pretrained(checkpoint).to(device).eval()
+        model = BartForConditionalGeneration.from_pretrained(checkpoint, use_kernels=False).to(device).eval()
     except OSError as e:
         raise FluencyUnavailable(f"QA-FL: cannot load BART weights from {checkpoint!r} ({e})") from None
     if parabank:

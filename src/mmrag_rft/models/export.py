@@ -95,8 +95,8 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
 
     trained_dir = Path(trained_dir)
     base_dir = resolve_model_path(base_spec)
-    trained = AutoModelForCausalLM.from_pretrained(str(trained_dir), dtype=torch.float32)
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    trained = AutoModelForCausalLM.from_pretrained(str(trained_dir), dtype=torch.float32, use_kernels=False)
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32, use_kernels=False)
     factors, info = extract_lora(base, trained, tol=tol, max_rank=max_rank)
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")

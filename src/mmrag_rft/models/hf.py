@@ -97,8 +97,7 @@ class HFBackend:
     def __init__(self, model_or_path: Any, *, device: str = "auto", dtype: str | torch.dtype = "auto",
                  processor: Any = None, model_id: str | None = None, batch_size: int = 8):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer,
-                                  PreTrainedTokenizerBase, ProcessorMixin)
+        from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, ProcessorMixin
 
         self.device, self.dtype = resolve_device(device, dtype)
         self.batch_size = max(1, int(batch_size))
@@ -106,13 +105,13 @@ class HFBackend:
             path = Path(model_or_path)
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{path}: not a model folder (no config.json)")
-            config = AutoConfig.from_pretrained(str(path))
-            if is_vision_config(config):
-                model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=self.dtype)
-                processor = processor or load_vl_processor(path, config)
-            else:
-                model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype)
-                processor = processor or AutoTokenizer.from_pretrained(str(path))
+            from mmrag_rft.models.loading import load_model
+
+            model = load_model(path, dtype=str(self.dtype).removeprefix("torch."))
+            if processor is None:
+                config = AutoConfig.from_pretrained(str(path))
+                processor = (load_vl_processor(path, config) if is_vision_config(config)
+                             else AutoTokenizer.from_pretrained(str(path)))
             self.model_id = model_id or (path.name if path.is_dir() else str(model_or_path))
             self.path: Path | None = path
         else:

@@ -313,6 +313,9 @@ def load_model(spec_or_path: str | Path, *, dtype: str = "float32", attn_impleme
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
+    # transformers otherwise fetches Hub kernels once a model is on a GPU (also the reference model TRL loads);
+    # nothing is downloaded at run time unless the user opts in with USE_HUB_KERNELS=1
+    os.environ.setdefault("USE_HUB_KERNELS", "0")
     path = _model_folder(spec_or_path)
     kw: dict[str, Any] = {"dtype": "auto" if dtype == "auto" else getattr(torch, dtype)}
     if attn_implementation:

