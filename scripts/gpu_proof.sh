@@ -12,7 +12,8 @@
 # and writes every step's log and OUT/summary.json (what ran, what was skipped and why, rc, seconds, versions, GPU).
 #
 #   scripts/gpu_proof.sh               on the GPU machine
-#   GPU_PROOF_WHEELS=.whl GPU_PROOF_TOKENIZER=.gpu/tokenizer scripts/gpu_proof.sh   the same, offline
+#   GPU_PROOF_WHEELS=W/wheels GPU_PROOF_TOKENIZER=W/tokenizer scripts/gpu_proof.sh   the same, offline
+#                                      (W made here by scripts/gpu_proof_wheels.sh W)
 #   scripts/gpu_proof.sh --cpu-smoke   the same steps on this CPU (tiny model, float32, no vLLM, 1 step each)
 set -uo pipefail
 cd "$(dirname "$0")/.."
