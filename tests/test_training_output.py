@@ -63,3 +63,22 @@ def test_resume_refuses_a_changed_config_and_names_the_keys(tmp_path):
         with pytest.raises(ValueError, match=rf"--resume with another config \({key}: .*grpo.max_steps"):
             check_resume_config(tmp_path / "config.yaml",
                                 load_train_config(ROOT / "configs/stage1_tiny.yaml", [*base, change]))
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_at_step_0(tmp_path):
+    """A stage-2 run killed while scoring its negatives has a config and a scores cache but no checkpoint yet:
+    --resume continues it (the cache kept); a folder with no run at all is still refused."""
+    from mmrag_rft.config import dump
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import open_run_folder
+
+    cfg = load_train_config(ROOT / "configs/stage1_tiny.yaml", [f"output_dir={tmp_path / 'run'}", "data.path=a.json"])
+    with pytest.raises(FileNotFoundError, match="no run to resume"):
+        open_run_folder(cfg, resume=True, overwrite=False)
+    dump(cfg, tmp_path / "run" / "config.yaml")
+    (tmp_path / "run" / "stage1_scores.json").write_text("{}")
+    assert open_run_folder(cfg, resume=True, overwrite=False) == (tmp_path / "run", None)
+    assert (tmp_path / "run" / "stage1_scores.json").is_file()
+    other = load_train_config(ROOT / "configs/stage1_tiny.yaml", [f"output_dir={tmp_path / 'run'}", "data.path=b.json"])
+    with pytest.raises(ValueError, match="data.path"):
+        open_run_folder(other, resume=True, overwrite=False)

@@ -227,10 +227,12 @@ def open_run_folder(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple
     prepare_output(out, resume=resume, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = last_checkpoint(out) if resume else None
-    if resume and ckpt is None:
-        raise FileNotFoundError(f"{out}: --resume given but no checkpoint-* folder to resume from")
+    if resume and ckpt is None and not (out / "config.yaml").is_file():
+        raise FileNotFoundError(f"{out}: --resume given but no run to resume (no config.yaml, no checkpoint-*)")
     if resume:
         check_resume_config(out / "config.yaml", cfg)
+    if resume and ckpt is None:  # stopped before its first checkpoint: step 0 again, its caches (scores, warm-up) kept
+        log.warning("%s: no checkpoint yet; training starts at step 0, reusing what the run cached", out)
     return out, ckpt
 
 
