@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="stage2_likelihood", help="result file name under benchmarks/results")
     common.add_threads_flag(ap)
     args = ap.parse_args(argv)
+    if args.shuffled_questions and args.dataset != "webqa":
+        ap.error("--shuffled-questions needs --dataset webqa (its hardest negatives come from WebQA's pools); "
+                 "pass --shuffled-questions 0")
     common.set_threads(args.threads)
 
     val = _questions(args.dataset, args.data)[: args.limit]
@@ -120,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"(first-pick chance {pipe['first_pick_chance']:.3f}; headroom {pipe['headroom']}; "
                        f"{note})", ["ranking", "first pick gold", f"NDCG@{args.top_k}", "top-2 F1"],
                        [[k, m["first_is_gold"], m["ndcg"], m["top2_f1"]] for k, m in pipe["systems"].items()])
-    shuffled = None
-    if args.shuffled_questions:
-        if args.dataset != "webqa":
-            raise SystemExit("--shuffled-questions needs --dataset webqa (its hardest negatives come from WebQA's pools)")
-        shuffled = shuffled_setting(val, readers, 3, args.shuffled_questions)
+    shuffled = shuffled_setting(val, readers, 3, args.shuffled_questions) if args.shuffled_questions else None
     if shuffled:
         common.print_table(f"shuffled: gold + the retriever's hardest negatives, K=3, {shuffled['questions']} "
                            f"questions ({common.CAPTION_NOTE})",

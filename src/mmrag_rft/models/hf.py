@@ -97,7 +97,7 @@ class HFBackend:
     def __init__(self, model_or_path: Any, *, device: str = "auto", dtype: str | torch.dtype = "auto",
                  processor: Any = None, model_id: str | None = None, batch_size: int = 8):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, ProcessorMixin
+        from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
         self.device, self.dtype = resolve_device(device, dtype)
         self.batch_size = max(1, int(batch_size))
@@ -105,13 +105,10 @@ class HFBackend:
             path = Path(model_or_path)
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{path}: not a model folder (no config.json)")
-            from mmrag_rft.models.loading import load_model
+            from mmrag_rft.models.loading import load_model, load_processor
 
             model = load_model(path, dtype=str(self.dtype).removeprefix("torch."))
-            if processor is None:
-                config = AutoConfig.from_pretrained(str(path))
-                processor = (load_vl_processor(path, config) if is_vision_config(config)
-                             else AutoTokenizer.from_pretrained(str(path)))
+            processor = processor or load_processor(path)
             self.model_id = model_id or (path.name if path.is_dir() else str(model_or_path))
             self.path: Path | None = path
         else:

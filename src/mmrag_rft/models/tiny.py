@@ -145,5 +145,5 @@ if __name__ == "__main__":  # a random Qwen2.5-VL of a chosen width, e.g. for sc
     ap.add_argument("--tokenizer", default=None, help="folder with SmolLM2's tokenizer files (default: the embedded "
                     "model's)")
     a = ap.parse_args()
-    print(build_tiny_vlm25(a.out, tokenizer=a.tokenizer, hidden=a.hidden, layers=a.layers, heads=a.heads, vision_depth=a.vision_depth,
-                           vision_hidden=a.vision_hidden))
+    print(build_tiny_vlm25(a.out, tokenizer=a.tokenizer, hidden=a.hidden, layers=a.layers, heads=a.heads,
+                           vision_depth=a.vision_depth, vision_hidden=a.vision_hidden))
