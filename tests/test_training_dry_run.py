@@ -57,3 +57,14 @@ def test_missing_gpu_software_is_named(monkeypatch):
     monkeypatch.setattr(dry_run, "_installed", lambda d: "0.1.0" if d == "vllm" else real(d))
     r = _dry(1, "--set", "model.path=tiny-vlm25")
     assert r.exit_code == 2 and "vLLM 0.1.0 is outside the range TRL" in " ".join(r.output.split())
+
+
+def test_zero3_that_cannot_gather_its_weights_for_saving_is_refused(tmp_path):
+    text = (ROOT / "configs/accelerate/zero3.yaml").read_text()
+    assert "zero3_save_16bit_model: true" in text
+    bad = tmp_path / "zero3_nosave.yaml"
+    bad.write_text(text.replace("zero3_save_16bit_model: true", "zero3_save_16bit_model: false"))
+    ok = _dry(1, *CPU, "--accelerate-config", str(ROOT / "configs/accelerate/zero3.yaml"))
+    r = _dry(1, *CPU, "--accelerate-config", str(bad))
+    assert "zero3_save_16bit_model" not in ok.output
+    assert r.exit_code == 2 and "ZeRO-3 without zero3_save_16bit_model: true" in " ".join(r.output.split())

@@ -105,6 +105,9 @@ def dry_run(cfg: TrainConfig, *, stage: int, accelerate_config: str | Path | Non
             r.problems.append(f"{accelerate_config}: DeepSpeed ZeRO-{zero} but deepspeed is not installed")
         elif window and versions["deepspeed"] not in window:
             r.problems.append(f"DeepSpeed {versions['deepspeed']} is outside the range TRL accepts ({window})")
+    if zero == 3 and not (acc.get("deepspeed_config") or {}).get("zero3_save_16bit_model"):
+        r.problems.append(f"{accelerate_config}: ZeRO-3 without zero3_save_16bit_model: true, so the trained weights "
+                          "cannot be gathered to be saved at the end")
     if g.share_prompt and (off := trl_version_problem()):
         r.notes.append(f"grpo.share_prompt will switch itself off: {off}")
     if g.bf16 and acc.get("mixed_precision") not in (None, "bf16"):

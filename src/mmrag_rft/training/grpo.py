@@ -149,12 +149,19 @@ def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float], s
     )
 
 
+def process_state() -> Any:
+    """This process's place among those launched (accelerate launch, torchrun), set up as TRL's Trainer will set it
+    up (`use_cpu` where there is no GPU: CPU processes then talk over gloo)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def check_group_batch(cfg: TrainConfig, processes: int | None = None) -> None:
     """TRL generates whole groups: per-device batch x accumulation x processes must be a multiple of G."""
     if processes is None:
-        from accelerate import PartialState
-
-        processes = PartialState().num_processes
+        processes = process_state().num_processes
     g = cfg.grpo
     total = g.per_device_train_batch_size * g.gradient_accumulation_steps * processes
     if total % g.num_generations:
@@ -170,40 +177,52 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     folder that holds one needs `overwrite` (the old run is moved aside, never mixed with the new one)."""
     cfg = config
     check_before_loading(cfg, stage)
-    out, ckpt = open_run_folder(cfg, resume=resume, overwrite=overwrite)
+    state = process_state()
+    with state.main_process_first():  # the main process makes the folder (an old run moved aside), the others find it
+        out, ckpt = (open_run_folder(cfg, resume=resume, overwrite=overwrite) if state.is_main_process
+                     else found_run_folder(cfg, resume=resume))
     if ckpt is not None and (done := finished_run(out, ckpt, cfg)) is not None:
         return RunResult(**done)
-    dump(cfg, out / "config.yaml")
+    if state.is_main_process:
+        dump(cfg, out / "config.yaml")
     from mmrag_rft.models.loading import is_vision_model, load_model, resolve_model_path
 
     init_src = resolve_model_path(init or cfg.model.path)
     is_vlm = is_vision_model(init_src)
     processing_class = load_policy_processor(init_src, cfg.model.max_pixels)
-    train_samples, val_samples = write_split(cfg, out)
+    train_samples, val_samples = write_split(cfg, out, write=state.is_main_process)
 
-    model_src, warm_info = saved_warmup(cfg, stage, out, init_src, resume=resume)
-    model = load_model(model_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
-    if stage == 2 and stage1_scores is None:
-        stage1_scores = stage2_negative_scores(cfg, train_samples, out, init_src=init_src, processing_class=processing_class,
-                                               policy=model if model_src == init_src else None)
-    rows = build_rows(cfg, stage, train_samples, with_pixels=is_vlm and cfg.model.use_pixels,
-                      stage1_scores=stage1_scores)
-    if cfg.warmup.enabled and warm_info is None:
-        model, warm_info = run_warmup(cfg, stage, out, model, processing_class, rows, init_src, is_vlm)
+    # the warm-up and stage 2's negative scores are computed once, by the main process, and cached in the run
+    # folder; the other processes then load them from there
+    with state.main_process_first():
+        model_src, warm_info = saved_warmup(cfg, stage, out, init_src, resume=resume or not state.is_main_process)
+        model = load_model(model_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+        if stage == 2 and stage1_scores is None:
+            stage1_scores = stage2_negative_scores(cfg, train_samples, out, init_src=init_src,
+                                                   processing_class=processing_class,
+                                                   policy=model if model_src == init_src else None)
+        rows = build_rows(cfg, stage, train_samples, with_pixels=is_vlm and cfg.model.use_pixels,
+                          stage1_scores=stage1_scores)
+        if cfg.warmup.enabled and warm_info is None:
+            model, warm_info = run_warmup(cfg, stage, out, model, processing_class, rows, init_src, is_vlm)
+            model_src = out / "warmup"
 
     balanced = stage == 1 and cfg.data.balanced_steps  # after the warm-up, which samples rows of its own
     dataset = to_dataset(interleave_by_label(rows, seed=cfg.data.seed) if balanced else rows)
     trainer, guard = build_trainer(cfg, stage, out, add_lora(model, cfg, is_vlm), processing_class, dataset,
                                    shuffle=not balanced, callbacks=callbacks)
     trained, global_step, metrics = run_grpo(trainer, cfg, ckpt)
-    merged, adapter_dir = save_model(trained, processing_class, out, lora=cfg.lora.enabled)
+    merged, adapter_dir = save_model(trainer, trained, processing_class, out, lora=cfg.lora.enabled,
+                                     base_src=model_src, cfg=cfg)
 
     res = RunResult(output_dir=str(out), stage=stage, global_step=global_step,
                     adapter_dir=str(adapter_dir) if adapter_dir else None, merged_dir=str(merged),
                     log_path=str(out / LOG_NAME), train_examples=len(rows), val_questions=len(val_samples),
                     resumed_from=str(ckpt) if ckpt else None, warmup=warm_info, metrics=metrics,
                     stopped_early=guard.reason if guard else None)
-    atomic_write_text(out / "result.json", json.dumps(res.to_dict(), indent=2, default=str))
+    if state.is_main_process:
+        atomic_write_text(out / "result.json", json.dumps(res.to_dict(), indent=2, default=str))
+    state.wait_for_everyone()
     return res
 
 
@@ -236,10 +255,17 @@ def open_run_folder(cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple
     return out, ckpt
 
 
-def write_split(cfg: TrainConfig, out: Path) -> tuple[list[Any], list[Any]]:
+def found_run_folder(cfg: TrainConfig, *, resume: bool) -> tuple[Path, Path | None]:
+    """What a non-main process uses: the folder the main process has just prepared, and its checkpoint."""
+    out = Path(cfg.output_dir)
+    return out, last_checkpoint(out) if resume else None
+
+
+def write_split(cfg: TrainConfig, out: Path, *, write: bool = True) -> tuple[list[Any], list[Any]]:
     train_samples, val_samples = load_split(cfg)
-    atomic_write_text(out / "split.json", json.dumps({"train": [s.qid for s in train_samples],
-                                                      "val": [s.qid for s in val_samples]}))
+    if write:
+        atomic_write_text(out / "split.json", json.dumps({"train": [s.qid for s in train_samples],
+                                                          "val": [s.qid for s in val_samples]}))
     return train_samples, val_samples
 
 
@@ -306,16 +332,45 @@ def run_grpo(trainer: Any, cfg: TrainConfig, ckpt: Path | None) -> tuple[Any, in
     return trained, global_step, metrics
 
 
-def save_model(trained: Any, processing_class: Any, out: Path, *, lora: bool) -> tuple[Path, Path | None]:
-    """adapter/ (the LoRA alone) and merged/ (a plain model folder: the next stage's --init, a backend's model)."""
-    adapter_dir = None
-    if lora:
-        adapter_dir = out / "adapter"
-        trained.save_pretrained(adapter_dir)
-        trained = trained.merge_and_unload()
+def save_model(trainer: Any, trained: Any, processing_class: Any, out: Path, *, lora: bool, base_src: Path,
+               cfg: TrainConfig) -> tuple[Path, Path | None]:
+    """adapter/ (the LoRA alone) and merged/ (a plain model folder: the next stage's --init, a backend's model),
+    written by the main process. Under DeepSpeed ZeRO-3 every process holds a shard of each large weight: the
+    weights are gathered first (every process takes part) and merged/ is the base model plus the saved adapter."""
+    acc = trainer.accelerator
+    adapter_dir = out / "adapter" if lora else None
     merged = out / "merged"
-    trained.save_pretrained(merged)
-    processing_class.save_pretrained(merged)
-    if getattr(trained, "generation_config", None) is not None:
-        trained.generation_config.save_pretrained(merged)
+    if is_zero3(acc) and trainer.model_wrapped is not trainer.model:  # a DeepSpeed engine ran (not a bare export)
+        state_dict = acc.get_state_dict(trainer.model_wrapped)  # needs zero3_save_16bit_model (configs/accelerate)
+        if acc.is_main_process:
+            if lora:
+                from peft import PeftModel
+
+                from mmrag_rft.models.loading import load_model
+
+                trained.save_pretrained(adapter_dir, state_dict=state_dict)  # PEFT keeps the adapter's own keys
+                from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+                unset_hf_deepspeed_config()  # training is over: load the base whole, on this process alone
+                base = load_model(base_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+                trained = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+                trained.save_pretrained(merged)
+            else:
+                trained.save_pretrained(merged, state_dict=state_dict)
+    elif acc.is_main_process:
+        if lora:
+            trained.save_pretrained(adapter_dir)
+            trained = trained.merge_and_unload()
+        trained.save_pretrained(merged)
+    if acc.is_main_process:
+        processing_class.save_pretrained(merged)
+        if getattr(trained, "generation_config", None) is not None:
+            trained.generation_config.save_pretrained(merged)
+    acc.wait_for_everyone()
     return merged, adapter_dir
+
+
+def is_zero3(accelerator: Any) -> bool:
+    """DeepSpeed ZeRO-3: each process holds only a shard of the model's large weights."""
+    ds = getattr(accelerator.state, "deepspeed_plugin", None)
+    return ds is not None and getattr(ds, "zero_stage", 0) == 3
