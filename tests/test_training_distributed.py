@@ -15,23 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmrag_rft.data.schema import Candidate, Sample
-
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 TRAIN = ["-m", "mmrag_rft.cli", "--threads", "1", "train"]
-
-
-def _data(tmp: Path) -> Path:
-    rows = []
-    for q in range(6):
-        cands = [Candidate(id=f"q{q}-c{i}", modality="text", title=f"Doc {i}", text=f"Fact {i} about topic {q}.")
-                 for i in range(4)]
-        rows.append(Sample(qid=f"q{q}", question=f"What is fact {q}?", answers=[f"fact {q}"], candidates=cands,
-                           gold_ids=[f"q{q}-c{q % 4}"], category="Others", dataset="jsonl").to_dict())
-    p = tmp / "samples.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return p
 
 
 def _launch(launcher: list[str], args: list[str], port: int) -> subprocess.CompletedProcess:
@@ -61,8 +47,8 @@ def _check_run(out: Path, steps: int) -> None:
         assert torch.equal(t, expected[k]), k
 
 
-def test_two_ddp_processes_train_both_stages_into_one_run(tmp_path):
-    data = _data(tmp_path)
+def test_two_ddp_processes_train_both_stages_into_one_run(tmp_path, tiny_samples):
+    data = tiny_samples
     torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port", "29521"]
     s1 = tmp_path / "stage1"
     _launch(torchrun, ["stage1", "--config", "configs/stage1_tiny.yaml", "--set", f"data.path={data}",
@@ -77,9 +63,9 @@ def test_two_ddp_processes_train_both_stages_into_one_run(tmp_path):
     assert (s2 / "stage1_scores.json").is_file()
 
 
-def test_deepspeed_zero3_saves_the_whole_model(tmp_path):
+def test_deepspeed_zero3_saves_the_whole_model(tmp_path, tiny_samples):
     pytest.importorskip("deepspeed")
-    data = _data(tmp_path)
+    data = tiny_samples
     out = tmp_path / "zero3"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/zero3.yaml",
               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "29523"]

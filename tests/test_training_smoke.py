@@ -30,25 +30,13 @@ def _kill_on_save(what: str):
     return KillOnSave()
 
 
-def _data(tmp: Path) -> Path:
-    rows = []
-    for q in range(6):
-        cands = [Candidate(id=f"q{q}-c{i}", modality="text", title=f"Doc {i}", text=f"Fact {i} about topic {q}.")
-                 for i in range(4)]
-        rows.append(Sample(qid=f"q{q}", question=f"What is fact {q}?", answers=[f"fact {q}"], candidates=cands,
-                           gold_ids=[f"q{q}-c{q % 4}"], category="Others", dataset="jsonl").to_dict())
-    p = tmp / "samples.jsonl"
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return p
-
-
 @pytest.fixture(scope="module")
-def stage1_run(tmp_path_factory):
+def stage1_run(tmp_path_factory, tiny_samples):
     from mmrag_rft.training.config import load_train_config
     from mmrag_rft.training.grpo import train
 
     tmp = tmp_path_factory.mktemp("train")
-    data = _data(tmp)
+    data = tiny_samples
     out = tmp / "stage1"
     cfg = load_train_config(ROOT / "configs/stage1_tiny.yaml", [f"data.path={data}", f"output_dir={out}"])
 
@@ -92,7 +80,7 @@ def test_resuming_a_finished_run_trains_nothing(stage1_run):
     assert Path(res.log_path).read_text() == log_before
 
 
-def test_kill_between_the_last_save_and_the_export_resumes_without_training(tmp_path):
+def test_kill_between_the_last_save_and_the_export_resumes_without_training(tmp_path, tiny_samples):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -102,7 +90,7 @@ def test_kill_between_the_last_save_and_the_export_resumes_without_training(tmp_
 
     out = tmp_path / "run"
     cfg = load_train_config(ROOT / "configs/stage1_tiny.yaml",
-                            [f"data.path={_data(tmp_path)}", f"output_dir={out}", "grpo.max_steps=1"])
+                            [f"data.path={tiny_samples}", f"output_dir={out}", "grpo.max_steps=1"])
 
     with pytest.raises(Killed):
         train(cfg, stage=1, callbacks=[_kill_on_save(", before the export")])
