@@ -1,7 +1,8 @@
 """`mmrag train` launched as several processes (torchrun DDP; accelerate + DeepSpeed ZeRO-3), on CPU over gloo.
 
-Every process runs the same command: only the main one may set the run folder up, warm up, score stage 2's
-negatives and write the result, and under ZeRO-3 the saved model must be the whole one, not this process's shard.
+Every process runs the same command: only the main one may set the run folder up, warm up and write the result,
+each scores its share of stage 2's negatives, and under ZeRO-3 the saved model must be the whole one, not this
+process's shard.
 """
 
 from __future__ import annotations
@@ -54,13 +55,16 @@ def test_two_ddp_processes_train_both_stages_into_one_run(tmp_path, tiny_samples
     _launch(torchrun, ["stage1", "--config", "configs/stage1_tiny.yaml", "--set", f"data.path={data}",
                        "--output", str(s1)], 29521)
     _check_run(s1, 2)
-    # stage 2 scores its negatives with the stage-1 model once (main process), the other process reads the cache
+    # each process scores half of stage 2's negatives with the stage-1 model; the shards end merged in one cache
     s2 = tmp_path / "stage2"
     _launch(torchrun, ["stage2", "--config", "configs/stage2_tiny.yaml", "--init", str(s1), "--set",
                        f"data.path={data}", "--set", "data.negatives=stage1", "--set", "warmup.enabled=false",
                        "--output", str(s2)], 29521)
     assert json.loads((s2 / "result.json").read_text())["global_step"] == 2
-    assert (s2 / "stage1_scores.json").is_file()
+    scores = json.loads((s2 / "stage1_scores.json").read_text())["scores"]
+    train_qids = set(json.loads((s2 / "split.json").read_text())["train"])
+    assert set(scores) == train_qids and all(scores.values())
+    assert not list(s2.glob("stage1_scores.shard*"))
 
 
 def test_deepspeed_zero3_saves_the_whole_model(tmp_path, tiny_samples):

@@ -231,6 +231,13 @@ def test_stage1_scores_cache_is_reused(stage1_run, tmp_path):
     assert stage1_scores_with_model(no_load, proc, train_samples, cache=cache, model_key="m1")[q0][c0] == 0.123
     # ... but only for the same model
     assert stage1_scores_with_model(lambda: model, proc, train_samples, cache=cache, model_key="m2")[q0][c0] != 0.123
+    # an interrupted scoring by several processes resumes from its shard files, which end merged into the cache
+    resumed = tmp_path / "r.json"
+    (tmp_path / "r.shard1-of-2.json").write_text(json.dumps({"model": "m1", "scores": {q0: {c0: 0.456}}}))
+    got = stage1_scores_with_model(lambda: model, proc, train_samples, cache=resumed, model_key="m1")
+    assert got[q0][c0] == 0.456 and set(got) == {s.qid for s in train_samples}
+    assert json.loads(resumed.read_text())["scores"][q0][c0] == 0.456
+    assert not list(tmp_path.glob("r.shard*"))
     # the stage-1 prompt layout reaches the scorer (another layout, another prompt, other scores)
     plain = stage1_scores_with_model(lambda: model, proc, train_samples[:2], layout="plain")
     default = stage1_scores_with_model(lambda: model, proc, train_samples[:2])

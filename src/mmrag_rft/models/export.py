@@ -89,14 +89,14 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # base_spec is our name, not a hub id: PEFT must not look it up
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from mmrag_rft.models.loading import resolve_model_path
+    from mmrag_rft.models.loading import load_model, resolve_model_path
 
     trained_dir = Path(trained_dir)
     base_dir = resolve_model_path(base_spec)
-    trained = AutoModelForCausalLM.from_pretrained(str(trained_dir), dtype=torch.float32, use_kernels=False)
-    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32, use_kernels=False)
+    trained = load_model(trained_dir)
+    base = load_model(base_dir)
     factors, info = extract_lora(base, trained, tol=tol, max_rank=max_rank)
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")

@@ -25,6 +25,7 @@ from mmrag_rft.training.config import TrainConfig
 from mmrag_rft.training.examples import interleave_by_label, split_by_question, stage1_rows, stage2_rows, to_dataset
 from mmrag_rft.training.lora import add_lora
 from mmrag_rft.training.negatives import retrieval_order, stage2_negative_scores
+from mmrag_rft.training.processes import is_zero3, process_state
 from mmrag_rft.training.run_log import LOG_NAME, JsonlLogCallback, ZeroVarianceStop
 
 log = logging.getLogger(__name__)
@@ -149,15 +150,6 @@ def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float], s
     )
 
 
-def process_state() -> Any:
-    """This process's place among those launched (accelerate launch, torchrun), set up as TRL's Trainer will set it
-    up (`use_cpu` where there is no GPU: CPU processes then talk over gloo)."""
-    import torch
-    from accelerate import PartialState
-
-    return PartialState(cpu=not torch.cuda.is_available())
-
-
 def check_group_batch(cfg: TrainConfig, processes: int | None = None) -> None:
     """TRL generates whole groups: per-device batch x accumulation x processes must be a multiple of G."""
     if processes is None:
@@ -192,20 +184,22 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     processing_class = load_policy_processor(init_src, cfg.model.max_pixels)
     train_samples, val_samples = write_split(cfg, out, write=state.is_main_process)
 
-    # the warm-up and stage 2's negative scores are computed once, by the main process, and cached in the run
-    # folder; the other processes then load them from there
-    with state.main_process_first():
-        model_src, warm_info = saved_warmup(cfg, stage, out, init_src, resume=resume or not state.is_main_process)
-        model = load_model(model_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
-        if stage == 2 and stage1_scores is None:
-            stage1_scores = stage2_negative_scores(cfg, train_samples, out, init_src=init_src,
-                                                   processing_class=processing_class,
-                                                   policy=model if model_src == init_src else None)
-        rows = build_rows(cfg, stage, train_samples, with_pixels=is_vlm and cfg.model.use_pixels,
-                          stage1_scores=stage1_scores)
-        if cfg.warmup.enabled and warm_info is None:
-            model, warm_info = run_warmup(cfg, stage, out, model, processing_class, rows, init_src, is_vlm)
-            model_src = out / "warmup"
+    model_src, warm_info = saved_warmup(cfg, stage, out, init_src, resume=resume)
+    model = load_model(model_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+    if stage == 2 and stage1_scores is None:  # each process scores its share; cached in the run folder
+        stage1_scores = stage2_negative_scores(cfg, train_samples, out, init_src=init_src,
+                                               processing_class=processing_class,
+                                               policy=model if model_src == init_src else None)
+    rows = build_rows(cfg, stage, train_samples, with_pixels=is_vlm and cfg.model.use_pixels,
+                      stage1_scores=stage1_scores)
+    if cfg.warmup.enabled and warm_info is None:
+        with state.main_process_first():  # the main process warms up; the others then load what it saved
+            if state.is_main_process:
+                model, warm_info = run_warmup(cfg, stage, out, model, processing_class, rows, init_src, is_vlm)
+            else:
+                model_src, warm_info = saved_warmup(cfg, stage, out, init_src, resume=True)
+                model = load_model(model_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+        model_src = out / "warmup"
 
     balanced = stage == 1 and cfg.data.balanced_steps  # after the warm-up, which samples rows of its own
     dataset = to_dataset(interleave_by_label(rows, seed=cfg.data.seed) if balanced else rows)
@@ -368,9 +362,3 @@ def save_model(trainer: Any, trained: Any, processing_class: Any, out: Path, *, 
             trained.generation_config.save_pretrained(merged)
     acc.wait_for_everyone()
     return merged, adapter_dir
-
-
-def is_zero3(accelerator: Any) -> bool:
-    """DeepSpeed ZeRO-3: each process holds only a shard of the model's large weights."""
-    ds = getattr(accelerator.state, "deepspeed_plugin", None)
-    return ds is not None and getattr(ds, "zero_stage", 0) == 3

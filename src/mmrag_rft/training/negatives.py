@@ -24,42 +24,81 @@ def stage1_scores_with_model(get_model: Callable[[], Any], processing_class: Any
 
     The scores go to `cache` as they are computed (JSON, atomic, keyed by `model_key`), so a resumed or
     re-run stage 2 does not score the whole training set again. `get_model` is called (to load the model)
-    only if some question is not in the cache yet.
+    only if some question is not in the cache yet. Launched as several processes, each scores its share of the
+    questions on its own device into a shard file next to `cache`; the main process then merges the shards into
+    `cache` and every process returns all the scores.
     """
+    from mmrag_rft.training.processes import process_state
+
+    state = process_state()
+    several = state.num_processes > 1 and cache is not None
+    shard = cache.with_name(f"{cache.stem}.shard{state.process_index}-of-{state.num_processes}.json") if several \
+        else cache
+    scores = _read_scores(cache, model_key)
+    for part in _shards(cache) if cache is not None else []:  # an interrupted sharded run
+        scores.update(_read_scores(part, model_key))
+    todo = [s for s in samples if s.qid not in scores]
+    if several:
+        state.wait_for_everyone()  # every process has read the same files before any writes its shard
+    mine = todo[state.process_index::state.num_processes] if several else todo
+
+    def save(new: dict[str, dict[str, float]]) -> None:
+        if shard is not None:
+            atomic_write_text(shard, json.dumps({"model": model_key, "scores": {**scores, **new}}))
+
+    if mine:
+        scores.update(_score(get_model, processing_class, mine, state.device, layout, save, cached=len(scores)))
+    if todo and cache is not None:  # the shards merged into the cache, then removed
+        if several:
+            state.wait_for_everyone()
+            for part in _shards(cache):
+                scores.update(_read_scores(part, model_key))
+        if state.is_main_process:
+            atomic_write_text(cache, json.dumps({"model": model_key, "scores": scores}))
+        state.wait_for_everyone()
+        if state.is_main_process:
+            for part in _shards(cache):
+                part.unlink()
+    return {s.qid: scores[s.qid] for s in samples}
+
+
+def _shards(cache: Path) -> list[Path]:
+    return sorted(cache.parent.glob(f"{cache.stem}.shard*-of-*.json"))
+
+
+def _read_scores(path: Path | None, model_key: str) -> dict[str, dict[str, float]]:
+    """A score file's scores when they were made by `model_key` (nothing otherwise)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError:
+        log.warning("%s is not valid JSON: stage-1 scores are computed again", path)
+        return {}
+    return saved.get("scores", {}) if saved.get("model") == model_key else {}
+
+
+def _score(get_model: Callable[[], Any], processing_class: Any, samples: list[Any], device: Any, layout: str,
+           save: Callable[[dict[str, dict[str, float]]], None], *, cached: int) -> dict[str, dict[str, float]]:
+    """Score `samples` on `device` (this process's accelerator), saving what is done every 25 questions."""
     from rich.progress import Progress
 
     from mmrag_rft.models.hf import HFBackend
     from mmrag_rft.prompts import stage1_prompt
 
-    scores: dict[str, dict[str, float]] = {}
-    if cache is not None and cache.is_file():
-        try:
-            saved = json.loads(cache.read_text())
-        except ValueError:
-            log.warning("%s is not valid JSON: stage-1 scores are computed again", cache)
-            saved = {}
-        if saved.get("model") == model_key:
-            scores = saved.get("scores", {})
-
-    def save() -> None:
-        if cache is not None:
-            atomic_write_text(cache, json.dumps({"model": model_key, "scores": scores}))
-
-    todo = [s for s in samples if s.qid not in scores]
-    if not todo:
-        return {s.qid: scores[s.qid] for s in samples}
     model = get_model()
-    backend = HFBackend(model, processor=processing_class, device=str(model.device), dtype="auto")
+    backend = HFBackend(model, processor=processing_class, device=str(device), dtype="auto")
+    scores: dict[str, dict[str, float]] = {}
     with Progress(transient=True) as prog:
-        task = prog.add_task(f"stage-1 P(yes) for stage-2 negatives ({len(scores)} cached)", total=len(todo))
-        for i, s in enumerate(todo, 1):
+        task = prog.add_task(f"stage-1 P(yes) for stage-2 negatives ({cached} cached)", total=len(samples))
+        for i, s in enumerate(samples, 1):
             p = backend.score_yes_no([stage1_prompt(s.question, c, style="score", layout=layout) for c in s.candidates])
             scores[s.qid] = {c.id: float(x) for c, x in zip(s.candidates, p)}
             prog.advance(task)
             if i % 25 == 0:
-                save()
-    save()
-    return {s.qid: scores[s.qid] for s in samples}
+                save(scores)
+    save(scores)
+    return scores
 
 
 def negatives_from_model(cfg: TrainConfig, samples: list[Any], out: Path) -> dict[str, dict[str, float]]:

@@ -25,6 +25,7 @@ import torch
 from trl import GRPOTrainer
 
 from mmrag_rft.models.hf import MIN_SHARED_PREFIX, cache_kwarg
+from mmrag_rft.training.processes import is_zero3
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,7 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
             return "vLLM generation"
         if getattr(acc, "is_fsdp2", False) or getattr(acc.state, "fsdp_plugin", None) is not None:
             return "FSDP shards the model"
-        ds = getattr(acc.state, "deepspeed_plugin", None)
-        if ds is not None and getattr(ds, "zero_stage", 0) == 3:
+        if is_zero3(acc):
             return "DeepSpeed ZeRO-3 shards the model"
         if self.args.gradient_checkpointing:
             return "gradient checkpointing keeps no cache"
