@@ -28,7 +28,7 @@ def _launch(launcher: list[str], args: list[str], port: int) -> subprocess.Compl
     return proc
 
 
-def _check_run(out: Path, steps: int) -> None:
+def _check_run(out: Path, steps: int, start: Path | None = None) -> None:
     """One run, written once: its result, one log line per step, no copy of it moved aside by another process,
     and merged/ exactly the start model plus adapter/."""
     from peft import PeftModel
@@ -39,7 +39,7 @@ def _check_run(out: Path, steps: int) -> None:
     logged = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines() if '"loss"' in x]
     assert logged == list(range(1, steps + 1))
     assert not list(out.parent.glob(f"{out.name}.old-*"))
-    base = out / "warmup"  # configs/stage1_tiny.yaml warms up: RL's LoRA sits on the warmed-up model
+    base = start or out / "warmup"  # configs/stage1_tiny.yaml warms up: RL's LoRA sits on the warmed-up model
     expected = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), out / "adapter") \
         .merge_and_unload().state_dict()
     merged = load_file(next((out / "merged").glob("*.safetensors")))
@@ -67,7 +67,7 @@ def test_two_ddp_processes_train_both_stages_into_one_run(tmp_path, tiny_samples
     assert not list(s2.glob("stage1_scores.shard*"))
 
 
-def test_deepspeed_zero3_saves_the_whole_model(tmp_path, tiny_samples):
+def test_deepspeed_zero3_trains_both_stages_and_saves_the_whole_model(tmp_path, tiny_samples):
     pytest.importorskip("deepspeed")
     data = tiny_samples
     out = tmp_path / "zero3"
@@ -76,3 +76,13 @@ def test_deepspeed_zero3_saves_the_whole_model(tmp_path, tiny_samples):
     _launch(launch, ["stage1", "--config", "configs/stage1_tiny.yaml", "--set", f"data.path={data}",
                      "--output", str(out)], 29523)
     _check_run(out, 2)
+    # stage 2 under ZeRO-3, its negatives ordered by another model (as the reader recipe does), scored in two shares
+    s2 = tmp_path / "zero3_stage2"
+    _launch(launch, ["stage2", "--config", "configs/stage2_tiny.yaml", "--init", str(out), "--set",
+                     f"data.path={data}", "--set", "data.negatives=stage1", "--set",
+                     f"data.negatives_model={out / 'merged'}", "--set", "warmup.enabled=false", "--output", str(s2)],
+            29523)
+    _check_run(s2, 2, start=out / "merged")
+    scores = json.loads((s2 / "stage1_scores.json").read_text())
+    assert scores["model"].startswith(str(out / "merged")) and set(scores["scores"]) == set(
+        json.loads((s2 / "split.json").read_text())["train"])
