@@ -17,13 +17,13 @@ benchmarks/results/stage2_think_probe.json (both arms' numbers and the paired pe
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
+from paired_predictions import bootstrap_95  # noqa: E402
 
 
 def quoted_window(question: str, text: str, width: int) -> str:
@@ -86,12 +86,10 @@ def main() -> None:
     qids = sorted(set(preds["generated"]) & set(preds["quoted"]))
     per_q = {a: score_rows([preds[a][q] for q in qids], dataset="webqa")["per_question_acc"] for a in arms}
     diff = [b - a for a, b in zip(per_q["generated"], per_q["quoted"])]
-    rng = random.Random(0)
-    boot = sorted(sum(rng.choice(diff) for _ in diff) / len(diff) for _ in range(5000))
     payload = {"benchmark": "stage2_think_probe", "questions": len(qids), "window": args.window,
                "note": f"held-out questions of the shipped models; {CAPTION_NOTE}", "arms": rows,
                "paired": {"quoted_better": sum(d > 0 for d in diff), "quoted_worse": sum(d < 0 for d in diff),
-                          "quoted_minus_generated_qa_acc_bootstrap_95": [boot[125], boot[-125]]}}
+                          "quoted_minus_generated_qa_acc_bootstrap_95": list(bootstrap_95(diff))}}
     path = common.write_result(args.name, payload)
     common.print_table(f"{len(qids)} held-out WebQA questions ({CAPTION_NOTE})",
                        ["reasoning", "QA-Acc", "evidence F1", "reasoning grounded", "s / question"],

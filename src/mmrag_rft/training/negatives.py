@@ -48,17 +48,16 @@ def stage1_scores_with_model(get_model: Callable[[], Any], processing_class: Any
 
     if mine:
         scores.update(_score(get_model, processing_class, mine, state.device, layout, save, cached=len(scores)))
-    if todo and cache is not None:  # the shards merged into the cache, then removed
-        if several:
-            state.wait_for_everyone()
-            for part in _shards(cache):
-                scores.update(_read_scores(part, model_key))
+    if todo and several:  # the shards merged into the cache (one process saves straight into it)
+        state.wait_for_everyone()
+        for part in _shards(cache):
+            scores.update(_read_scores(part, model_key))
         if state.is_main_process:
             atomic_write_text(cache, json.dumps({"model": model_key, "scores": scores}))
         state.wait_for_everyone()
-        if state.is_main_process:
-            for part in _shards(cache):
-                part.unlink()
+    if todo and cache is not None and state.is_main_process:
+        for part in _shards(cache):
+            part.unlink()
     return {s.qid: scores[s.qid] for s in samples}
 
 
