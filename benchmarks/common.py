@@ -199,3 +199,13 @@ def progress() -> Any:
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     transient=True)
+
+
+def bootstrap_95(diff: list[float], resamples: int = 5000) -> tuple[float, float]:
+    """A paired bootstrap 95% interval of the mean of per-question differences (seed 0)."""
+    import random
+
+    rng = random.Random(0)
+    boot = sorted(sum(rng.choice(diff) for _ in diff) / len(diff) for _ in range(resamples))
+    cut = int(0.025 * resamples)
+    return boot[cut], boot[-cut]

@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
+import sys
 from pathlib import Path
 
-from mmrag_rft.config import atomic_write_text
-from mmrag_rft.evaluation.ablate import row_numbers
-from mmrag_rft.evaluation.evaluate import CAPTION_NOTE, score_rows
-from mmrag_rft.evaluation.runner import read_predictions
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import bootstrap_95  # noqa: E402
 
-def bootstrap_95(diff: list[float], resamples: int = 5000) -> tuple[float, float]:
-    """A paired bootstrap 95% interval of the mean of per-question differences (seed 0)."""
-    rng = random.Random(0)
-    boot = sorted(sum(rng.choice(diff) for _ in diff) / len(diff) for _ in range(resamples))
-    cut = int(0.025 * resamples)
-    return boot[cut], boot[-cut]
+from mmrag_rft.config import atomic_write_text  # noqa: E402
+from mmrag_rft.evaluation.ablate import row_numbers  # noqa: E402
+from mmrag_rft.evaluation.evaluate import CAPTION_NOTE, score_rows  # noqa: E402
+from mmrag_rft.evaluation.runner import read_predictions  # noqa: E402
 
 
 def main() -> None:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             out = backend.model(**enc, output_hidden_states=True, use_cache=False, logits_to_keep=1)
             for k in layers:
                 feats[k].append(out.hidden_states[k][:, -1, :].float().cpu().numpy())
-            p_yes += backend._p_yes(out.logits[:, -1, :])
+            p_yes += backend.yes_no_from_logits(out.logits[:, -1, :])
             kind += ["gold"] * len(gold) + ["own"] * len(own) + ["off"] * len(off)
             qidx += [gi] * len(cands)
             bar.advance(task)

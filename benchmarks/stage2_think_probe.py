@@ -23,18 +23,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from paired_predictions import bootstrap_95  # noqa: E402
 
 
 def quoted_window(question: str, text: str, width: int) -> str:
     """The `width`-word stretch of `text` sharing the most content words with the question (the first on ties)."""
-    from mmrag_rft.rewards import _content_words
+    from mmrag_rft.rewards import content_words
 
-    q = _content_words(question)
+    q = content_words(question)
     words = text.split()
     best, best_i = -1, 0
     for i in range(max(1, len(words) - width + 1)):
-        shared = len(_content_words(" ".join(words[i:i + width])) & q)
+        shared = len(content_words(" ".join(words[i:i + width])) & q)
         if shared > best:
             best, best_i = shared, i
     return " ".join(words[best_i:best_i + width]).strip(" .,;:")
@@ -89,7 +88,7 @@ def main() -> None:
     payload = {"benchmark": "stage2_think_probe", "questions": len(qids), "window": args.window,
                "note": f"held-out questions of the shipped models; {CAPTION_NOTE}", "arms": rows,
                "paired": {"quoted_better": sum(d > 0 for d in diff), "quoted_worse": sum(d < 0 for d in diff),
-                          "quoted_minus_generated_qa_acc_bootstrap_95": list(bootstrap_95(diff))}}
+                          "quoted_minus_generated_qa_acc_bootstrap_95": list(common.bootstrap_95(diff))}}
     path = common.write_result(args.name, payload)
     common.print_table(f"{len(qids)} held-out WebQA questions ({CAPTION_NOTE})",
                        ["reasoning", "QA-Acc", "evidence F1", "reasoning grounded", "s / question"],

@@ -60,3 +60,20 @@ def test_training_and_inference_see_the_same_pixels_or_the_caption(tmp_path, cap
     broken = Candidate(id="b", modality="image", image_path=str(tmp_path / "broken.png"))
     assert pixels_or_caption(broken) is None and "caption stands in" in caplog.text
     assert pixels_or_caption(Candidate(id="t", modality="text", text="x")) is None
+
+
+def test_open_image_is_the_one_decoder(tmp_path: Path) -> None:
+    """Every source kind decodes alike; an oversized or undecodable one names where it came from."""
+    from mmrag_rft.data.images import open_image
+
+    raw = _png_bytes()
+    (tmp_path / "a.png").write_bytes(raw)
+    decoded = [open_image(raw), open_image(io.BytesIO(raw)), open_image(tmp_path / "a.png"),
+               open_image(str(tmp_path / "a.png")), open_image(Image.open(io.BytesIO(raw)))]
+    assert {(im.mode, im.getpixel((0, 0))) for im in decoded} == {("RGB", (10, 20, 30))}
+    with pytest.raises(DataError, match="2x2 pixels; at most 3 allowed") as ei:
+        open_image(raw, where="query image", max_pixels=3)
+    assert ei.value.file == "query image"
+    with pytest.raises(DataError, match="not a known image format") as ei:
+        open_image(b"<html>", where="upload")
+    assert str(ei.value).startswith("upload")

@@ -200,7 +200,7 @@ def test_prefill_is_continued_not_closed():
     from transformers import AutoTokenizer
 
     from mmrag_rft.models.loading import resolve_model_path
-    from mmrag_rft.training.grpo import continue_final_assistant
+    from mmrag_rft.training.policy import continue_final_assistant
 
     tok = continue_final_assistant(AutoTokenizer.from_pretrained(resolve_model_path("base")))
     conv = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "<think>"}]

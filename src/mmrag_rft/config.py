@@ -142,7 +142,7 @@ def build(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T
         raise _bad(where, f"{e}") from None
 
 
-def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     for k in keys[:-1]:
         d = d.setdefault(k, {})
@@ -193,7 +193,7 @@ def load(cls: type[T], path: str | os.PathLike[str] | None = None, overrides: li
         if "=" not in ov:
             raise ConfigError(f"override {ov!r}: expected key=value")
         k, v = ov.split("=", 1)
-        _set_dotted(data, k.strip(), yaml.safe_load(v))
+        set_dotted(data, k.strip(), yaml.safe_load(v))
         given[k.strip()] = v
     where = str(path) if path else "config"
     try:
@@ -283,6 +283,26 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_writer(path, binary=True) as f:
         f.write(data)
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Put a finished folder `tmp` where `out` is: the old `out` is moved aside, never deleted before the new one is in
+    place (restored if the rename fails), then removed. `tmp` must sit beside `out` (same file system)."""
+    import shutil
+    import uuid
+
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, old)
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.rename(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

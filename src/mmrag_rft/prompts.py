@@ -10,6 +10,26 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 
+def message_text(content: Any) -> str:
+    """A message as text alone: a string as it is, a list of parts joined by their text (images dropped: their
+    captions are text already)."""
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text") or "" for p in content or [] if p.get("type") == "text")
+
+
+def image_placeholders(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with each image part reduced to `{"type": "image"}`: a chat template needs to see where an
+    image is, not its pixels."""
+    out = []
+    for m in messages:
+        c = m.get("content")
+        if isinstance(c, list):
+            c = [{"type": "image"} if p.get("type") == "image" else p for p in c]
+        out.append({**m, "content": c})
+    return out
+
+
 @dataclass
 class ChatPrompt:
     """A chat in Hugging Face's multimodal message format, plus an optional assistant prefill.

@@ -282,7 +282,8 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9]+", text.lower())
 
 
-def _content_words(text: str) -> set[str]:
+def content_words(text: str) -> set[str]:
+    """Lower-cased words of three letters or more, stop words left out: what grounding counts as shared."""
     return {w for w in _words(text) if len(w) > 2 and w not in _STOPWORDS}
 
 
@@ -316,7 +317,7 @@ def grounding_score(think: str, question: str, evidence: Sequence[str], *, words
         return 0.0
     named = any(1 <= int(i) <= len(evidence) for i in re.findall(r"\[(\d{1,3})\]", think))
     source = " ".join([question, *evidence])
-    from_evidence = (_content_words(think) - _content_words(question)) & _content_words(" ".join(evidence))
+    from_evidence = (content_words(think) - content_words(question)) & content_words(" ".join(evidence))
     claims = _specifics(think)
     faithful = len(claims & set(_words(source))) / len(claims) if claims else 1.0
     return faithful * (0.5 * named + 0.5 * min(1.0, len(from_evidence) / max(1, words_for_full)))

@@ -56,12 +56,13 @@ def open_query_image_or_fail(path: object):
     """The optional query image as RGB, or None; an unreadable file is one clear line."""
     if path is None:
         return None
-    from PIL import Image
+    from mmrag_rft.data.images import open_image
+    from mmrag_rft.data.schema import DataError
 
     try:
-        return Image.open(path).convert("RGB")
-    except Exception as e:
-        raise fail(f"query image {path}: {e}") from None
+        return open_image(path, where=f"query image {path}")
+    except DataError as e:
+        raise fail(str(e)) from None
 
 
 def load_reader_or_fail(cfg):

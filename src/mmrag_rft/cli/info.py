@@ -60,9 +60,9 @@ def register(app: typer.Typer) -> None:
 
 def _reader_state() -> str:
     """Whether the embedded reader is installed and converted, without converting it (that takes minutes)."""
-    from mmrag_rft.models.default import READER_INSTALL, READER_PACKAGES, _package_dir, is_complete, reader_model_path
+    from mmrag_rft.models.default import READER_INSTALL, is_complete, reader_model_path, reader_packages_installed
 
-    if not all(_package_dir(p) is not None for p in READER_PACKAGES):
+    if not reader_packages_installed():
         return f"not installed ({READER_INSTALL}); the stage-1 model reads instead"
     folder = reader_model_path()
     return str(folder) if is_complete(folder) else "installed; converted on first use"

@@ -16,13 +16,27 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 
 
-def _open(src: str | io.BytesIO, where: str) -> Image.Image:
+def open_image(src: Image.Image | bytes | bytearray | io.BytesIO | str | os.PathLike[str], *, where: str | None = None,
+               max_pixels: int | None = None) -> Image.Image:
+    """Any image source (a PIL image, encoded bytes, a path) as RGB: the one place pixels are decoded. An image that
+    cannot be decoded, or has more than `max_pixels` pixels, is a DataError naming `where` (default: the path)."""
+    if isinstance(src, Image.Image):
+        return src.convert("RGB")
+    if isinstance(src, (bytes, bytearray)):
+        src = io.BytesIO(src)
+    where = where if where is not None else ("image bytes" if isinstance(src, io.BytesIO) else str(src))
     try:
         with Image.open(src) as im:
+            if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
+                raise DataError(f"image is {im.size[0]}x{im.size[1]} pixels; at most {max_pixels} allowed",
+                                file=where, field="image")
             im.load()
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"unreadable image ({e})", file=where, field="image") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        if isinstance(e, DataError):
+            raise
+        why = "not a known image format" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
+        raise DataError(f"unreadable image ({why})", file=where, field="image") from None
 
 
 def find_image_file(image_dir: str | os.PathLike[str], cid: str) -> Path | None:
@@ -42,19 +56,19 @@ def load_image(candidate: Candidate, *, image_dir: str | os.PathLike[str] | None
     `image_dir/<id>.<ext>`. A file that exists but cannot be decoded is a DataError, not None.
     """
     if candidate.image_bytes is not None:
-        return _open(io.BytesIO(candidate.image_bytes), f"candidate {candidate.id} (image bytes)")
+        return open_image(candidate.image_bytes, where=f"candidate {candidate.id} (image bytes)")
     if candidate.image_path:
         p = Path(candidate.image_path).expanduser()
         tries = [p] if p.is_absolute() else ([Path(image_dir) / p] if image_dir else []) + [p]
         for t in tries:
             if t.is_file():
-                return _open(str(t), str(t))
+                return open_image(t)
         if image_dir is None:
             raise DataError(f"image file not found for candidate {candidate.id}", file=str(p), field="image_path")
     if image_dir is not None:
         found = find_image_file(image_dir, candidate.id)
         if found is not None:
-            return _open(str(found), str(found))
+            return open_image(found)
         if candidate.image_path:
             raise DataError(f"image file not found for candidate {candidate.id} (also looked in {image_dir})",
                             file=str(candidate.image_path), field="image_path")

@@ -136,6 +136,11 @@ def reader_model_path() -> Path:
     return cache_dir() / "models" / READER_MODEL_NAME
 
 
+def reader_packages_installed() -> bool:
+    """Whether all six reader wheels are installed (nothing imported, nothing converted)."""
+    return all(_package_dir(p) is not None for p in READER_PACKAGES)
+
+
 def reader_gguf_path() -> Path:
     """The six installed chunks concatenated into one GGUF under the cache (once), its sha256 checked."""
     import hashlib

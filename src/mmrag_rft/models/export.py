@@ -145,19 +145,12 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
             (tmp / "README.md").write_text(card)
         if split is not None:
             (tmp / "split.json").write_text(json.dumps(split) + "\n")
-        from mmrag_rft.config import current_umask
+        from mmrag_rft.config import current_umask, replace_dir
 
         for f in tmp.iterdir():  # package data: readable by whoever installs it, whatever wrote it
             os.chmod(f, 0o666 & ~current_umask())
         os.chmod(tmp, 0o755)
-        old = out.with_name(f".{out.name}.old")
-        if out.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old.exists():
-            shutil.rmtree(old)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -175,7 +168,7 @@ def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[s
 
     import yaml
 
-    from mmrag_rft.config import _set_dotted
+    from mmrag_rft.config import set_dotted
     from mmrag_rft.models.loading import untrained_base
 
     run = Path(run_dir)
@@ -187,7 +180,7 @@ def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[s
     stage = int(result.get("stage", 1))
     pipeline: dict[str, Any] = {"stage1_layout": data.get("layout", "default")} if stage == 1 else {}
     for dotted, value in (operating_point or {}).items():
-        _set_dotted(pipeline, dotted, value)
+        set_dotted(pipeline, dotted, value)
     return {
         "name": name, "stage": stage, "base": untrained_base(str((cfg.get("model") or {}).get("path", "base"))),
         "prompt": {"layout": data.get("layout", "default"), "think": bool(data.get("think", True))},

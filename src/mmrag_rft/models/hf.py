@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mmrag_rft.prompts import ChatPrompt
+from mmrag_rft.prompts import ChatPrompt, image_placeholders, message_text
 
 YES_VARIANTS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
 NO_VARIANTS = ("no", "No", "NO", " no", " No", " NO")
@@ -50,24 +50,6 @@ def resolve_device(device: str = "auto", dtype: str | torch.dtype = "auto") -> t
 
 def is_vision_config(config: Any) -> bool:
     return getattr(config, "vision_config", None) is not None
-
-
-def _text_only(content: Any) -> str:
-    """A causal LM's view of a message: the text parts joined; images are dropped (their captions are text)."""
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content or [] if p.get("type") == "text")
-
-
-def _strip_image_payloads(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chat templates only need to see where an image is, not the pixels."""
-    out = []
-    for m in messages:
-        c = m.get("content")
-        if isinstance(c, list):
-            c = [{"type": "image"} if p.get("type") == "image" else p for p in c]
-        out.append({**m, "content": c})
-    return out
 
 
 def load_vl_processor(path: str | Path, config: Any = None) -> Any:
@@ -159,11 +141,11 @@ class HFBackend:
     def render(self, prompt: ChatPrompt) -> str:
         """The exact model input text: chat template with the assistant header, then the prefill."""
         if self.supports_images:
-            text = self.processor.apply_chat_template(_strip_image_payloads(prompt.messages),
+            text = self.processor.apply_chat_template(image_placeholders(prompt.messages),
                                                       add_generation_prompt=True, tokenize=False,
                                                       continue_final_message=False)
         else:
-            msgs = [{**m, "content": _text_only(m.get("content"))} for m in prompt.messages]
+            msgs = [{**m, "content": message_text(m.get("content"))} for m in prompt.messages]
             text = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         return text + prompt.prefill
 
@@ -257,6 +239,11 @@ class HFBackend:
     def score_yes_no(self, prompts: Sequence[ChatPrompt], reuse_prefix: bool = True) -> list[float]:
         """P(yes) / (P(yes) + P(no)) at the token after each prompt's prefill (case/space variants summed)."""
         return [p[0] for p in self.score_choices(prompts, [YES_VARIANTS, NO_VARIANTS], reuse_prefix=reuse_prefix)]
+
+    def yes_no_from_logits(self, last_logits: torch.Tensor) -> list[float]:
+        """P(yes) from next-token logits a caller already has (e.g. a forward pass that also reads hidden states),
+        normalised exactly as `score_yes_no` does."""
+        return [p[0] for p in self._choice_probs(last_logits, self.choice_ids([YES_VARIANTS, NO_VARIANTS]))]
 
     def _score_plain(self, prompts: Sequence[ChatPrompt], groups: Sequence[Sequence[int]]) -> list[list[float]]:
         enc = self.encode(prompts)

@@ -12,8 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from mmrag_rft.models.hf import NO_VARIANTS, YES_VARIANTS, _strip_image_payloads, _text_only
-from mmrag_rft.prompts import ChatPrompt
+from mmrag_rft.models.hf import NO_VARIANTS, YES_VARIANTS
+from mmrag_rft.prompts import ChatPrompt, image_placeholders, message_text
 
 SCORE_TOP_LOGPROBS = 20
 
@@ -56,10 +56,10 @@ class VLLMBackend:
 
     def _inputs(self, prompt: ChatPrompt) -> dict[str, Any]:
         if self.supports_images:
-            text = self._chat.apply_chat_template(_strip_image_payloads(prompt.messages), add_generation_prompt=True,
+            text = self._chat.apply_chat_template(image_placeholders(prompt.messages), add_generation_prompt=True,
                                                   tokenize=False)
         else:
-            msgs = [{**m, "content": _text_only(m.get("content"))} for m in prompt.messages]
+            msgs = [{**m, "content": message_text(m.get("content"))} for m in prompt.messages]
             text = self._chat.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         item: dict[str, Any] = {"prompt": text + prompt.prefill}
         images = prompt.images() if self.supports_images else []

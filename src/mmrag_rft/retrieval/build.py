@@ -10,7 +10,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from array import array
 from dataclasses import asdict
 from pathlib import Path
@@ -144,12 +143,13 @@ class _Builder:
             self.bm25.add(texts)
 
     def _fuse_images(self, vecs: np.ndarray, pixels: list[tuple[int, Any]]) -> np.ndarray:
-        from mmrag_rft.retrieval.image_encoder import fuse, to_pil
+        from mmrag_rft.data.images import open_image
+        from mmrag_rft.retrieval.image_encoder import fuse
 
         rows, imgs = [], []
         for i, px in pixels:
             try:
-                imgs.append(to_pil(px))
+                imgs.append(open_image(px))
                 rows.append(i)
             except Exception as e:  # an unreadable picture degrades to its caption
                 log.warning("image of candidate row %d unreadable (%s): caption only", i, e)
@@ -294,22 +294,11 @@ def build_index(candidates: Iterable[Any], out_dir: str | os.PathLike[str], conf
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
     """Rename the finished build over `out`; the old index is removed only once the new one is in place."""
-    from mmrag_rft.config import current_umask
+    from mmrag_rft.config import current_umask, replace_dir
 
     mask = current_umask()
     os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes it 0700: an index built by one account is served by another
     for sub in tmp.rglob("*"):
         if sub.is_dir():
             os.chmod(sub, 0o777 & ~mask)
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        if old is not None:
-            os.rename(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, out)

@@ -109,27 +109,16 @@ def _build_model() -> Any:
     return EfficientNetLite0()
 
 
-def to_pil(image: Any) -> Any:
-    """A PIL RGB image from a PIL image, a path, or encoded bytes."""
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, (bytes, bytearray)):
-        with Image.open(io.BytesIO(image)) as im:
-            return im.convert("RGB")
-    with Image.open(image) as im:
-        return im.convert("RGB")
-
-
 def preprocess(images: Sequence[Any], size: int = 224) -> np.ndarray:
     """Resize the short side to size/0.875, centre-crop, ImageNet-normalise: the usual evaluation transform."""
     from PIL import Image
 
+    from mmrag_rft.data.images import open_image
+
     out = np.empty((len(images), 3, size, size), dtype=np.float32)
     short = int(round(size / 0.875))
     for i, img in enumerate(images):
-        im = to_pil(img)
+        im = open_image(img)
         w, h = im.size
         scale = short / min(w, h)
         im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)

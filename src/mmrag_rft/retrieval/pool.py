@@ -36,16 +36,14 @@ def rank_pool(question: str, candidates: Sequence[Candidate], top_n: int = 20, *
             if ie.available():
                 enc = _pool_image_encoder(cfg.image_encoder or ie.ENCODER_NAMES[0], emb)
         if enc is not None and cfg.image_encoder:
-            from mmrag_rft.retrieval.image_encoder import fuse, to_pil
+            from mmrag_rft.data.images import pixels_or_caption
+            from mmrag_rft.retrieval.image_encoder import fuse
 
             rows, imgs = [], []
             for i, c in enumerate(cands):
-                if c.modality == "image" and c.has_pixels:
-                    try:
-                        imgs.append(to_pil(c.image_bytes if c.image_bytes is not None else c.image_path))
-                        rows.append(i)
-                    except Exception:
-                        pass  # unreadable picture: caption only
+                if c.has_pixels and (img := pixels_or_caption(c)) is not None:  # unreadable: its caption only
+                    imgs.append(img)
+                    rows.append(i)
             if rows:
                 vecs[rows] = fuse(vecs[rows], enc.encode(imgs), cfg.image_weight)
         if enc is not None and query_image is not None:

@@ -8,7 +8,6 @@ Corpus items are served by id from the index only: no request path ever becomes 
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import math
@@ -126,19 +125,13 @@ class _BodyLimit:
 
 
 def _decode_image(data: bytes) -> Any:
-    from PIL import Image, UnidentifiedImageError
+    from mmrag_rft.data.images import open_image
+    from mmrag_rft.data.schema import DataError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise HTTPException(400, f"query image is {w}x{h} pixels; at most {MAX_IMAGE_PIXELS} allowed")
-            im.load()
-            return im.convert("RGB")
-    except HTTPException:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise HTTPException(400, f"query image could not be decoded as an image ({type(e).__name__})") from None
+        return open_image(data, max_pixels=MAX_IMAGE_PIXELS)
+    except DataError as e:
+        raise HTTPException(400, f"query image: {e.reason}") from None
 
 
 def _image_media_type(path: Path) -> str | None:

@@ -92,9 +92,9 @@ def load_checkpoint_weights(model: Any, ckpt: Path, cfg: TrainConfig) -> Any:
 
         set_peft_model_state_dict(model, load_peft_weights(str(ckpt)))
         return model
-    from mmrag_rft.models.loading import load_model
+    from mmrag_rft.training.policy import load_policy
 
-    return load_model(ckpt, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+    return load_policy(ckpt, cfg)
 
 
 # What makes a folder hold a run; warmup/ and stage1_scores.json are caches checked by key, so they stay.

@@ -1,6 +1,7 @@
 """Both RL stages on TRL's GRPOTrainer: data -> model (+LoRA) -> optional format warm-up -> GRPO -> adapter + merged.
 
-`train` reads top to bottom as its phases; the model comes from `models.loading` (the one loader), LoRA from
+`train` reads top to bottom as its phases; the policy comes from `training.policy` (the one loader, as the config
+asks), LoRA from
 `training.lora`, checkpoints and resume rules from `training.checkpoints`, stage 2's negatives from
 `training.negatives`.
 
@@ -25,6 +26,7 @@ from mmrag_rft.training.config import TrainConfig
 from mmrag_rft.training.examples import interleave_by_label, split_by_question, stage1_rows, stage2_rows, to_dataset
 from mmrag_rft.training.lora import add_lora
 from mmrag_rft.training.negatives import retrieval_order, stage2_negative_scores
+from mmrag_rft.training.policy import load_policy, load_policy_processor
 from mmrag_rft.training.processes import is_zero3, process_state
 from mmrag_rft.training.run_log import LOG_NAME, JsonlLogCallback, ZeroVarianceStop
 
@@ -50,45 +52,11 @@ class RunResult:
         return asdict(self)
 
 
-# --- the prefill: TRL 1.16 renders prompts with add_generation_prompt=True -----------------------------------------
-
-def continue_final_assistant(processing_class: Any) -> Any:
-    """Make `apply_chat_template` *continue* a trailing assistant message instead of closing it.
-
-    TRL 1.16's GRPOTrainer calls `apply_chat_template(..., add_generation_prompt=True)` unconditionally
-    (grpo_trainer.py, `_tokenize_prompts`), which renders our prefill as a finished assistant turn followed by a
-    new empty one; `chat_template_kwargs` cannot help because transformers refuses continue_final_message together
-    with add_generation_prompt. This instance-level wrapper is the smallest fix: for conversations that end with
-    an assistant message it swaps add_generation_prompt for continue_final_message.
-    """
-    if getattr(processing_class, "_mmrag_continue_final", False):
-        return processing_class
-    original = processing_class.apply_chat_template
-
-    def apply_chat_template(conversation: Any, *args: Any, **kwargs: Any) -> Any:
-        convs = conversation if (conversation and isinstance(conversation[0], (list, tuple))) else [conversation]
-        if convs and all(c and c[-1].get("role") == "assistant" for c in convs) and kwargs.get("add_generation_prompt"):
-            kwargs["add_generation_prompt"] = False
-            kwargs["continue_final_message"] = True
-        return original(conversation, *args, **kwargs)
-
-    processing_class.apply_chat_template = apply_chat_template
-    processing_class._mmrag_continue_final = True
-    return processing_class
-
-
 # --- models ---------------------------------------------------------------------------------------------------
 
 def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def load_policy_processor(path: Path | str, max_pixels: int | None = None) -> Any:
-    """The processing class GRPO trains with: the one loader's, made to continue the prefilled assistant turn."""
-    from mmrag_rft.models.loading import load_processor
-
-    return continue_final_assistant(load_processor(path, max_pixels=max_pixels))
 
 
 # --- data -----------------------------------------------------------------------------------------------------
@@ -177,7 +145,7 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
         return RunResult(**done)
     if state.is_main_process:
         dump(cfg, out / "config.yaml")
-    from mmrag_rft.models.loading import is_vision_model, load_model, resolve_model_path
+    from mmrag_rft.models.loading import is_vision_model, resolve_model_path
 
     init_src = resolve_model_path(init or cfg.model.path)
     is_vlm = is_vision_model(init_src)
@@ -185,7 +153,7 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     train_samples, val_samples = write_split(cfg, out, write=state.is_main_process)
 
     model_src, warm_info = saved_warmup(cfg, stage, out, init_src, resume=resume)
-    model = load_model(model_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+    model = load_policy(model_src, cfg)
     if stage == 2 and stage1_scores is None:  # each process scores its share; cached in the run folder
         stage1_scores = stage2_negative_scores(cfg, train_samples, out, init_src=init_src,
                                                processing_class=processing_class,
@@ -198,7 +166,7 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
                 model, warm_info = run_warmup(cfg, stage, out, model, processing_class, rows, init_src, is_vlm)
             else:
                 model_src, warm_info = saved_warmup(cfg, stage, out, init_src, resume=True)
-                model = load_model(model_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+                model = load_policy(model_src, cfg)
         model_src = out / "warmup"
 
     balanced = stage == 1 and cfg.data.balanced_steps  # after the warm-up, which samples rows of its own
@@ -282,13 +250,12 @@ def saved_warmup(cfg: TrainConfig, stage: int, out: Path, init_src: Path, *,
 def run_warmup(cfg: TrainConfig, stage: int, out: Path, model: Any, processing_class: Any, rows: list[dict[str, Any]],
                init_src: Path, is_vlm: bool) -> tuple[Any, dict[str, Any]]:
     """Supervised steps on the format only (never gold labels), saved, and the policy reloaded from them."""
-    from mmrag_rft.models.loading import load_model
     from mmrag_rft.training.warmup import WARMUP_DIR, format_warmup
 
     warm_dir = out / WARMUP_DIR
     info = format_warmup(model, processing_class, rows, stage=stage, cfg=cfg.warmup, lora=cfg.lora, is_vlm=is_vlm,
                          out_dir=warm_dir, key=warmup_key(cfg, stage, init_src))
-    return load_model(warm_dir, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation), info
+    return load_policy(warm_dir, cfg), info
 
 
 def build_trainer(cfg: TrainConfig, stage: int, out: Path, model: Any, processing_class: Any, dataset: Any, *,
@@ -340,13 +307,11 @@ def save_model(trainer: Any, trained: Any, processing_class: Any, out: Path, *, 
             if lora:
                 from peft import PeftModel
 
-                from mmrag_rft.models.loading import load_model
-
                 trained.save_pretrained(adapter_dir, state_dict=state_dict)  # PEFT keeps the adapter's own keys
                 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
                 unset_hf_deepspeed_config()  # training is over: load the base whole, on this process alone
-                base = load_model(base_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation)
+                base = load_policy(base_src, cfg)
                 trained = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
                 trained.save_pretrained(merged)
             else:

@@ -125,14 +125,14 @@ def stage2_negative_scores(cfg: TrainConfig, samples: list[Any], out: Path, *, i
     `data.negatives_model` when it names one, else from the --init model itself, never from its format-warmed-up
     copy (`policy` is used only when it is that model; otherwise the init model is reloaded if the cache lacks
     scores)."""
-    from mmrag_rft.models.loading import load_model, trained_layout
+    from mmrag_rft.models.loading import trained_layout
+    from mmrag_rft.training.policy import load_policy
 
     if cfg.data.negatives != "stage1":
         return None
     if cfg.data.negatives_model:
         return negatives_from_model(cfg, samples, out)
-    scorer = (lambda: policy) if policy is not None else (
-        lambda: load_model(init_src, dtype=cfg.model.dtype, attn_implementation=cfg.model.attn_implementation))
+    scorer = (lambda: policy) if policy is not None else (lambda: load_policy(init_src, cfg))
     layout = trained_layout(init_src) or cfg.data.layout  # named in the cache key only when not default
     key = str(init_src) if layout == "default" else f"{init_src}|layout={layout}"
     return stage1_scores_with_model(scorer, processing_class, samples, cache=out / "stage1_scores.json",

@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from mmrag_rft.config import atomic_write_text
+from mmrag_rft.config import atomic_write_text, replace_dir
+from mmrag_rft.prompts import message_text
 from mmrag_rft.training.config import LoraSection, WarmupSection
 
 WARMUP_DIR = "warmup"
@@ -48,10 +51,7 @@ def stage1_target(rng: random.Random, prefill: str = "<think>") -> str:
 
 def _prompt_text(prompt: list[dict[str, Any]]) -> str:
     user = [m for m in prompt if m["role"] == "user"]
-    content = user[-1]["content"] if user else ""
-    if isinstance(content, list):
-        content = "".join(p.get("text") or "" for p in content if p.get("type") == "text")
-    return content
+    return message_text(user[-1]["content"]) if user else ""
 
 
 def stage2_target(prompt: list[dict[str, Any]], num_candidates: int, rng: random.Random) -> str:
@@ -69,13 +69,7 @@ def stage2_target(prompt: list[dict[str, Any]], num_candidates: int, rng: random
 
 def _text_only(prompt: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Image placeholders dropped (the warm-up teaches tags, not vision); every content a string."""
-    out = []
-    for m in prompt:
-        c = m["content"]
-        if isinstance(c, list):
-            c = "".join(p.get("text") or "" for p in c if p.get("type") == "text")
-        out.append({"role": m["role"], "content": c})
-    return out
+    return [{"role": m["role"], "content": message_text(m["content"])} for m in prompt]
 
 
 def warmup_examples(rows: list[dict[str, Any]], *, stage: int, n: int, seed: int = 0) -> list[tuple[list[dict[str, Any]], str]]:
@@ -144,17 +138,17 @@ def format_warmup(model: Any, processing_class: Any, rows: list[dict[str, Any]],
             bar.update(task, advance=1, description=f"format warm-up loss {losses[-1]:.3f}")
     merged = peft_model.merge_and_unload()
     merged.eval()
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    merged.save_pretrained(tmp)
-    processing_class.save_pretrained(tmp)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     info = {"steps": cfg.steps, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "targets": "format only: random verdict / random ids and a random candidate span; no gold labels",
             "key": key}
-    atomic_write_text(tmp / "warmup.json", json.dumps(info, indent=2))
-    if out_dir.exists():
-        import shutil
-
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        merged.save_pretrained(tmp)
+        processing_class.save_pretrained(tmp)
+        atomic_write_text(tmp / "warmup.json", json.dumps(info, indent=2))
+        replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only left when something failed before the swap
     return info
