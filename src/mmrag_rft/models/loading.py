@@ -299,19 +299,32 @@ def _model_folder(spec_or_path: str | Path) -> Path:
     return p if (p / "config.json").is_file() else resolve_model_path(str(spec_or_path))
 
 
-def is_vision_model(spec_or_path: str | Path) -> bool:
-    """Whether the model is a vision-language model (its config has a vision tower)."""
+def model_config(spec_or_path: str | Path) -> Any:
+    """The model's transformers config, read from its folder (no weights loaded)."""
     from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(_model_folder(spec_or_path)))
+
+
+def model_class(config: Any) -> Any:
+    """The transformers class a config loads as: image-text-to-text for a VLM, causal LM otherwise."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     from mmrag_rft.models.hf import is_vision_config
 
-    return is_vision_config(AutoConfig.from_pretrained(str(_model_folder(spec_or_path))))
+    return AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
+
+
+def is_vision_model(spec_or_path: str | Path) -> bool:
+    """Whether the model is a vision-language model (its config has a vision tower)."""
+    from mmrag_rft.models.hf import is_vision_config
+
+    return is_vision_config(model_config(spec_or_path))
 
 
 def load_model(spec_or_path: str | Path, *, dtype: str = "float32", attn_implementation: str | None = None) -> Any:
     """A fresh (uncached, trainable) transformers model: image-text-to-text for a VLM, causal LM otherwise."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     # transformers otherwise fetches Hub kernels once a model is on a GPU (also the reference model TRL loads);
     # nothing is downloaded at run time unless the user opts in with USE_HUB_KERNELS=1
@@ -320,8 +333,7 @@ def load_model(spec_or_path: str | Path, *, dtype: str = "float32", attn_impleme
     kw: dict[str, Any] = {"dtype": "auto" if dtype == "auto" else getattr(torch, dtype)}
     if attn_implementation:
         kw["attn_implementation"] = attn_implementation
-    cls = AutoModelForImageTextToText if is_vision_model(path) else AutoModelForCausalLM
-    return cls.from_pretrained(str(path), **kw)
+    return model_class(model_config(path)).from_pretrained(str(path), **kw)
 
 
 def load_processor(spec_or_path: str | Path, *, max_pixels: int | None = None,

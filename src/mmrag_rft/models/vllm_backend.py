@@ -31,11 +31,10 @@ class VLLMBackend:
         except ImportError as e:
             raise ImportError("the vLLM backend needs vllm on a GPU machine: pip install 'mmrag-rft[gpu]' "
                               "(or use the default Hugging Face backend)") from e
-        from transformers import AutoConfig
+        from mmrag_rft.models.loading import is_vision_model
 
         self.model_id = str(model)
-        config = AutoConfig.from_pretrained(self.model_id)
-        self.supports_images = getattr(config, "vision_config", None) is not None
+        self.supports_images = is_vision_model(self.model_id)
         if self.supports_images:
             llm_kwargs.setdefault("limit_mm_per_prompt", {"image": max_images_per_prompt})
         self.llm = LLM(model=self.model_id, **llm_kwargs)

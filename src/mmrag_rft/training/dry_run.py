@@ -65,21 +65,17 @@ def read_accelerate_config(path: str | Path | None) -> dict[str, Any]:
 def _meta_model(config: Any) -> Any:
     """The model's modules and parameter shapes on the meta device: no memory, no weights."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    from mmrag_rft.models.hf import is_vision_config
+    from mmrag_rft.models.loading import model_class
 
-    cls = AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
     with torch.device("meta"):
-        return cls.from_config(config)
+        return model_class(config).from_config(config)
 
 
 def dry_run(cfg: TrainConfig, *, stage: int, accelerate_config: str | Path | None = None,
             num_processes: int | None = None, init: str | None = None) -> DryRun:
-    from transformers import AutoConfig
-
     from mmrag_rft.models.hf import is_vision_config
-    from mmrag_rft.models.loading import resolve_model_path
+    from mmrag_rft.models.loading import model_config, resolve_model_path
     from mmrag_rft.training.shared_prompt import trl_version_problem
 
     r = DryRun()
@@ -137,7 +133,7 @@ def dry_run(cfg: TrainConfig, *, stage: int, accelerate_config: str | Path | Non
     spec = init or cfg.model.path
     try:
         folder = resolve_model_path(spec)  # an adapter: its merged folder (cached after the first time)
-        mcfg = AutoConfig.from_pretrained(str(folder))
+        mcfg = model_config(folder)
     except (FileNotFoundError, ValueError, OSError) as e:
         r.problems.append(f"model.path {spec!r}: {e}")
         return _finish(r, cfg, stage, procs, zero, global_batch, versions, None, None)
