@@ -272,7 +272,9 @@ USES = {1: "`mmrag ask`, `demo`, `serve` and `evaluate` load it with `--model de
            "untrained model.",
         2: "It reads the candidates stage 1 kept, reasons, ranks the evidence and answers: the pipeline loads it with "
            "`stage2_model: reader`; `stage2_model: qwen2.5-coder-0.5b` is the untrained reader."}
-LIMITS = {1: "- Stage 1 judges relevance only; the answer comes from stage 2.",
+LIMITS = {1: "- Stage 1 judges relevance only; the answer comes from stage 2.\n"
+             "- Trained on WebQA only: on another benchmark's bare image titles (MMQA dev image questions) it picks no "
+             "better evidence than the retriever alone (docs/results.md).",
           2: "- Stage 2 sees the candidates' text only (captions for images), at most a few candidates per question."}
 
 
