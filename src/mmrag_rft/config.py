@@ -305,6 +305,18 @@ def replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def save_png(fig: Any, path: str | os.PathLike[str], *, dpi: int = 110) -> None:
+    """A matplotlib figure written atomically as PNG (rendered in memory, then renamed into place), then closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[IO[Any]]:
     """Stream into a temp file beside `path`, renamed over it only when the block finishes cleanly

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmrag_rft.config import atomic_write_text
+from mmrag_rft.config import atomic_write_text, save_png
 from mmrag_rft.evaluation.evaluate import CAPTION_NOTE, evaluate_file, score_rows
 from mmrag_rft.evaluation.report import markdown_table
 from mmrag_rft.evaluation.runner import read_predictions
@@ -162,7 +162,4 @@ def plot_ablation(summary: Mapping[str, Any], path: Path) -> None:
     held = "held-out " if summary.get("heldout_of") else ""
     ax.set_title(f"{summary['questions']} {held}questions ({CAPTION_NOTE})")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_png(fig, path, dpi=110)

@@ -152,9 +152,9 @@ def plot(curves: dict[str, list[dict[str, float]]], out: Path, title: str) -> No
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    from mmrag_rft.config import save_png
+
+    save_png(fig, out, dpi=120)
 
 
 # -- run -----------------------------------------------------------------------------------------------------

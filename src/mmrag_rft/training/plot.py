@@ -57,12 +57,7 @@ def plot_training(run_dir: str | Path, out: str | Path | None = None, title: str
     fig.tight_layout()
     dest = Path(out) if out else (run if run.is_dir() else run.parent) / "training.png"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    import io
+    from mmrag_rft.config import save_png
 
-    from mmrag_rft.config import atomic_write_bytes
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(dest, buf.getvalue())
+    save_png(fig, dest, dpi=110)
     return dest
