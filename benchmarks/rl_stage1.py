@@ -37,10 +37,10 @@ def score_metrics(backend, pairs, layout: str = "default") -> dict:
 
 def evaluate(model_dir: Path, pairs, *, reason_n: int, max_new_tokens: int, mixed_pairs=None,
              layout: str = "default") -> dict:
-    from mmrag_rft.models.loading import load_backend
+    from mmrag_rft.models.hf import HFBackend
     from mmrag_rft.training.heldout import evaluate_stage1
 
-    return evaluate_stage1(load_backend(str(model_dir), engine="hf", device="cpu", dtype="float32"), pairs, mixed_pairs,
+    return evaluate_stage1(HFBackend(model_dir, device="cpu", dtype="float32"), pairs, mixed_pairs,
                            reason_pairs=reason_n, max_new_tokens=max_new_tokens, layout=layout)
 
 

@@ -25,11 +25,10 @@ NOTE = common.CAPTION_NOTE
 
 
 def evaluate(model_dir: Path, rows: list[dict], *, max_new_tokens: int) -> dict:
-    from mmrag_rft.models.loading import load_backend
+    from mmrag_rft.models.hf import HFBackend
     from mmrag_rft.training.heldout import evaluate_stage2
 
-    backend = load_backend(str(model_dir), engine="hf", device="cpu", dtype="float32")
-    return evaluate_stage2(backend, rows, max_new_tokens=max_new_tokens)
+    return evaluate_stage2(HFBackend(model_dir, device="cpu", dtype="float32"), rows, max_new_tokens=max_new_tokens)
 
 
 def baselines(rows: list[dict]) -> dict:

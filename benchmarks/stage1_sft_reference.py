@@ -96,20 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.time() - t0
     after = evaluate()
     if args.save:
-        import shutil
-        import tempfile
+        from mmrag_rft.config import replacing_dir
 
-        from mmrag_rft.config import replace_dir
-
-        final = Path(args.save)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
+        with replacing_dir(args.save) as tmp:
             model.merge_and_unload().save_pretrained(tmp)
             tok.save_pretrained(tmp)
-            replace_dir(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     rows_t = [[name, r["hard"]["auc"], r["mixed"]["auc"], r["hard"]["accuracy"], r["hard"]["mean_p_yes_pos"],
                r["hard"]["mean_p_yes_neg"]] for name, r in (("before", before), ("after supervised", after))]

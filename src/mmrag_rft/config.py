@@ -305,6 +305,23 @@ def replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def replacing_dir(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temp folder beside `out` to write into: when the block finishes cleanly it replaces `out` (`replace_dir`);
+    otherwise it is removed and `out` is left as it was."""
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; the result is an ordinary folder
+    try:
+        yield tmp
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_png(fig: Any, path: str | os.PathLike[str], *, dpi: int = 110) -> None:
     """A matplotlib figure written atomically as PNG (rendered in memory, then renamed into place), then closed."""
     import io

@@ -32,9 +32,9 @@ def open_image(src: Image.Image | bytes | bytearray | io.BytesIO | str | os.Path
                                 file=where, field="image")
             im.load()
             return im.convert("RGB")
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        if isinstance(e, DataError):
-            raise
         why = "not a known image format" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
         raise DataError(f"unreadable image ({why})", file=where, field="image") from None
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +122,9 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
     info.update(ranks=sorted(set(ranks.values())), total_rank=sum(ranks.values()),
                 probe_max_logit_diff=float((want - got).abs().max()), tol=tol, base=base_spec, dtype=dtype)
 
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    from mmrag_rft.config import current_umask, replacing_dir
+
+    with replacing_dir(out_dir) as tmp:
         peft_model.save_pretrained(str(tmp))
         if dtype != "float32":  # PEFT saves in the model's dtype; loading casts back into it
             from safetensors.torch import load_file, save_file
@@ -145,15 +142,9 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
             (tmp / "README.md").write_text(card)
         if split is not None:
             (tmp / "split.json").write_text(json.dumps(split) + "\n")
-        from mmrag_rft.config import current_umask, replace_dir
-
         for f in tmp.iterdir():  # package data: readable by whoever installs it, whatever wrote it
             os.chmod(f, 0o666 & ~current_umask())
         os.chmod(tmp, 0o755)
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return info
 
 

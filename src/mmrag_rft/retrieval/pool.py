@@ -41,7 +41,7 @@ def rank_pool(question: str, candidates: Sequence[Candidate], top_n: int = 20, *
 
             rows, imgs = [], []
             for i, c in enumerate(cands):
-                if c.has_pixels and (img := pixels_or_caption(c)) is not None:  # unreadable: its caption only
+                if (img := pixels_or_caption(c)) is not None:  # no pixels or unreadable: its caption only
                     imgs.append(img)
                     rows.append(i)
             if rows:

@@ -29,6 +29,7 @@ from mmrag_rft.training.negatives import retrieval_order, stage2_negative_scores
 from mmrag_rft.training.policy import load_policy, load_policy_processor
 from mmrag_rft.training.processes import is_zero3, process_state
 from mmrag_rft.training.run_log import LOG_NAME, JsonlLogCallback, ZeroVarianceStop
+from mmrag_rft.training.warmup import WARMUP_DIR
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +162,13 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
     rows = build_rows(cfg, stage, train_samples, with_pixels=is_vlm and cfg.model.use_pixels,
                       stage1_scores=stage1_scores)
     if cfg.warmup.enabled and warm_info is None:
-        with state.main_process_first():  # the main process warms up; the others then load what it saved
+        with state.main_process_first():  # the main process warms up; the others then read what it saved
             if state.is_main_process:
-                model, warm_info = run_warmup(cfg, stage, out, model, processing_class, rows, init_src, is_vlm)
+                warm_info = run_warmup(cfg, stage, out, model, processing_class, rows, init_src, is_vlm)
             else:
-                model_src, warm_info = saved_warmup(cfg, stage, out, init_src, resume=True)
-                model = load_policy(model_src, cfg)
-        model_src = out / "warmup"
+                _, warm_info = saved_warmup(cfg, stage, out, init_src, resume=True)
+        model_src = out / WARMUP_DIR
+        model = load_policy(model_src, cfg)
 
     balanced = stage == 1 and cfg.data.balanced_steps  # after the warm-up, which samples rows of its own
     dataset = to_dataset(interleave_by_label(rows, seed=cfg.data.seed) if balanced else rows)
@@ -235,8 +236,6 @@ def saved_warmup(cfg: TrainConfig, stage: int, out: Path, init_src: Path, *,
                  resume: bool) -> tuple[Path, dict[str, Any] | None]:
     """Where the policy starts: a format warm-up already on disk for this exact setup (or the resumed run's), else
     the init model."""
-    from mmrag_rft.training.warmup import WARMUP_DIR
-
     warm_dir = out / WARMUP_DIR
     if not (cfg.warmup.enabled and (warm_dir / "config.json").is_file()):
         return init_src, None
@@ -248,14 +247,12 @@ def saved_warmup(cfg: TrainConfig, stage: int, out: Path, init_src: Path, *,
 
 
 def run_warmup(cfg: TrainConfig, stage: int, out: Path, model: Any, processing_class: Any, rows: list[dict[str, Any]],
-               init_src: Path, is_vlm: bool) -> tuple[Any, dict[str, Any]]:
-    """Supervised steps on the format only (never gold labels), saved, and the policy reloaded from them."""
-    from mmrag_rft.training.warmup import WARMUP_DIR, format_warmup
+               init_src: Path, is_vlm: bool) -> dict[str, Any]:
+    """Supervised steps on the format only (never gold labels), saved to the run's warm-up folder."""
+    from mmrag_rft.training.warmup import format_warmup
 
-    warm_dir = out / WARMUP_DIR
-    info = format_warmup(model, processing_class, rows, stage=stage, cfg=cfg.warmup, lora=cfg.lora, is_vlm=is_vlm,
-                         out_dir=warm_dir, key=warmup_key(cfg, stage, init_src))
-    return load_policy(warm_dir, cfg), info
+    return format_warmup(model, processing_class, rows, stage=stage, cfg=cfg.warmup, lora=cfg.lora, is_vlm=is_vlm,
+                         out_dir=out / WARMUP_DIR, key=warmup_key(cfg, stage, init_src))
 
 
 def build_trainer(cfg: TrainConfig, stage: int, out: Path, model: Any, processing_class: Any, dataset: Any, *,

@@ -16,12 +16,10 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from mmrag_rft.config import atomic_write_text, replace_dir
+from mmrag_rft.config import atomic_write_text, replacing_dir
 from mmrag_rft.prompts import message_text
 from mmrag_rft.training.config import LoraSection, WarmupSection
 
@@ -138,17 +136,12 @@ def format_warmup(model: Any, processing_class: Any, rows: list[dict[str, Any]],
             bar.update(task, advance=1, description=f"format warm-up loss {losses[-1]:.3f}")
     merged = peft_model.merge_and_unload()
     merged.eval()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     info = {"steps": cfg.steps, "batch_size": cfg.batch_size, "learning_rate": cfg.learning_rate,
             "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
             "targets": "format only: random verdict / random ids and a random candidate span; no gold labels",
             "key": key}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with replacing_dir(out_dir) as tmp:
         merged.save_pretrained(tmp)
         processing_class.save_pretrained(tmp)
         atomic_write_text(tmp / "warmup.json", json.dumps(info, indent=2))
-        replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # only left when something failed before the swap
     return info
