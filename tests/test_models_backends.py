@@ -335,6 +335,9 @@ def test_default_is_the_shipped_stage1_adapter_with_its_settings():
 
     info = json.loads(CliRunner().invoke(app, ["info", "--json"]).stdout)
     assert info["stage2_model"].startswith("qwen2.5-coder-0.5b-mmrag-stage2: ") and "shipped" in info["ablation"]
+    shown = CliRunner().invoke(app, ["info"]).stdout  # read by a person: key value lines and a table, no JSON
+    assert "filter.top_k 2" in shown and "stage2_trained_by" in shown and "{" not in shown
+    assert "what each stage adds" in shown and "0.481" in shown
     from mmrag_rft.data.schema import Candidate
     from mmrag_rft.prompts import stage1_prompt
 

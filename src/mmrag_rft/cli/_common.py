@@ -15,6 +15,16 @@ MODEL_HELP = ("default (the shipped trained model) | base (untrained SmolLM2-135
               "a model, run or adapter folder | a hub id.")
 
 
+def cell(v, prefix: str = "") -> str:
+    """A value as a person reads it in a table cell: nested keys dotted, one `key value` per line, lists comma-separated."""
+    if isinstance(v, dict):
+        return "\n".join(cell(x, f"{prefix}{k}.") if isinstance(x, dict) else f"{prefix}{k} {cell(x)}"
+                         for k, x in v.items())
+    if v is None:
+        return "-"
+    return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one clear line and return the exit to raise: `raise fail("...")` (never a traceback for bad input)."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mmrag_rft.cli._common import console, fail, out
+from mmrag_rft.cli._common import cell, console, fail, out
 
 train_app = typer.Typer(help="Two-stage reinforcement fine-tuning (GRPO on TRL).", no_args_is_help=True)
 
@@ -26,13 +26,6 @@ _PROCS = typer.Option(None, "--num-processes", min=1, help="Processes the run wi
                                                            "the accelerate config's, else 1).")
 
 
-def _cell(v) -> str:
-    """A plan value as a person reads it: `key value` pairs on lines, lists comma-separated."""
-    if isinstance(v, dict):
-        return "\n".join(f"{k} {x if x is not None else '-'}" for k, x in v.items())
-    return ", ".join(map(str, v)) if isinstance(v, list) else str(v)
-
-
 def _dry_run(stage: int, cfg, init: str | None, accelerate_config: Path | None, num_processes: int | None) -> None:
     from rich.table import Table
 
@@ -44,7 +37,7 @@ def _dry_run(stage: int, cfg, init: str | None, accelerate_config: Path | None, 
         raise fail(str(e)) from None
     t = Table(title=f"stage {stage} plan (dry run: nothing trained, no weights loaded)", show_header=False)
     for k, v in r.plan.items():
-        t.add_row(k, _cell(v))
+        t.add_row(k, cell(v))
     out.print(t)
     from rich.markup import escape
 
