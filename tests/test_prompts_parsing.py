@@ -62,7 +62,11 @@ def test_stage1_layouts():
     # pixels go before the caption in every layout, the restated question after it
     parts = stage1_prompt(q, CANDS[0], with_pixels=True, image=object(), layout="restate").messages[1]["content"]
     assert [x["type"] for x in parts] == ["text", "image", "text"] and parts[2]["text"].endswith("yes or no.")
-    assert set(STAGE1_LAYOUTS) == {"default", "restate", "evidence_first", "plain"}
+    # unlabelled: the same turn with no modality, in the user turn and in the system turn's worked example
+    bare = [stage1_prompt(q, c, layout="unlabelled") for c in CANDS]
+    assert [p.messages[1]["content"] for p in bare] == [f"Question: {q}\nEvidence: {c.display_text()}" for c in CANDS]
+    assert not any(w in bare[0].messages[0]["content"] for w in ("Evidence (", "caption describes"))
+    assert set(STAGE1_LAYOUTS) == {"default", "restate", "evidence_first", "plain", "unlabelled"}
     with pytest.raises(ValueError, match="layout must be one of"):
         stage1_prompt(q, CANDS[0], layout="sideways")
 

@@ -109,6 +109,8 @@ def candidate_label(candidate: Any) -> str:
     return _MODALITY_LABEL.get(getattr(candidate, "modality", "text"), "text")
 
 
+STAGE1_SYSTEM_UNLABELLED = STAGE1_SYSTEM.replace("Evidence (image caption): ", "Evidence: ").replace(
+    "The caption describes", "It describes")
 STAGE1_SYSTEM_PLAIN = (
     "Decide whether a piece of evidence helps to answer a question. First think briefly inside <think></think>, "
     "then give exactly yes or no inside <answer></answer>."
@@ -120,7 +122,9 @@ STAGE1_SYSTEM_PLAIN = (
 #                   most to the last tokens; the shared prefix is kept)
 #   evidence_first  the evidence, then the question (no prefix shared across candidates beyond the system turn)
 #   plain           restate, with a short system turn without the worked example
-Stage1Layout = Literal["default", "restate", "evidence_first", "plain"]  # configs take it; their loader checks it
+#   unlabelled      default without the candidate's modality ("Evidence: ..."): where every gold piece of the
+#                   training data is an image, a label would teach "text -> no" (benchmarks/stage1_modality_probe.py)
+Stage1Layout = Literal["default", "restate", "evidence_first", "plain", "unlabelled"]  # configs take it; their loader checks it
 STAGE1_LAYOUTS: tuple[str, ...] = get_args(Stage1Layout)
 
 
@@ -137,19 +141,19 @@ def stage1_prompt(question: str, candidate: Any, *, with_pixels: bool = False, i
     if layout not in STAGE1_LAYOUTS:
         raise ValueError(f"stage-1 layout must be one of {', '.join(STAGE1_LAYOUTS)}; got {layout!r}")
     q = question.strip()
-    evidence = f"Evidence ({candidate_label(candidate)}): "
+    evidence = "Evidence: " if layout == "unlabelled" else f"Evidence ({candidate_label(candidate)}): "
     body = _clip(candidate.display_text(), max_chars) or "(no text)"
     ask = f"\nDoes this evidence help to answer the question \"{q}\"? Answer yes or no."
     if layout == "evidence_first":
         head, tail = evidence, f"\nQuestion: {q}\nDoes this evidence help to answer the question? Answer yes or no."
     else:
-        head, tail = f"Question: {q}\n{evidence}", ("" if layout == "default" else ask)
+        head, tail = f"Question: {q}\n{evidence}", ("" if layout in ("default", "unlabelled") else ask)
     if with_pixels and image is not None and candidate.modality == "image":
         content: Any = [{"type": "text", "text": head}, {"type": "image", "image": image},
                         {"type": "text", "text": body + tail}]
     else:
         content = head + body + tail
-    system = STAGE1_SYSTEM_PLAIN if layout == "plain" else STAGE1_SYSTEM
+    system = {"plain": STAGE1_SYSTEM_PLAIN, "unlabelled": STAGE1_SYSTEM_UNLABELLED}.get(layout, STAGE1_SYSTEM)
     return ChatPrompt(
         messages=[{"role": "system", "content": system}, {"role": "user", "content": content}],
         prefill=STAGE1_PREFILL_SCORE if style == "score" else STAGE1_PREFILL_REASON,
