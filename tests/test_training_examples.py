@@ -159,7 +159,7 @@ def test_warmup_targets_carry_no_gold_information():
     a = stage2_rows([_sample(0, gold=(2,))], num_candidates=4)
     b = [{**r, "gold_ids": ["1", "4"], "answers": ["something else"]} for r in a]
     assert warmup_examples(a, stage=2, n=20, seed=0) == warmup_examples(b, stage=2, n=20, seed=0)
-    tgt = stage2_target(a[0]["prompt"], 4, random.Random(1))
+    tgt = stage2_target(a[0]["evidence"], random.Random(1))
     assert tgt.count("<rank>") == 1 and "ans 0" not in tgt
     from mmrag_rft.parsing import parse_stage2
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import random
-import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +47,12 @@ def stage1_target(rng: random.Random, prefill: str = "<think>") -> str:
     return f"{rng.choice(FILLER)}</think><answer>{verdict}</answer>"
 
 
-def _prompt_text(prompt: list[dict[str, Any]]) -> str:
-    user = [m for m in prompt if m["role"] == "user"]
-    return message_text(user[-1]["content"]) if user else ""
-
-
-def stage2_target(prompt: list[dict[str, Any]], num_candidates: int, rng: random.Random) -> str:
-    """Random ids in random order + a random span of a random candidate: no gold ranking, no gold answer."""
-    ids = [str(i) for i in range(1, num_candidates + 1)]
+def stage2_target(evidence: Sequence[str], rng: random.Random) -> str:
+    """Random ids in random order + a random span of a random candidate (`evidence`: each candidate's text as the
+    prompt shows it): no gold ranking, no gold answer."""
+    ids = [str(i) for i in range(1, len(evidence) + 1)]
     picked = rng.sample(ids, rng.randint(1, min(3, len(ids))))
-    lines = re.findall(r"^\[(\d+)\] \([^)]*\) (.*)$", _prompt_text(prompt), flags=re.M)
-    words = (rng.choice(lines)[1].split() if lines else []) or ["unknown"]
+    words = (rng.choice(evidence).split() if evidence else []) or ["unknown"]
     n = min(len(words), rng.randint(3, 8))
     start = rng.randint(0, len(words) - n)
     span = " ".join(words[start:start + n]).strip(" .,;:")
@@ -77,7 +72,7 @@ def warmup_examples(rows: list[dict[str, Any]], *, stage: int, n: int, seed: int
     for _ in range(n):
         row = rows[rng.randrange(len(rows))]
         prompt = _text_only(row["prompt"])
-        tgt = stage1_target(rng, row.get("prefill") or "<think>") if stage == 1 else stage2_target(prompt, int(row["num_candidates"]), rng)
+        tgt = stage1_target(rng, row.get("prefill") or "<think>") if stage == 1 else stage2_target(row["evidence"], rng)
         out.append((prompt, tgt))
     return out
 
