@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from mmrag_rft.prompts import ChatPrompt
+from mmrag_rft.models.chat import ChatPrompt
 
 
 @runtime_checkable

@@ -205,6 +205,11 @@ def model_card(manifest: dict[str, Any], *, license: str = "apache-2.0", note: s
         f"\n- Stage 2 is read by the shipped stage-2 model (`{reader}`: a LoRA on Qwen2.5-Coder-0.5B-Instruct, its own "
         f"model card in trained/stage2); {absent}" if reader == "reader" else
         f"\n- Stage 2 is read by `{reader}` as released, not trained by this project; {absent}")
+    label_limit = "" if stage != 1 or manifest["prompt"]["layout"] == "unlabelled" else (
+        "\n- Every gold piece of its training data is an image, and its prompt names each candidate's modality: the "
+        "label alone moves its P(yes), so a text passage is judged more harshly than the same words shown as a "
+        "caption (`benchmarks/stage1_modality_probe.py` measures it; docs/results.md). The `unlabelled` layout "
+        "trains without the label.")
     ablation = manifest.get("ablation") or {}
     cols = ("qa_acc", "retrieval_f1", "sources_ndcg@5")
     ablation_md = ("" if not ablation else f"""
@@ -253,7 +258,7 @@ rewards. {USES[stage]}
 {settings_md}{held_md}{ablation_md}
 ## Limits
 - Trained on {t['split']['train_questions']} questions' text: images are judged by their captions, not pixels.
-{LIMITS[stage]}{reader_limit if stage == 1 else ""}
+{LIMITS[stage]}{label_limit}{reader_limit if stage == 1 else ""}
 """
 
 

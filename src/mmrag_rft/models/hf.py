@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mmrag_rft.prompts import ChatPrompt, image_placeholders, message_text
+from mmrag_rft.models.chat import ChatPrompt, image_placeholders, message_text
 
 YES_VARIANTS = ("yes", "Yes", "YES", " yes", " Yes", " YES")
 NO_VARIANTS = ("no", "No", "NO", " no", " No", " NO")

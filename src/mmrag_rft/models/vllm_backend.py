@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mmrag_rft.models.hf import NO_VARIANTS, YES_VARIANTS
-from mmrag_rft.prompts import ChatPrompt, image_placeholders, message_text
+from mmrag_rft.models.chat import ChatPrompt, image_placeholders, message_text
 
 SCORE_TOP_LOGPROBS = 20
 

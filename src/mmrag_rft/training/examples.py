@@ -18,7 +18,8 @@ from typing import Any
 
 from mmrag_rft.data.images import pixels_or_caption
 from mmrag_rft.data.schema import Candidate, Sample
-from mmrag_rft.prompts import ChatPrompt, stage1_prompt, stage2_prompt, to_short_ids
+from mmrag_rft.models.chat import ChatPrompt
+from mmrag_rft.prompts import stage1_prompt, stage2_prompt, to_short_ids
 
 
 # --- splitting ------------------------------------------------------------------------------------------------

@@ -160,7 +160,7 @@ def evaluate_stage2(backend: Any, rows: Sequence[dict[str, Any]], *, max_new_tok
                     max_chars: int = 200) -> dict[str, Any]:
     """Greedy outputs on the held-out rows: format, NDCG (and `ranking_metric`), answer accuracy, selection; with
     `samples`, also the likelihood ranking's selection (`likelihood`)."""
-    from mmrag_rft.prompts import ChatPrompt
+    from mmrag_rft.models.chat import ChatPrompt
     from mmrag_rft.rewards import make_answer_reward, make_ranking_reward, stage2_format_reward
 
     t0 = time.time()

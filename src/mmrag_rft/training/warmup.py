@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrag_rft.config import atomic_write_text, replacing_dir
-from mmrag_rft.prompts import message_text
+from mmrag_rft.models.chat import message_text
 from mmrag_rft.training.config import LoraSection, WarmupSection
 
 WARMUP_DIR = "warmup"
