@@ -82,8 +82,13 @@ def main(argv: list[str] | None = None) -> int:
                         "shift": mean([x["p_yes_label_flipped"] - x["p_yes"] for x in r])}
     images = [x for x in rows if x["modality"] == "image"]
     labels = [x["gold"] for x in images]
+    gold_as_text = [x["p_yes_label_flipped"] if x["gold"] else x["p_yes"] for x in rows]
     summary = {
         "groups": groups,
+        # gold against every negative of its pools, each as shown
+        "auc_as_shown": roc_auc([x["p_yes"] for x in rows], [x["gold"] for x in rows]),
+        # the same, had the gold pieces been text passages (their words unchanged, the negatives as shown)
+        "auc_gold_as_text": roc_auc(gold_as_text, [x["gold"] for x in rows]),
         # the same image candidates, gold against negatives, as shown and all labelled text
         "auc_images": roc_auc([x["p_yes"] for x in images], labels),
         "auc_images_labelled_text": roc_auc([x["p_yes_label_flipped"] for x in images], labels),
@@ -96,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                        ["candidates", "n", "P(yes) as shown", "label flipped", "shift"],
                        [[k, v["n"], v["p_yes"], v["p_yes_label_flipped"], v["shift"]] for k, v in groups.items()])
     print(f"label effect (P(yes) as image - as text, same text): {common.fmt(summary['label_effect'])}; "
-          f"AUC of the image candidates {common.fmt(summary['auc_images'])} as shown, "
+          f"AUC gold vs negatives {common.fmt(summary['auc_as_shown'])} as shown, "
+          f"{common.fmt(summary['auc_gold_as_text'])} with the gold pieces shown as text; "
+          f"among the image candidates {common.fmt(summary['auc_images'])} as shown, "
           f"{common.fmt(summary['auc_images_labelled_text'])} labelled text")
     name = args.name or f"stage1_modality_probe_{Path(args.model).name}"
     path = common.write_result(name, {
