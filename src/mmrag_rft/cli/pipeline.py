@@ -8,9 +8,8 @@ from typing import Optional
 
 import typer
 
-from mmrag_rft.cli._common import (MODEL_HELP, check_dataset, load_backend_or_fail, console, fail, load_reader_or_fail, open_index_or_fail,
-                                   open_query_image_or_fail, out)
-
+from mmrag_rft.cli._common import (MODEL_HELP, check_dataset, console, fail, load_backend_or_fail, load_reader_or_fail,
+                                   open_index_or_fail, open_query_image_or_fail, out)
 
 
 def _pipeline_config(config: Optional[Path], overrides: list[str] | None, model: str):
