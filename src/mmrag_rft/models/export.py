@@ -208,8 +208,8 @@ def model_card(manifest: dict[str, Any], *, license: str = "apache-2.0", note: s
     label_limit = "" if stage != 1 or manifest["prompt"]["layout"] == "unlabelled" else (
         "\n- Every gold piece of its training data is an image, and its prompt names each candidate's modality: the "
         "label alone moves its P(yes), so a text passage is judged more harshly than the same words shown as a "
-        "caption (`benchmarks/stage1_modality_probe.py` measures it; docs/results.md). The `unlabelled` layout "
-        "trains without the label.")
+        "caption (`benchmarks/stage1_modality_probe.py` measures it). Where every gold piece is an image, compare its "
+        "evidence with the retriever's top images (`benchmarks/modality_rule.py`; docs/results.md).")
     ablation = manifest.get("ablation") or {}
     cols = ("qa_acc", "retrieval_f1", "sources_ndcg@5")
     ablation_md = ("" if not ablation else f"""
