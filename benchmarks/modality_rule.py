@@ -12,7 +12,6 @@ loaded. Captions stand in for pixels.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -34,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
 
     samples = {s.qid: s for s in common.load_webqa(args.data)}
     k = args.sources
+    rule_name = f"the retriever's top {k} images (modality rule)"
+
+    def row(label: str, vals: list[tuple[float, float]]) -> list:
+        return [label, len(vals), sum(v[0] for v in vals) / len(vals), sum(v[1] for v in vals) / len(vals)]
+
     rows, per_question, qids = [], {}, None
     for spec in args.systems:
         name, _, folder = spec.partition("=")
@@ -51,15 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             for out, ranked in ((cited, p["rank"]), (retr, by_rank),
                                 (images, [i for i in by_rank if modality.get(i) == "image"])):
                 out.append((set_prf(ranked[:k], s.gold_ids)[2], ndcg_at_k(ranked[:k], s.gold_ids, 5)))
+        if not rows:  # the same pools and retriever for every system: its rows once
+            per_question[rule_name] = images
+            rows += [row(f"the retriever's top {k}", retr), row(rule_name, images)]
         per_question[name] = cited
-        if not rows:
-            for label, vals in ((f"the retriever's top {k}", retr), (f"the retriever's top {k} images (modality rule)",
-                                                                       images)):
-                per_question[label] = vals
-                rows.append([label, len(vals), sum(v[0] for v in vals) / len(vals), sum(v[1] for v in vals) / len(vals)])
-        rows.append([f"{name}: its cited sources", len(cited), sum(v[0] for v in cited) / len(cited),
-                     sum(v[1] for v in cited) / len(cited)])
-    rule = per_question[f"the retriever's top {k} images (modality rule)"]
+        rows.append(row(f"{name}: its cited sources", cited))
+    rule = per_question[rule_name]
     paired = {}
     for name in (s.partition("=")[0] for s in args.systems):
         diff = [a[0] - b[0] for a, b in zip(per_question[name], rule)]
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} vs the modality rule: better on {v['better']}, worse on {v['worse']}, "
               f"evidence-F1 difference 95% interval {lo:+.3f} to {hi:+.3f}")
     path = common.write_result(args.name, {
-        "note": common.CAPTION_NOTE, "questions": len(qids), "systems": dict(s.partition("=")[::2] for s in args.systems),
+        "note": common.CAPTION_NOTE, "questions": len(qids),
+        "systems": dict(s.partition("=")[::2] for s in args.systems),
         "rows": [dict(zip(("sources", "n", "evidence_f1", "ndcg@5"), r)) for r in rows], "paired_with_rule": paired})
     print(f"wrote {path}")
     return 0

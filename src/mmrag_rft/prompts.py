@@ -76,7 +76,8 @@ STAGE1_SYSTEM_PLAIN = (
 #   plain           restate, with a short system turn without the worked example
 #   unlabelled      default without the candidate's modality ("Evidence: ..."): where every gold piece of the
 #                   training data is an image, a label would teach "text -> no" (benchmarks/stage1_modality_probe.py)
-Stage1Layout = Literal["default", "restate", "evidence_first", "plain", "unlabelled"]  # configs take it; their loader checks it
+# configs take it; their loader checks it
+Stage1Layout = Literal["default", "restate", "evidence_first", "plain", "unlabelled"]
 STAGE1_LAYOUTS: tuple[str, ...] = get_args(Stage1Layout)
 
 

@@ -16,7 +16,8 @@ MODEL_HELP = ("default (the shipped trained model) | base (untrained SmolLM2-135
 
 
 def cell(v, prefix: str = "") -> str:
-    """A value as a person reads it in a table cell: nested keys dotted, one `key value` per line, lists comma-separated."""
+    """A value as a person reads it in a table cell: nested keys dotted, one `key value` per line, lists
+    comma-separated."""
     if isinstance(v, dict):
         return "\n".join(cell(x, f"{prefix}{k}.") if isinstance(x, dict) else f"{prefix}{k} {cell(x)}"
                          for k, x in v.items())
