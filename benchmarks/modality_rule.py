@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.systems:
         name, _, folder = spec.partition("=")
         preds = read_predictions(Path(folder) / "predictions.jsonl")
+        if not name or not preds:
+            raise SystemExit(f"{spec!r}: give NAME=FOLDER, a folder with an ablate or evaluate predictions.jsonl")
         if qids is None:
             qids = sorted(preds)
         elif sorted(preds) != qids:
