@@ -72,6 +72,24 @@ def test_stage1_other_negatives_come_from_other_questions_only():
         load_train_config(None, ["data.other_negatives=1.5"])
 
 
+def test_stage1_modalities_keep_only_those_candidates():
+    s = _sample(0, n=8, gold=(0,))
+    for c in s.candidates[4:]:
+        c.modality = "image"
+    s.candidates[1].modality = "image"  # one image negative among the text ones
+    pairs = stage1_pairs(s, balance=3.0, rng=random.Random(0), modalities=["image"])
+    assert {c.id for c, _ in pairs} <= {"q0-c1", "q0-c4", "q0-c5", "q0-c6", "q0-c7"}
+    assert all(lab == "no" for _, lab in pairs)  # the text gold is not an image: no positive is left
+    img_gold = _sample(1, n=8, gold=(6,))
+    for c in img_gold.candidates[4:]:
+        c.modality = "image"
+    rows = stage1_rows([s, img_gold], balance=1.0, modalities=["image"], other_negatives=1.0)
+    assert {r["modality"] for r in rows} == {"image"}
+    assert [r["label"] for r in rows if r["qid"] == "q1"].count("yes") == 1
+    with pytest.raises(ValueError, match="data.modalities"):
+        load_train_config(None, ["data.modalities=[picture]"])
+
+
 def test_stage1_rows_are_conversational_with_prefill_and_reward_columns():
     rows = stage1_rows([_sample(0, gold=(1,))], balance=1.0, seed=0)
     assert len(rows) == 2

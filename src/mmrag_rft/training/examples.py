@@ -70,19 +70,22 @@ def _rows_from_prompt(prompt: ChatPrompt, with_pixels: bool) -> dict[str, Any]:
 
 def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int | None = None,
                  rng: random.Random | None = None, other_negatives: float = 0.0,
-                 other_pool: Sequence[Candidate] = ()) -> list[tuple[Candidate, str]]:
+                 other_pool: Sequence[Candidate] = (),
+                 modalities: Sequence[str] | None = None) -> list[tuple[Candidate, str]]:
     """(candidate, "yes"/"no") pairs of one question; negatives subsampled to `balance` per positive.
 
     A question without gold candidates keeps min(#candidates, round(balance)) negatives so that "no evidence"
     questions still teach the model to say no. `other_negatives` (0..1) is the share of the negatives drawn
     from `other_pool` (other questions' candidates) instead of this question's own distractors: a retrieval
     pool over a whole corpus is mostly such off-topic candidates, and they teach the coarse filter what
-    "unrelated" looks like before the hard, same-topic distractors of WebQA/MMQA can.
+    "unrelated" looks like before the hard, same-topic distractors of WebQA/MMQA can. `modalities` keeps only
+    candidates of those modalities (None: all); the caller filters `other_pool` alike.
     """
     rng = rng or random.Random(0)
     gold = sample.gold_set
-    pos = [c for c in sample.candidates if c.id in gold]
-    neg = [c for c in sample.candidates if c.id not in gold]
+    kept = [c for c in sample.candidates if modalities is None or c.modality in modalities]
+    pos = [c for c in kept if c.id in gold]
+    neg = [c for c in kept if c.id not in gold]
     if balance is not None:
         n_neg = round(balance * len(pos)) if pos else max(1, round(balance))
         n_other = min(round(other_negatives * n_neg), len(other_pool)) if other_pool else 0
@@ -105,7 +108,7 @@ def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int 
 def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_pairs_per_question: int | None = None,
                 with_pixels: bool = False, max_chars: int = 1200, seed: int = 0,
                 other_negatives: float = 0.0, think: bool = True,
-                layout: str = "default") -> list[dict[str, Any]]:
+                layout: str = "default", modalities: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Stage-1 rows: `prompt` (+ `images`), `label`, `prefill`, `qid`, `candidate_id`, `modality`, `dataset`.
 
     `think=False` builds the score-style prompt (empty think block prefilled): the policy writes only the verdict.
@@ -115,11 +118,12 @@ def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_p
     """
     rng = random.Random(seed)
     samples = list(samples)
-    pool = [c for s in samples for c in s.candidates] if other_negatives > 0 else []
+    pool = [c for s in samples for c in s.candidates
+            if modalities is None or c.modality in modalities] if other_negatives > 0 else []
     rows = []
     for s in samples:
         for cand, label in stage1_pairs(s, balance=balance, max_pairs=max_pairs_per_question, rng=rng,
-                                        other_negatives=other_negatives, other_pool=pool):
+                                        other_negatives=other_negatives, other_pool=pool, modalities=modalities):
             img = pixels_or_caption(cand) if with_pixels else None
             p = stage1_prompt(s.question, cand, with_pixels=img is not None, image=img,
                               style="reason" if think else "score", max_chars=max_chars,

@@ -81,7 +81,8 @@ def build_rows(cfg: TrainConfig, stage: int, samples: list[Any], *, with_pixels:
     if stage == 1:
         return stage1_rows(samples, balance=d.balance, max_pairs_per_question=d.max_pairs_per_question,
                            with_pixels=with_pixels, max_chars=d.max_chars, seed=d.seed,
-                           other_negatives=d.other_negatives, think=d.think, layout=d.layout)
+                           other_negatives=d.other_negatives, think=d.think, layout=d.layout,
+                           modalities=d.modalities)
     order_fn = retrieval_order if d.negatives == "retrieval" else None
     return stage2_rows(samples, num_candidates=d.num_candidates, permutations=d.permutations, with_pixels=with_pixels,
                        max_chars=d.max_chars, seed=d.seed, stage1_scores=stage1_scores, order_fn=order_fn)
@@ -95,7 +96,8 @@ def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:
             "steps": w.steps, "learning_rate": w.learning_rate, "batch_size": w.batch_size, "seed": w.seed,
             "lora": [cfg.lora.r, cfg.lora.alpha, list(cfg.lora.target_modules)],
             # named only when not the default, so warm-ups saved before layouts existed still match
-            **({"layout": d.layout} if d.layout != "default" else {})}
+            **({"layout": d.layout} if d.layout != "default" else {}),
+            **({"modalities": list(d.modalities)} if d.modalities is not None else {})}
 
 
 # --- trainer --------------------------------------------------------------------------------------------------
