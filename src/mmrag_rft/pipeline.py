@@ -192,6 +192,7 @@ class Stage2Output:
     raw: str
     invalid_ids: list[str]  # short ids the model ranked that no survivor has
     fallback: str | None = None
+    error: str | None = None  # what made its own ranking unusable (the parser's first error)
     scores: dict[str, float] = field(default_factory=dict)  # likelihood ranking: P(ranked first) per survivor
 
 
@@ -348,18 +349,18 @@ class Pipeline:
         id_map: dict[str, str] = prompt.meta.get("id_map", {})
         rank = [id_map[s] for s in out.rank if s in id_map]
         invalid = [s for s in out.rank if s not in id_map]
-        fallback, scores = None, {}
+        fallback, error, scores = None, None, {}
         if cfg.stage2_ranking == "likelihood":
             from mmrag_rft.listwise import likelihood_ranking
 
             ranked = likelihood_ranking(self.reader, question, kept, images=images, with_pixels=self.reader_pixels)
             rank, scores = [i for i, _ in ranked], dict(ranked)
         elif not out.ok or not rank:
-            fallback = (f"stage-2 output unusable ({out.error or 'empty ranking'}): ranking falls back to the "
-                        "filter's order")
+            error = out.error or "empty ranking"
+            fallback = f"stage-2 output unusable ({error}): ranking falls back to the filter's order"
             rank = [c.id for c in kept]
         return Stage2Output(answer=out.answer.strip(), rank=rank, reasoning=out.think.strip(), raw=raw,
-                            invalid_ids=invalid, fallback=fallback, scores=scores)
+                            invalid_ids=invalid, fallback=fallback, error=error, scores=scores)
 
     # -- the whole thing ----------------------------------------------------------------------------
     def ask(self, question: str, *, candidates: list[Any] | None = None, query_image: Any = None,
@@ -407,7 +408,7 @@ class Pipeline:
         elif cfg.stage1_mode == "skip":
             bypassed["stage1"] = f"stage1_mode: skip: the retriever's top {cfg.filter.top_k} went to stage 2"
         if cfg.sources == "filter":
-            own = "its own <rank> was unusable" if fallback else "stage 2 ranked " + " > ".join(rank)
+            own = f"its own <rank> was unusable ({s2.error})" if fallback else "stage 2 ranked " + " > ".join(rank)
             bypassed["stage2_ranking"] = f"sources follow the filter's order (sources: filter); {own}"
             rank = list(kept_ids)
         if cfg.max_sources:

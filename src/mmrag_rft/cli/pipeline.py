@@ -32,11 +32,12 @@ def _print_result(r, lookup) -> None:
     out.print(f"[bold green]A:[/] {r.answer}")
     if r.abstained:
         out.print("[yellow]abstained: no candidate passed the stage-1 filter[/]")
-    if r.fallback:
+    cited_filter = "stage2_ranking" in r.bypassed  # its line says why stage 2's own ranking went unused
+    if r.fallback and not cited_filter:
         out.print(f"[yellow]{r.fallback}[/]")
     for stage, why in r.bypassed.items():
         out.print(f"[dim]{stage} bypassed: {why}[/]")
-    if not r.faithful:
+    if not r.faithful and not cited_filter:
         out.print(f"[red]stage 2 named ids it was not shown: {', '.join(r.unfaithful_ids)}[/]")
     t = Table(title="evidence", show_lines=False)
     cols = ["rank", "id", "modality", "title", "P(yes)", "retrieved", "kept"]  # the fused filter reads both
