@@ -177,6 +177,13 @@ def _adapter_key(adapter_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def merge_lora(base: Any, adapter_dir: Path) -> Any:
+    """`base` (a loaded model) with the LoRA adapter in `adapter_dir` merged in: a plain model again."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
 def merged_adapter(adapter_dir: Path) -> Path:
     """Base + LoRA adapter merged into a plain model folder under the cache (once per adapter content), so
     inference runs at plain-model speed and training starts from it like from any model."""
@@ -196,9 +203,7 @@ def merged_adapter(adapter_dir: Path) -> Path:
     base_dir = resolve_model_path(str(base_spec))
 
     def make(tmp: Path) -> None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(load_model(base_dir, dtype="auto"), str(adapter_dir)).merge_and_unload()
+        model = merge_lora(load_model(base_dir, dtype="auto"), adapter_dir)
         model.save_pretrained(tmp)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)

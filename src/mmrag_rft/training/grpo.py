@@ -304,14 +304,13 @@ def save_model(trainer: Any, trained: Any, processing_class: Any, out: Path, *, 
         state_dict = acc.get_state_dict(trainer.model_wrapped)  # needs zero3_save_16bit_model (configs/accelerate)
         if acc.is_main_process:
             if lora:
-                from peft import PeftModel
-
-                trained.save_pretrained(adapter_dir, state_dict=state_dict)  # PEFT keeps the adapter's own keys
                 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+                from mmrag_rft.models.loading import merge_lora
+
+                trained.save_pretrained(adapter_dir, state_dict=state_dict)  # PEFT keeps the adapter's own keys
                 unset_hf_deepspeed_config()  # training is over: load the base whole, on this process alone
-                base = load_policy(base_src, cfg)
-                trained = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+                trained = merge_lora(load_policy(base_src, cfg), adapter_dir)  # in the dtype it trained in
                 trained.save_pretrained(merged)
             else:
                 trained.save_pretrained(merged, state_dict=state_dict)
