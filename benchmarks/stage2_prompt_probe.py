@@ -1,6 +1,7 @@
 """Can the reader rank zero-shot when its reasoning judges each candidate in turn before `<rank>`?
 
-Stage-2 GRPO on the reader has not learned to rank by content (docs/results.md): its lists follow positions.
+Stage-2 GRPO on the reader has not learned to rank by content (benchmarks/results/HISTORY.md): its lists follow
+positions.
 GRPO sharpens what a policy already does, so this probe asks whether a prompt that makes the `<think>` text a
 point-wise judgement of every candidate ("[i] helps: ..." / "[i] does not help") gives the untrained reader a
 ranking signal to start from. Same held-out questions as the shipped models (their split), K candidates = gold + the
