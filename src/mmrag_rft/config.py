@@ -51,7 +51,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             try:
                 return _coerce(a, value, where)
             except ConfigError as e:
-                errors.append(str(e))
+                errors.append(e)
+        if len(errors) == 1:  # `X | None`: what is wrong with the value as an X
+            raise errors[0]
         raise _bad(where, f"{value!r} fits none of {tp}")
     if origin is typing.Literal:
         if value not in args:
