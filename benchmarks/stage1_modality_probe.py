@@ -5,8 +5,9 @@ trained on them can learn "text -> no" from the `Evidence (text)` / `Evidence (i
 probe scores the same candidates twice, once as the model was trained to see them and once with the label flipped
 (image <-> text; the text shown is identical), on the questions the model never trained on. A shift of P(yes)
 with the label is a prior on the modality, which a corpus whose answers sit in text passages pays for. Models
-trained with the `unlabelled` layout show no label, so both scorings are the same prompt. Captions stand in for
-pixels.
+trained with the `unlabelled` layout show no label, so both scorings are the same prompt. What the model reads
+of the content is measured within each question's images (gold against that pool's image negatives), next to the
+retriever's order of the same candidates. Captions stand in for pixels.
 
     .venv/bin/python benchmarks/stage1_modality_probe.py --model default --threads 2
 """
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from mmrag_rft.models.loading import model_name, trained_layout
     from mmrag_rft.prompts import stage1_prompt
 
+    from mmrag_rft.retrieval.pool import rank_pool
+
     held = heldout_qids(args.heldout or args.model)
     samples = [s for s in common.load_webqa(args.data) if s.qid in held]
     layout = trained_layout(args.model) or "default"
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     with common.progress() as bar:
         task = bar.add_task(f"{len(samples)} held-out questions", total=len(samples))
         for s in samples:
+            retrieved = {h.id: i for i, h in enumerate(rank_pool(s.question, s.candidates, top_n=len(s.candidates)), 1)}
             for c in probe_candidates(s, args.per_kind):
                 shown = stage1_prompt(s.question, c, style="score", layout=layout)
                 flipped = stage1_prompt(s.question, dataclasses.replace(c, modality=FLIP[c.modality]), style="score",
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 same = shown.messages == flipped.messages
                 p = backend.score_yes_no([shown] if same else [shown, flipped])
                 rows.append({"qid": s.qid, "id": c.id, "modality": c.modality, "gold": c.id in s.gold_ids,
-                             "p_yes": p[0], "p_yes_label_flipped": p[-1]})
+                             "p_yes": p[0], "p_yes_label_flipped": p[-1], "retrieval_rank": retrieved[c.id]})
             bar.advance(task)
 
     def mean(xs: list[float]) -> float | None:
@@ -82,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
                         "shift": mean([x["p_yes_label_flipped"] - x["p_yes"] for x in r])}
     images = [x for x in rows if x["modality"] == "image"]
     labels = [x["gold"] for x in images]
+
+    def per_question_auc(score) -> float | None:
+        """Mean over questions of gold images against that question's image negatives: content, within a pool."""
+        aucs = []
+        for qid in dict.fromkeys(x["qid"] for x in images):
+            q = [x for x in images if x["qid"] == qid]
+            auc = roc_auc([score(x) for x in q], [x["gold"] for x in q])
+            if auc is not None:
+                aucs.append(auc)
+        return mean(aucs)
+
     gold_as_text = [x["p_yes_label_flipped"] if x["gold"] else x["p_yes"] for x in rows]
     summary = {
         "groups": groups,
@@ -92,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         # the same image candidates, gold against negatives, as shown and all labelled text
         "auc_images": roc_auc([x["p_yes"] for x in images], labels),
         "auc_images_labelled_text": roc_auc([x["p_yes_label_flipped"] for x in images], labels),
+        # within each question's images: the model's P(yes) against the retriever's order of the same pool
+        "auc_images_per_question": per_question_auc(lambda x: x["p_yes"]),
+        "auc_images_per_question_retriever": per_question_auc(lambda x: -x["retrieval_rank"]),
         # what the label alone is worth: P(yes) labelled image minus labelled text, same candidate, same text
         "label_effect": mean([(x["p_yes"] - x["p_yes_label_flipped"]) * (1 if x["modality"] == "image" else -1)
                               for x in rows]),
@@ -104,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
           f"AUC gold vs negatives {common.fmt(summary['auc_as_shown'])} as shown, "
           f"{common.fmt(summary['auc_gold_as_text'])} with the gold pieces shown as text; "
           f"among the image candidates {common.fmt(summary['auc_images'])} as shown, "
-          f"{common.fmt(summary['auc_images_labelled_text'])} labelled text")
+          f"{common.fmt(summary['auc_images_labelled_text'])} labelled text; within each question's images "
+          f"{common.fmt(summary['auc_images_per_question'])} (the retriever's order: "
+          f"{common.fmt(summary['auc_images_per_question_retriever'])})")
     name = args.name or f"stage1_modality_probe_{Path(args.model).name}"
     path = common.write_result(name, {
         "model": args.model, "model_name": model_name(args.model), "layout": layout, "questions": len(samples),
