@@ -40,8 +40,8 @@ class DataSection:
     balance: float | None = 1.0  # negatives kept per positive (1.0 = 1:1); None keeps every pair
     max_pairs_per_question: int | None = None
     other_negatives: float = 0.0  # share of negatives taken from other questions (off-topic, as in a corpus-wide pool)
-    # candidate modalities that make training pairs (None = all). [image] on WebQA, whose gold pieces are all
-    # images: every pair then differs in content only, so neither the modality label nor its style is a cue
+    # candidate modalities that make training pairs (None = all). [image] on WebQA (every gold piece an image)
+    # makes pairs differ in content only, but the model then never sees a text passage
     modalities: list[Modality] | None = None
     # False = the "no <think>" ablation: the prefill closes an empty think block and the policy writes only the
     # verdict, i.e. RL trains exactly the distribution the coarse filter reads P(yes) from (score mode)
