@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     from mmrag_rft.metrics.ranking import roc_auc
     from mmrag_rft.models.loading import model_name, trained_layout
     from mmrag_rft.prompts import stage1_prompt
-
     from mmrag_rft.retrieval.pool import rank_pool
 
     held = heldout_qids(args.heldout or args.model)

@@ -3,10 +3,10 @@
 The shipped stage-2 reader's `<think>` mostly restates the question, and GRPO runs that rewarded reasoning grounded
 in the candidates traded answers for it (benchmarks/results/HISTORY.md). This probe asks what grounded reasoning is
 worth to the answers on these questions, with no training: the same shipped pipeline (trained stage 1's fused top 2,
-the trained reader) on the same held-out questions, once as shipped (the reader writes its own reasoning) and once with the
-reasoning written for it: for each candidate in prompt order, its `--window`-word stretch sharing the most content
-words with the question (`[1] ...; [2] ...`), prefilled before `</think>`, the reader then writing its `<rank>` and
-`<answer>`. No gold is used to build that reasoning. WebQA val records; captions stand in for pixels.
+the trained reader) on the same held-out questions, once as shipped (the reader writes its own reasoning) and once
+with the reasoning written for it: for each candidate in prompt order, its `--window`-word stretch sharing the most
+content words with the question (`[1] ...; [2] ...`), prefilled before `</think>`, the reader then writing its
+`<rank>` and `<answer>`. No gold is used to build that reasoning. WebQA val records; captions stand in for pixels.
 
     .venv/bin/python benchmarks/stage2_think_probe.py --out runs/think_probe
 

@@ -191,9 +191,14 @@ class Stage2Output:
     reasoning: str
     raw: str
     invalid_ids: list[str]  # short ids the model ranked that no survivor has
-    fallback: str | None = None
-    error: str | None = None  # what made its own ranking unusable (the parser's first error)
+    error: str | None = None  # what made its own ranking unusable (the parser's first error); None: it was used
     scores: dict[str, float] = field(default_factory=dict)  # likelihood ranking: P(ranked first) per survivor
+
+    @property
+    def fallback(self) -> str | None:
+        if self.error is None:
+            return None
+        return f"stage-2 output unusable ({self.error}): ranking falls back to the filter's order"
 
 
 class Pipeline:
@@ -349,7 +354,7 @@ class Pipeline:
         id_map: dict[str, str] = prompt.meta.get("id_map", {})
         rank = [id_map[s] for s in out.rank if s in id_map]
         invalid = [s for s in out.rank if s not in id_map]
-        fallback, error, scores = None, None, {}
+        error, scores = None, {}
         if cfg.stage2_ranking == "likelihood":
             from mmrag_rft.listwise import likelihood_ranking
 
@@ -357,10 +362,9 @@ class Pipeline:
             rank, scores = [i for i, _ in ranked], dict(ranked)
         elif not out.ok or not rank:
             error = out.error or "empty ranking"
-            fallback = f"stage-2 output unusable ({error}): ranking falls back to the filter's order"
             rank = [c.id for c in kept]
         return Stage2Output(answer=out.answer.strip(), rank=rank, reasoning=out.think.strip(), raw=raw,
-                            invalid_ids=invalid, fallback=fallback, error=error, scores=scores)
+                            invalid_ids=invalid, error=error, scores=scores)
 
     # -- the whole thing ----------------------------------------------------------------------------
     def ask(self, question: str, *, candidates: list[Any] | None = None, query_image: Any = None,

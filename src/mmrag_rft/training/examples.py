@@ -68,6 +68,10 @@ def _rows_from_prompt(prompt: ChatPrompt, with_pixels: bool) -> dict[str, Any]:
 
 # --- stage 1 --------------------------------------------------------------------------------------------------
 
+def _of_modalities(candidates: Iterable[Candidate], modalities: Sequence[str] | None) -> list[Candidate]:
+    return [c for c in candidates if modalities is None or c.modality in modalities]
+
+
 def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int | None = None,
                  rng: random.Random | None = None, other_negatives: float = 0.0,
                  other_pool: Sequence[Candidate] = (),
@@ -83,7 +87,7 @@ def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int 
     """
     rng = rng or random.Random(0)
     gold = sample.gold_set
-    kept = [c for c in sample.candidates if modalities is None or c.modality in modalities]
+    kept = _of_modalities(sample.candidates, modalities)
     pos = [c for c in kept if c.id in gold]
     neg = [c for c in kept if c.id not in gold]
     if balance is not None:
@@ -118,8 +122,7 @@ def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_p
     """
     rng = random.Random(seed)
     samples = list(samples)
-    pool = [c for s in samples for c in s.candidates
-            if modalities is None or c.modality in modalities] if other_negatives > 0 else []
+    pool = _of_modalities((c for s in samples for c in s.candidates), modalities) if other_negatives > 0 else []
     rows = []
     for s in samples:
         for cand, label in stage1_pairs(s, balance=balance, max_pairs=max_pairs_per_question, rng=rng,
