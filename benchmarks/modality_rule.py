@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     k = args.sources
     rule_name = f"the retriever's top {k} images (modality rule)"
 
-    def row(label: str, vals: list[tuple[float, float]]) -> list:
-        return [label, len(vals), sum(v[0] for v in vals) / len(vals), sum(v[1] for v in vals) / len(vals)]
+    def row(label: str, vals: list[tuple[float, float, bool]]) -> list:
+        return [label, len(vals), *(sum(v[i] for v in vals) / len(vals) for i in range(3))]
 
     rows, per_question, qids = [], {}, None
     for spec in args.systems:
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                                                key=lambda j: j["retrieval_rank"])]
             for out, ranked in ((cited, p["rank"]), (retr, by_rank),
                                 (images, [i for i in by_rank if modality.get(i) == "image"])):
-                out.append((set_prf(ranked[:k], s.gold_ids)[2], ndcg_at_k(ranked[:k], s.gold_ids, 5)))
+                out.append((set_prf(ranked[:k], s.gold_ids)[2], ndcg_at_k(ranked[:k], s.gold_ids, 5),
+                            bool(ranked) and ranked[0] in s.gold_ids))
         if not rows:  # the same pools and retriever for every system: its rows once
             per_question[rule_name] = images
             rows += [row(f"the retriever's top {k}", retr), row(rule_name, images)]
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         paired[name] = {"better": sum(d > 0 for d in diff), "worse": sum(d < 0 for d in diff),
                         "evidence_f1_minus_rule_ci95": common.bootstrap_95(diff)}
     common.print_table(f"evidence on {len(qids)} questions ({common.CAPTION_NOTE})",
-                       ["sources", "n", f"evidence F1 (top {k})", f"NDCG@5 of the {k} cited"], rows)
+                       ["sources", "n", f"evidence F1 (top {k})", f"NDCG@5 of the {k} cited", "first is gold"], rows)
     for name, v in paired.items():
         lo, hi = v["evidence_f1_minus_rule_ci95"]
         print(f"{name} vs the modality rule: better on {v['better']}, worse on {v['worse']}, "
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     path = common.write_result(args.name, {
         "note": common.CAPTION_NOTE, "questions": len(qids),
         "systems": dict(s.partition("=")[::2] for s in args.systems),
-        "rows": [dict(zip(("sources", "n", "evidence_f1", "ndcg@5"), r)) for r in rows], "paired_with_rule": paired})
+        "rows": [dict(zip(("sources", "n", "evidence_f1", "ndcg@5", "first_gold"), r)) for r in rows],
+        "paired_with_rule": paired})
     print(f"wrote {path}")
     return 0
 
