@@ -90,6 +90,32 @@ def test_stage1_modalities_keep_only_those_candidates():
         load_train_config(None, ["data.modalities=[picture]"])
 
 
+def test_stage1_label_swap_and_clip_change_how_candidates_are_shown_not_their_labels():
+    samples = [_sample(i, n=6, gold=(0,)) for i in range(40)]
+    for s in samples:
+        s.candidates[0].modality = "image"  # every gold piece an image, as in WebQA
+        s.candidates[1].text = " ".join(f"w{j}" for j in range(50))
+    plain = stage1_rows(samples, balance=2.0, seed=0)
+    shown = stage1_rows(samples, balance=2.0, seed=0, label_swap=0.5, clip_words=5)
+    assert [(r["candidate_id"], r["label"], r["modality"]) for r in plain] == \
+        [(r["candidate_id"], r["label"], r["modality"]) for r in shown]  # same pairs, labels, own modality
+
+    def user(r):
+        return r["prompt"][1]["content"]
+
+    def label_shown(r):
+        return "image caption" if "Evidence (image caption)" in user(r) else "text"
+
+    gold_labels = [label_shown(r) for r in shown if r["label"] == "yes"]
+    assert 0.25 < gold_labels.count("text") / len(gold_labels) < 0.75  # the label no longer gives the gold away
+    assert all(label_shown(r) == "image caption" for r in plain if r["label"] == "yes")
+    long = [r for r in shown if r["candidate_id"].endswith("-c1")]
+    assert long and all("w4" in user(r) and "w5" not in user(r) for r in long)
+    assert all("w49" in user(r) for r in plain if r["candidate_id"].endswith("-c1"))
+    with pytest.raises(ValueError, match="data.label_swap"):
+        load_train_config(None, ["data.label_swap=2"])
+
+
 def test_stage1_rows_are_conversational_with_prefill_and_reward_columns():
     rows = stage1_rows([_sample(0, gold=(1,))], balance=1.0, seed=0)
     assert len(rows) == 2

@@ -43,6 +43,12 @@ class DataSection:
     # candidate modalities that make training pairs (None = all). [image] on WebQA (every gold piece an image)
     # makes pairs differ in content only, but the model then never sees a text passage
     modalities: list[Modality] | None = None
+    # share of stage-1 training candidates shown under the other modality's label (image caption <-> text), so
+    # that the label says nothing about relevance where every gold piece has one modality (0 = as they are)
+    label_swap: float = 0.0
+    # text candidates cut to their first N words in stage-1 training, as short as a caption, so that length and
+    # form do not tell a caption from a passage (None = whole)
+    clip_words: int | None = None
     # False = the "no <think>" ablation: the prefill closes an empty think block and the policy writes only the
     # verdict, i.e. RL trains exactly the distribution the coarse filter reads P(yes) from (score mode)
     think: bool = True
@@ -62,7 +68,8 @@ class DataSection:
     seed: int = 0
 
     RANGES = {"limit": (1, None), "val_fraction": (0.0, 0.99), "balance": (0.0, None), "max_pairs_per_question": (1, None),
-              "other_negatives": (0.0, 1.0), "num_candidates": (1, 100), "permutations": (1, 100), "max_chars": (1, None)}
+              "other_negatives": (0.0, 1.0), "label_swap": (0.0, 1.0), "clip_words": (1, None),
+              "num_candidates": (1, 100), "permutations": (1, 100), "max_chars": (1, None)}
 
 
 @dataclass

@@ -11,6 +11,7 @@ PIL objects inside nested message content.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -109,13 +110,29 @@ def stage1_pairs(sample: Sample, *, balance: float | None = 1.0, max_pairs: int 
     return pairs
 
 
+_SWAPPED = {"image": "text", "text": "image"}
+
+
+def _as_shown(cand: Candidate, rng: random.Random, label_swap: float, clip_words: int | None) -> Candidate:
+    """The candidate as a stage-1 training prompt shows it: text clipped to `clip_words`, then with probability
+    `label_swap` under the other modality's label (tables keep theirs)."""
+    if clip_words is not None and cand.modality == "text":
+        cand = dataclasses.replace(cand, text=" ".join(cand.text.split()[:clip_words]))
+    if label_swap and cand.modality in _SWAPPED and rng.random() < label_swap:
+        cand = dataclasses.replace(cand, modality=_SWAPPED[cand.modality], image_path=None, image_bytes=None)
+    return cand
+
+
 def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_pairs_per_question: int | None = None,
                 with_pixels: bool = False, max_chars: int = 1200, seed: int = 0,
                 other_negatives: float = 0.0, think: bool = True,
-                layout: str = "default", modalities: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                layout: str = "default", modalities: Sequence[str] | None = None, label_swap: float = 0.0,
+                clip_words: int | None = None) -> list[dict[str, Any]]:
     """Stage-1 rows: `prompt` (+ `images`), `label`, `prefill`, `qid`, `candidate_id`, `modality`, `dataset`.
 
     `think=False` builds the score-style prompt (empty think block prefilled): the policy writes only the verdict.
+    `label_swap` and `clip_words` change how a candidate is shown, never its label (`_as_shown`); `modality`
+    stays the candidate's own.
 
     Negatives drawn from other questions (`other_negatives`) come from the same `samples`, so a train/val
     split by question stays leak-free.
@@ -123,12 +140,14 @@ def stage1_rows(samples: Iterable[Sample], *, balance: float | None = 1.0, max_p
     rng = random.Random(seed)
     samples = list(samples)
     pool = _of_modalities((c for s in samples for c in s.candidates), modalities) if other_negatives > 0 else []
+    shown_rng = random.Random(f"{seed}:shown")  # its own stream: the pairs drawn do not depend on it
     rows = []
     for s in samples:
         for cand, label in stage1_pairs(s, balance=balance, max_pairs=max_pairs_per_question, rng=rng,
                                         other_negatives=other_negatives, other_pool=pool, modalities=modalities):
-            img = pixels_or_caption(cand) if with_pixels else None
-            p = stage1_prompt(s.question, cand, with_pixels=img is not None, image=img,
+            shown = _as_shown(cand, shown_rng, label_swap, clip_words)
+            img = pixels_or_caption(shown) if with_pixels else None
+            p = stage1_prompt(s.question, shown, with_pixels=img is not None, image=img,
                               style="reason" if think else "score", max_chars=max_chars,
                               layout=layout)
             row = _rows_from_prompt(p, with_pixels)

@@ -82,7 +82,7 @@ def build_rows(cfg: TrainConfig, stage: int, samples: list[Any], *, with_pixels:
         return stage1_rows(samples, balance=d.balance, max_pairs_per_question=d.max_pairs_per_question,
                            with_pixels=with_pixels, max_chars=d.max_chars, seed=d.seed,
                            other_negatives=d.other_negatives, think=d.think, layout=d.layout,
-                           modalities=d.modalities)
+                           modalities=d.modalities, label_swap=d.label_swap, clip_words=d.clip_words)
     order_fn = retrieval_order if d.negatives == "retrieval" else None
     return stage2_rows(samples, num_candidates=d.num_candidates, permutations=d.permutations, with_pixels=with_pixels,
                        max_chars=d.max_chars, seed=d.seed, stage1_scores=stage1_scores, order_fn=order_fn)
@@ -97,7 +97,9 @@ def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:
             "lora": [cfg.lora.r, cfg.lora.alpha, list(cfg.lora.target_modules)],
             # named only when not the default, so warm-ups saved before layouts existed still match
             **({"layout": d.layout} if d.layout != "default" else {}),
-            **({"modalities": list(d.modalities)} if d.modalities is not None else {})}
+            **({"modalities": list(d.modalities)} if d.modalities is not None else {}),
+            **({"label_swap": d.label_swap} if d.label_swap else {}),
+            **({"clip_words": d.clip_words} if d.clip_words is not None else {})}
 
 
 # --- trainer --------------------------------------------------------------------------------------------------
