@@ -107,6 +107,42 @@ def test_the_stage2_card_names_its_base_and_how_it_is_loaded():
     assert "stage2_model: reader" in card and "--model default" not in card
 
 
+def test_the_stage1_card_states_a_modality_prior_only_where_the_training_gold_has_one_modality(tmp_path):
+    from mmrag_rft.data.jsonl import write_samples_jsonl
+    from mmrag_rft.data.schema import Candidate, Sample
+    from mmrag_rft.models.export import gold_modalities, model_card, read_manifest
+    from mmrag_rft.models.loading import shipped_model
+
+    def sample(q, gold_modality):
+        cands = [Candidate(id=f"{q}g", modality=gold_modality, text="gold", title="g"),
+                 Candidate(id=f"{q}n", modality="text", text="other")]
+        return Sample(qid=q, question="?", answers=["a"], candidates=cands, gold_ids=[f"{q}g"])
+
+    path = tmp_path / "data.jsonl"
+    write_samples_jsonl([sample("q1", "image"), sample("q2", "image"), sample("q3", "text")], path)
+    data = {"path": str(path)}
+    assert gold_modalities(data, ["q1", "q2"]) == {"image": 2}
+    assert gold_modalities(data, ["q1", "q3"]) == {"image": 1, "text": 1}
+    assert gold_modalities({"path": str(tmp_path / "gone.jsonl")}, ["q1"]) is None
+
+    def card(gold, layout="default", swap=0.0):
+        split = {"val_fraction": 0.2, "split_seed": 0, "train_questions": 2, "heldout_questions": 1}
+        return model_card({"name": "s1", "stage": 1, "base": "base", "prompt": {"layout": layout, "think": False},
+                           "pipeline": {}, "training": {"command": "c", "commit": "x", "config_sha256": "0" * 64,
+                                                         "steps": 1, "data": "d", "split": split,
+                                                         "gold_modalities": gold,
+                                                         "config": {"data": {"label_swap": swap}}}})
+
+    assert "Every gold piece of its training data is an image" in card({"image": 2})
+    assert "Every gold piece" not in card({"image": 1, "text": 1})  # both modalities: no prior to warn of
+    assert "Every gold piece" not in card(None)  # data not readable at export: no claim
+    assert "Every gold piece" not in card({"image": 2}, layout="unlabelled")
+    assert "50% of the candidates under the other modality's label" in card({"image": 2}, swap=0.5)
+    for stage in (1, 2):  # each shipped card is what its manifest writes
+        folder = shipped_model(stage)
+        assert model_card(read_manifest(folder)) == (folder / "README.md").read_text(encoding="utf-8")
+
+
 def test_pipeline_config_takes_the_models_settings_under_yaml_and_overrides(tmp_path):
     from mmrag_rft.models.export import MANIFEST
     from mmrag_rft.pipeline import pipeline_config

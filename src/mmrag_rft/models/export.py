@@ -148,6 +148,23 @@ def export_adapter(trained_dir: str | Path, out_dir: str | Path, *, base_spec: s
     return info
 
 
+def gold_modalities(data: dict[str, Any], train_qids: list[str]) -> dict[str, int] | None:
+    """How many gold pieces of each modality the run's training questions hold (None: its data is not readable
+    here), so the card states the modality prior a labelled prompt can teach only where there is one."""
+    from mmrag_rft.data.loaders import load_samples
+
+    want, counts = set(train_qids), {}
+    try:
+        for s in load_samples(data.get("path") or "", format=data.get("format", "auto")):
+            if s.qid in want:
+                for c in s.candidates:
+                    if c.id in s.gold_set:
+                        counts[c.modality] = counts.get(c.modality, 0) + 1
+    except (OSError, ValueError):
+        return None
+    return dict(sorted(counts.items()))
+
+
 def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[str, Any] | None = None,
                       heldout: dict[str, Any] | None = None, command: str = "", commit: str = "") -> dict[str, Any]:
     """The settings a run's model was trained with (its `config.yaml`), for the pipeline and the model card.
@@ -181,6 +198,7 @@ def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[s
                      "split": {"val_fraction": data.get("val_fraction"), "split_seed": data.get("split_seed"),
                                "train_questions": len(split.get("train", [])),
                                "heldout_questions": len(split.get("val", []))},
+                     **({"gold_modalities": gold_modalities(data, split["train"])} if split.get("train") else {}),
                      "config": cfg},
         "heldout": heldout or {},
     }
@@ -189,6 +207,28 @@ def manifest_from_run(run_dir: str | Path, *, name: str, operating_point: dict[s
 def hub_name(spec: str) -> str:
     """The Hugging Face name of a base model spec, for the card's front matter."""
     return HUB_NAMES.get(spec, spec)
+
+
+def _label_limit(manifest: dict[str, Any]) -> str:
+    """The card's line on the modality prior: only where every gold piece of the training questions has one
+    modality and the prompt names it."""
+    gold = manifest["training"].get("gold_modalities") or {}
+    if manifest["prompt"]["layout"] == "unlabelled" or len(gold) != 1:
+        return ""
+    piece = {"image": "an image", "text": "a text passage", "table": "a table"}.get(next(iter(gold)), "one modality")
+    swap = ((manifest["training"].get("config") or {}).get("data") or {}).get("label_swap") or 0
+    head = f"\n- Every gold piece of its training data is {piece}, and its prompt names each candidate's modality: "
+    if swap:
+        return head + (f"training showed {swap:.0%} of the candidates under the other modality's label so that the "
+                       "label says nothing about relevance; `benchmarks/stage1_modality_probe.py` measures how much "
+                       "the label still moves its P(yes).")
+    if piece != "an image":
+        return head + ("the label alone can move its P(yes) towards that modality "
+                       "(`benchmarks/stage1_modality_probe.py` measures it for images and text).")
+    return head + (
+        "the label alone moves its P(yes), so a text passage is judged more harshly than the same words shown as a "
+        "caption (`benchmarks/stage1_modality_probe.py` measures it). Where every gold piece is an image, compare its "
+        "evidence with the retriever's top images (`benchmarks/modality_rule.py`; docs/results.md).")
 
 
 def model_card(manifest: dict[str, Any], *, license: str = "apache-2.0", note: str = "") -> str:
@@ -205,11 +245,7 @@ def model_card(manifest: dict[str, Any], *, license: str = "apache-2.0", note: s
         f"\n- Stage 2 is read by the shipped stage-2 model (`{reader}`: a LoRA on Qwen2.5-Coder-0.5B-Instruct, its own "
         f"model card in trained/stage2); {absent}" if reader == "reader" else
         f"\n- Stage 2 is read by `{reader}` as released, not trained by this project; {absent}")
-    label_limit = "" if stage != 1 or manifest["prompt"]["layout"] == "unlabelled" else (
-        "\n- Every gold piece of its training data is an image, and its prompt names each candidate's modality: the "
-        "label alone moves its P(yes), so a text passage is judged more harshly than the same words shown as a "
-        "caption (`benchmarks/stage1_modality_probe.py` measures it). Where every gold piece is an image, compare its "
-        "evidence with the retriever's top images (`benchmarks/modality_rule.py`; docs/results.md).")
+    label_limit = _label_limit(manifest) if stage == 1 else ""
     ablation = manifest.get("ablation") or {}
     cols = ("qa_acc", "retrieval_f1", "sources_ndcg@5")
     ablation_md = ("" if not ablation else f"""
