@@ -32,6 +32,8 @@ def _root(
                                     "one a plugin registers"),
 ) -> None:
     """MMRAG-RFT: explainable multimodal RAG with two-stage reinforcement fine-tuning."""
+    # the model loaders' sub-second "Loading weights" bars, read when transformers is first imported (lazily, below)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if engine is not None:
         from mmrag_rft.models.loading import ENGINES
 
