@@ -277,6 +277,25 @@ def test_default_paths():
     assert default.smollm2_gguf_path().stat().st_size == 98_362_432
 
 
+def test_a_one_time_build_reports_on_stderr_so_stdout_stays_the_commands_output(tmp_path, capsys):
+    import logging
+
+    from mmrag_rft.models import default
+
+    def make(tmp):  # as a library does when it first detects the hardware: a handler bound to stdout, then a warning
+        log = logging.getLogger("mmrag-test-build")
+        log.addHandler(logging.StreamHandler(stream=__import__("sys").stdout))
+        log.warning("Setting accelerator to CPU")
+        print("converting ...")
+        (tmp / "config.json").write_text("{}")
+
+    final = default.build_once(tmp_path / "built", make)
+    out, err = capsys.readouterr()
+    assert (final / "config.json").is_file()
+    assert out == ""
+    assert "Setting accelerator to CPU" in err and "converting ..." in err
+
+
 def test_peft_adapter_folder_loads_merged(tiny_lm, tmp_path):
     from peft import LoraConfig, get_peft_model
 

@@ -99,7 +99,9 @@ def build_once(final: Path, make: Callable[[Path], None], *, before: Callable[[]
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
         try:
-            make(tmp)
+            # libraries report on stdout while building (DeepSpeed's accelerator warning): it carries `--json` output
+            with contextlib.redirect_stdout(sys.stderr):
+                make(tmp)
             if final.exists() and not is_complete(final):
                 shutil.rmtree(final)  # a leftover from an interrupted copy by other means
             publish_dir(tmp, final)
