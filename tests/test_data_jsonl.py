@@ -176,3 +176,14 @@ def test_mmqa_read_as_our_jsonl_is_refused_not_stringified(shared_data) -> None:
     mmqa = next((shared_data / "mmqa").glob("*dev*.jsonl*"))
     with pytest.raises(DataError, match=r"answers\[0\]|must be"):
         next(iter(load_samples_jsonl(mmqa)))
+
+
+def test_the_text_evidence_example_has_its_gold_in_text_passages_among_other_modalities() -> None:
+    path = Path(__file__).resolve().parents[1] / "examples" / "text_evidence" / "questions.jsonl"
+    samples = list(load_samples(path))
+    assert len(samples) == 8
+    for s in samples:
+        by_id = {c.id: c for c in s.candidates}
+        assert [by_id[g].modality for g in s.gold_ids] == ["text"]
+        assert {c.modality for c in s.candidates} == {"text", "table", "image"}
+        assert any(a.lower() in by_id[s.gold_ids[0]].text.lower() for a in s.answers)
