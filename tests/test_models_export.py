@@ -134,6 +134,7 @@ def test_the_stage1_card_states_a_modality_prior_only_where_the_training_gold_ha
                                                          "config": {"data": {"label_swap": swap}}}})
 
     assert "Every gold piece of its training data is an image" in card({"image": 2})
+    assert "`--set filter.retrieval_weight=100`" in card({"image": 2})  # what a user with text evidence can do
     assert "Every gold piece" not in card({"image": 1, "text": 1})  # both modalities: no prior to warn of
     assert "Every gold piece" not in card(None)  # data not readable at export: no claim
     assert "Every gold piece" not in card({"image": 2}, layout="unlabelled")

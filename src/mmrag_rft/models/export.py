@@ -222,13 +222,15 @@ def _label_limit(manifest: dict[str, Any]) -> str:
         return head + (f"training showed {swap:.0%} of the candidates under the other modality's label so that the "
                        "label says nothing about relevance; `benchmarks/stage1_modality_probe.py` measures how much "
                        "the label still moves its P(yes).")
+    lead = (" On a corpus whose evidence is mostly in other modalities, `--set filter.retrieval_weight=100` lets the "
+            "retriever's order lead the filter's cut (README, \"When your evidence is mostly text\").")
     if piece != "an image":
         return head + ("the label alone can move its P(yes) towards that modality "
-                       "(`benchmarks/stage1_modality_probe.py` measures it for images and text).")
+                       "(`benchmarks/stage1_modality_probe.py` measures it for images and text).") + lead
     return head + (
         "the label alone moves its P(yes), so a text passage is judged more harshly than the same words shown as a "
         "caption (`benchmarks/stage1_modality_probe.py` measures it). Where every gold piece is an image, compare its "
-        "evidence with the retriever's top images (`benchmarks/modality_rule.py`; docs/results.md).")
+        "evidence with the retriever's top images (`benchmarks/modality_rule.py`; docs/results.md).") + lead
 
 
 def model_card(manifest: dict[str, Any], *, license: str = "apache-2.0", note: str = "") -> str:
