@@ -279,17 +279,20 @@ def test_default_paths():
 
 def test_a_one_time_build_reports_on_stderr_so_stdout_stays_the_commands_output(tmp_path, capsys):
     import logging
+    import sys
 
     from mmrag_rft.models import default
 
+    log = logging.getLogger("mmrag-test-build")
+
     def make(tmp):  # as a library does when it first detects the hardware: a handler bound to stdout, then a warning
-        log = logging.getLogger("mmrag-test-build")
-        log.addHandler(logging.StreamHandler(stream=__import__("sys").stdout))
+        log.addHandler(logging.StreamHandler(stream=sys.stdout))
         log.warning("Setting accelerator to CPU")
         print("converting ...")
         (tmp / "config.json").write_text("{}")
 
     final = default.build_once(tmp_path / "built", make)
+    log.handlers.clear()
     out, err = capsys.readouterr()
     assert (final / "config.json").is_file()
     assert out == ""
