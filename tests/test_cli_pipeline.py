@@ -26,6 +26,27 @@ def test_ask_json_over_built_index(tmp_path):
     assert res["models"]["retriever"]
 
 
+def test_evaluate_questions_over_an_index_when_they_have_no_pool_of_their_own(tmp_path):
+    """The demo's questions name corpus ids and carry no candidates: `--index` is what they retrieve from."""
+    questions = demo_corpus_dir() / "questions.jsonl"
+    idx = tmp_path / "idx"
+    assert runner.invoke(app, ["index", str(demo_corpus_dir() / "corpus.jsonl"), "--out", str(idx)]).exit_code == 0
+    args = ["evaluate", str(questions), "--dataset", "jsonl", "--limit", "2", "--model", "tiny-lm",
+            "--set", "top_n=4", "--set", "stage2_max_new_tokens=8"]
+    r = runner.invoke(app, args + ["--out", str(tmp_path / "no_index")])
+    assert r.exit_code == 2 and "no question has 'candidates'" in r.output and "--index" in r.output
+    r = runner.invoke(app, args + ["--out", str(tmp_path / "ev"), "--index", str(idx)])
+    assert r.exit_code == 0, r.output
+    preds = [json.loads(line) for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 2 and all(len(p["judgements"]) == 4 for p in preds)
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["filter"]["gold_recall_retrieved"] > 0
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "x", "modality": "text", "text": "Another corpus."}) + "\n")
+    assert runner.invoke(app, ["index", str(other), "--out", str(tmp_path / "other")]).exit_code == 0
+    r = runner.invoke(app, args + ["--out", str(tmp_path / "ev2"), "--index", str(tmp_path / "other")])
+    assert r.exit_code == 2 and "is not in the index" in r.output and "Traceback" not in r.output
+
+
 def test_ask_missing_index_is_one_clear_line(tmp_path):
     r = runner.invoke(app, ["ask", "q?", "--index", str(tmp_path / "nope"), "--model", "tiny-lm"])
     assert r.exit_code == 2

@@ -122,22 +122,26 @@ def register(app: typer.Typer) -> None:
                                                                        "(default): ask only the questions its split "
                                                                        "held out (never trained on)."),
         with_gold: bool = typer.Option(False, "--with-gold", help=WITH_GOLD_HELP),
+        index: Optional[Path] = typer.Option(None, "--index", help="Index built by `mmrag index` from the corpus "
+                                                                   "the questions' gold_ids name: questions without "
+                                                                   "candidates of their own retrieve from it."),
     ) -> None:
-        """Run the pipeline over a benchmark with its candidate pools; writes predictions, metrics JSON and a
-        markdown table."""
+        """Run the pipeline over a benchmark with its candidate pools (or over an index); writes predictions,
+        metrics JSON and a markdown table."""
         from mmrag_rft.evaluation.evaluate import evaluate_file
 
         check_dataset(dataset)
         if not path.exists():
             raise fail(f"{path}: file not found")
         cfg = _pipeline_config(config, set_, model)
+        idx = open_index_or_fail(index) if index is not None else None
         from mmrag_rft.data.schema import DataError
         from mmrag_rft.evaluation.evaluate import RunMismatch
 
         try:
             evaluate_file(path, dataset=dataset, out_dir=out_dir, limit=limit, config=cfg, skip_bad=skip_bad,
                           backend_factory=lambda: load_backend_or_fail(model), model=model, heldout=heldout,
-                          reader_factory=lambda: load_reader_or_fail(cfg), with_gold=with_gold)
+                          reader_factory=lambda: load_reader_or_fail(cfg), with_gold=with_gold, index=idx)
         except (DataError, RunMismatch) as e:
             raise fail(str(e)) from None
         except OSError as e:  # a read-only or full output folder

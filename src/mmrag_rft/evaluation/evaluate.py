@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mmrag_rft.config import atomic_write_text, flatten
+from mmrag_rft.data.schema import DataError
 from mmrag_rft.evaluation.report import markdown_table
 from mmrag_rft.metrics.mmqa import score_mmqa
 from mmrag_rft.metrics.ranking import ndcg_at_k, recall_at_k, set_prf
@@ -132,12 +133,14 @@ def check_run(out: Path, settings: dict[str, Any]) -> None:
 def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit: int | None, config: Any,
                   skip_bad: bool = False, backend_factory: Callable[[], Any], progress: bool = True,
                   model: str | None = None, heldout: str | Path | None = None,
-                  reader_factory: Callable[[], Any] | None = None, with_gold: bool = False) -> dict[str, Any]:
+                  reader_factory: Callable[[], Any] | None = None, with_gold: bool = False,
+                  index: Any = None) -> dict[str, Any]:
     """`heldout`: a training run or shipped model folder; only the questions its split.json held out (never trained
     on) are asked. `with_gold`: only questions with gold evidence among their candidates (on MMQA offline, the
     image questions: their texts and tables are absent), applied before `limit`. `reader_factory`: the stage-2
-    backend when `config.stage2_model` names one. Returns the summary written to metrics.json plus `qids`, the
-    questions it covers."""
+    backend when `config.stage2_model` names one. `index`: a loaded `HybridIndex` that questions without a pool of
+    their own retrieve from (their gold ids name its candidates). Returns the summary written to metrics.json plus
+    `qids`, the questions it covers."""
     from rich.console import Console
 
     from mmrag_rft.data.datasets import get_dataset
@@ -157,7 +160,8 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
     with run_lock(out):
         check_run(out, {"model": model, "dataset": dataset, "data": Path(path).name, "config": _asdict(config),
                         **({"heldout_of": str(heldout)} if heldout is not None else {}),
-                        **({"with_gold": True} if with_gold else {})})
+                        **({"with_gold": True} if with_gold else {}),
+                        **({"index_corpus": index.manifest.corpus_hash} if index is not None else {})})
         report: list[Any] = []
         filtered = keep is not None or with_gold
         samples = list(load_samples(path, format=dataset if dataset != "jsonl" else "jsonl", skip_bad=skip_bad,
@@ -166,12 +170,17 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
             samples = [s for s in samples if s.qid in keep]
             if not samples:
                 raise RunMismatch(f"{heldout}/split.json: none of its held-out questions is in {path}")
-        if with_gold:
-            samples = [s for s in samples if set(s.gold_ids) & {c.id for c in s.candidates}]
+        if with_gold:  # a question that retrieves from the index has its gold there (check_pools)
+            samples = [s for s in samples
+                       if (index is not None and not s.candidates) or set(s.gold_ids) & {c.id for c in s.candidates}]
             if not samples:
                 raise RunMismatch(f"--with-gold: no question of {path} has gold evidence among its candidates")
         if filtered:
             samples = samples[:limit]
+        no_pool = check_pools(samples, path, index)
+        if no_pool:
+            console.print(f"[yellow]{no_pool} question(s) have no candidates and no --index to retrieve from: they "
+                          "are asked with an empty pool and abstain[/]")
         if report:
             console.print(f"[yellow]skipped {len(report)} malformed row(s):[/]")
             for e in report[:20]:
@@ -181,8 +190,9 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
         def ask(s: Any) -> Any:
             nonlocal pipe
             if pipe is None:  # load the model only if there is work left (a finished run re-scores instantly)
-                pipe = Pipeline(backend_factory(), config=config, reader=reader_factory() if reader_factory else None)
-            return pipe.ask(s.question, candidates=s.candidates, qid=s.qid)
+                pipe = Pipeline(backend_factory(), index=index, config=config,
+                                reader=reader_factory() if reader_factory else None)
+            return pipe.ask(s.question, candidates=s.candidates or None, qid=s.qid)
 
         preds = run(samples, ask, out, progress=progress)
         wanted = {s.qid for s in samples}
@@ -203,6 +213,29 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
         console.print(metrics_markdown(m, note=note))
         console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {out / 'metrics.md'}")
         return {**summary, "qids": [r["qid"] for r in rows]}  # the questions these metrics are over
+
+
+def check_pools(samples: Sequence[Any], path: str | Path, index: Any) -> int:
+    """Questions without a candidate pool of their own retrieve from `index`. Without an index: a DataError when no
+    question has a pool, else how many have none (they abstain). With one: a DataError for a gold id it does not
+    hold (the index of another corpus?)."""
+    no_pool = [s for s in samples if not s.candidates]
+    if not no_pool:
+        return 0
+    if index is None:
+        if len(no_pool) < len(samples):
+            return len(no_pool)
+        raise DataError(f"{path}: no question has 'candidates' (first: {no_pool[0].qid}): pass --index DIR, an index "
+                        "of the corpus their gold_ids name (`mmrag index CORPUS --out DIR`), or give each question "
+                        "its pool")
+    for s in no_pool:
+        for g in s.gold_ids:
+            try:
+                index.get(g)
+            except KeyError:
+                raise DataError(f"{path}: question {s.qid}: gold id {g!r} is not in the index at {index.dir} "
+                                "(an index of another corpus?)") from None
+    return 0
 
 
 @contextlib.contextmanager
