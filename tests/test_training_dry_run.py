@@ -68,3 +68,17 @@ def test_zero3_that_cannot_gather_its_weights_for_saving_is_refused(tmp_path):
     r = _dry(1, *CPU, "--accelerate-config", str(bad))
     assert "zero3_save_16bit_model" not in ok.output
     assert r.exit_code == 2 and "ZeRO-3 without zero3_save_16bit_model: true" in " ".join(r.output.split())
+
+
+def test_data_without_pools_is_named_by_the_dry_run_before_any_training(tmp_path):
+    """Questions whose gold ids name a corpus (no 'candidates') can be evaluated over an index, not trained on."""
+    import json
+
+    data = tmp_path / "questions.jsonl"
+    data.write_text(json.dumps({"qid": "q1", "question": "How many moons does Mars have?", "answers": ["two"],
+                                "gold_ids": ["p2"]}) + "\n")
+    args = ["--set", f"data.path={data}", "--set", "data.format=jsonl"]
+    r = _dry(1, *CPU, *args)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert _errors(r) and "no question has its gold evidence among its own 'candidates'" in " ".join(r.output.split())
+    assert "data.path is empty" in " ".join(_dry(1, *CPU).output.split())  # no data named: a note, not an error

@@ -129,6 +129,17 @@ def dry_run(cfg: TrainConfig, *, stage: int, accelerate_config: str | Path | Non
     except ValueError as e:
         r.problems.append(str(e))
 
+    # -- the data: every question is read, each needs its gold among its own candidates ----------------------
+    from mmrag_rft.training.grpo import load_split
+
+    if not cfg.data.path:
+        r.notes.append("data.path is empty: the data is not checked; name it (--set data.path=...) before training")
+    else:
+        try:
+            load_split(cfg)
+        except (ValueError, OSError) as e:  # DataError is a ValueError
+            r.problems.append(str(e))
+
     # -- the model, without its weights --------------------------------------------------------------------
     spec = init or cfg.model.path
     try:

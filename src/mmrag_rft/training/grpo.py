@@ -72,6 +72,10 @@ def load_split(cfg: TrainConfig) -> tuple[list[Any], list[Any]]:
         samples.append(s)
         if cfg.data.limit is not None and len(samples) >= cfg.data.limit:
             break
+    if not any(set(s.gold_ids) & {c.id for c in s.candidates} for s in samples):
+        raise ValueError(f"data.path {cfg.data.path}: no question has its gold evidence among its own 'candidates'; "
+                         "training pairs each question with its pool (gold and negatives), so each needs one "
+                         "(docs/data-format.md)")
     return split_by_question(samples, cfg.data.val_fraction, cfg.data.split_seed)
 
 
