@@ -209,3 +209,29 @@ def test_datasets_are_registered_by_name_and_an_unknown_one_is_an_error(tmp_path
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "x.jsonl"), "--dataset", "okvqa", "--model", "tiny-lm",
                                  "--out", str(tmp_path / "out")])
     assert r.exit_code == 2 and "unknown dataset 'okvqa'" in r.output and "Traceback" not in r.output
+
+
+def test_pools_gives_questions_that_name_corpus_ids_their_pools_from_an_index(tmp_path: Path) -> None:
+    from mmrag_rft.data.loaders import load_samples
+
+    rows = [{"id": "eiffel", "modality": "text", "title": "Eiffel Tower", "text": "A wrought-iron tower in Paris."},
+            {"id": "nile", "modality": "text", "title": "Nile", "text": "The Nile is a river in Africa."},
+            {"id": "chess", "modality": "text", "title": "Chess", "text": "Chess is a board game for two players."}]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert runner.invoke(app, ["index", str(corpus), "--out", str(tmp_path / "idx")]).exit_code == 0
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"qid": "q1", "question": "Which tower stands in Paris?", "answers": ["Eiffel"],
+                                     "gold_ids": ["eiffel"]}) + "\n" +
+                         json.dumps({"qid": "q2", "question": "Which tower stands in Paris?", "answers": ["x"],
+                                     "gold_ids": ["chess"]}) + "\n")
+    out = tmp_path / "pooled.jsonl"
+    r = _run("pools", questions, "--index", tmp_path / "idx", "--out", out, "--top-n", "1")
+    assert r.exit_code == 0, r.output
+    assert "held 1 of 2 gold pieces; the 1 it missed were added" in " ".join(r.output.split())
+    pooled = {s.qid: [c.id for c in s.candidates] for s in load_samples(out)}
+    assert pooled == {"q1": ["eiffel"], "q2": ["eiffel", "chess"]}  # the retriever's top 1, then the missed gold
+    (tmp_path / "other.jsonl").write_text(json.dumps({"id": "x", "modality": "text", "text": "Other."}) + "\n")
+    assert runner.invoke(app, ["index", str(tmp_path / "other.jsonl"), "--out", str(tmp_path / "o")]).exit_code == 0
+    r = _run("pools", questions, "--index", tmp_path / "o", "--out", tmp_path / "x.jsonl")
+    assert r.exit_code == 2 and "is not in the index" in r.output and "Traceback" not in r.output

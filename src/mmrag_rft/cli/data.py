@@ -104,8 +104,51 @@ def convert(
     console.print(f"wrote {n} samples to {out_path}", highlight=False)
 
 
+def pools(
+    path: Path = typer.Argument(..., help="Samples whose gold_ids name corpus ids (our JSONL, without 'candidates')."),
+    index: Path = typer.Option(..., "--index", help="Index built by `mmrag index` from that corpus."),
+    out_path: Path = typer.Option(..., "--out", help="Output samples JSONL with each question's pool (atomic)."),
+    top_n: int = typer.Option(20, "--top-n", min=1, max=200, help="Candidates retrieved per question."),
+    format: str = typer.Option("auto", "--format", "-f", help=_FORMAT_HELP),
+) -> None:
+    """Give each question without candidates a pool: the index's top N for it, plus any gold piece the search
+    missed; the file then trains stage 1 and stage 2 (`data.path`) and evaluates without an index."""
+    from rich.progress import track
+
+    from mmrag_rft.cli._common import open_index_or_fail
+    from mmrag_rft.data.jsonl import write_samples_jsonl
+    from mmrag_rft.data.loaders import load_samples
+    from mmrag_rft.data.schema import DataError
+    from mmrag_rft.retrieval.pool import pool_from_index
+
+    _check_format(format)
+    if out_path.exists() and path.exists() and out_path.resolve() == path.resolve():
+        raise fail(f"--out {out_path}: is the input file; writing would replace it (write elsewhere)")
+    idx = open_index_or_fail(index)
+    try:
+        samples = list(load_samples(path, format))
+    except DataError as e:
+        raise fail(str(e)) from None
+    pooled, gold, missed = [], 0, 0
+    for s in track(samples, description="retrieving pools", console=console, transient=True):
+        try:
+            p, m = pool_from_index(s, idx, top_n)
+        except KeyError as e:  # a gold id the index does not hold
+            raise fail(f"{path}: question {s.qid}: {e.args[0]} (an index of another corpus?)") from None
+        pooled.append(p)
+        gold, missed = gold + (len(set(s.gold_ids)) if not s.candidates else 0), missed + m
+    try:
+        n = write_samples_jsonl(pooled, out_path)
+    except OSError as e:
+        raise fail(f"{e.filename or out_path}: {e.strerror or e}") from None
+    added = f"; the {missed} it missed were added to their pools" if missed else ""
+    console.print(f"wrote {n} samples to {out_path}; the top {top_n} held {gold - missed} of {gold} gold pieces{added}",
+                  highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(help="Inspect and convert benchmark and corpus files.", no_args_is_help=True)
     data_app.command("stats")(stats)
     data_app.command("convert")(convert)
+    data_app.command("pools")(pools)
     app.add_typer(data_app, name="data")

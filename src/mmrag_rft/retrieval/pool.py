@@ -72,3 +72,17 @@ def _pool_image_encoder(name: str, emb: TextEmbedder) -> Any:
     if key not in _POOL_ENCODERS:
         _POOL_ENCODERS[key] = load_image_encoder(name, emb)
     return _POOL_ENCODERS[key]
+
+
+def pool_from_index(sample: Any, index: Any, top_n: int = 20) -> tuple[Any, int]:
+    """`sample` with the index's top `top_n` for its question as its candidate pool, in the retriever's order, and
+    how many of its gold pieces that search missed: those are added at the end (a pool holds its gold, as
+    WebQA's do), so training finds its positives. A sample with a pool of its own is returned as it is."""
+    import dataclasses
+
+    if sample.candidates:
+        return sample, 0
+    pool = [h.candidate for h in index.search(sample.question, top_n=top_n)]
+    found = {c.id for c in pool}
+    missed = [g for g in dict.fromkeys(sample.gold_ids) if g not in found]
+    return dataclasses.replace(sample, candidates=pool + [index.get(g) for g in missed]), len(missed)
