@@ -35,7 +35,9 @@ def test_evaluate_questions_over_an_index_when_they_have_no_pool_of_their_own(tm
             "--set", "top_n=4", "--set", "stage2_max_new_tokens=8"]
     r = runner.invoke(app, args + ["--out", str(tmp_path / "no_index")])
     assert r.exit_code == 2 and "no question has 'candidates'" in r.output and "--index" in r.output
-    r = runner.invoke(app, args + ["--out", str(tmp_path / "ev"), "--index", str(idx)])
+    r = runner.invoke(app, args + ["--out", str(tmp_path / "held"), "--index", str(idx), "--heldout", "default"])
+    assert r.exit_code == 2 and "`--heldout none` asks every one" in " ".join(r.output.split())
+    r = runner.invoke(app, args + ["--out", str(tmp_path / "ev"), "--index", str(idx), "--heldout", "none"])
     assert r.exit_code == 0, r.output
     preds = [json.loads(line) for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 2 and all(len(p["judgements"]) == 4 for p in preds)

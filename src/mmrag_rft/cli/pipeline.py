@@ -120,7 +120,8 @@ def register(app: typer.Typer) -> None:
         skip_bad: bool = typer.Option(False, "--skip-bad", help="Report and skip malformed rows."),
         heldout: Optional[str] = typer.Option(None, "--heldout", help="A training run or model folder, or a model spec "
                                                                        "(default): ask only the questions its split "
-                                                                       "held out (never trained on)."),
+                                                                       "held out (never trained on); none: every "
+                                                                       "question."),
         with_gold: bool = typer.Option(False, "--with-gold", help=WITH_GOLD_HELP),
         index: Optional[Path] = typer.Option(None, "--index", help="Index built by `mmrag index` from the corpus "
                                                                    "the questions' gold_ids name: questions without "
@@ -135,6 +136,7 @@ def register(app: typer.Typer) -> None:
             raise fail(f"{path}: file not found")
         cfg = _pipeline_config(config, set_, model)
         idx = open_index_or_fail(index) if index is not None else None
+        heldout = None if heldout == "none" else heldout
         from mmrag_rft.data.schema import DataError
         from mmrag_rft.evaluation.evaluate import RunMismatch
 

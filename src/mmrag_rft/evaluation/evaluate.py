@@ -169,7 +169,8 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
         if keep is not None:
             samples = [s for s in samples if s.qid in keep]
             if not samples:
-                raise RunMismatch(f"{heldout}/split.json: none of its held-out questions is in {path}")
+                raise RunMismatch(f"{heldout}/split.json: none of its held-out questions is in {path}; questions no "
+                                  "model here trained on are all held out: `--heldout none` asks every one")
         if with_gold:  # a question that retrieves from the index has its gold there (check_pools)
             samples = [s for s in samples
                        if (index is not None and not s.candidates) or set(s.gold_ids) & {c.id for c in s.candidates}]
