@@ -31,7 +31,8 @@ echo "[recipe] 3/4 that point on the held-out questions" >&2
 $MMRAG --threads "$THREADS" filter-sweep "$DATA" --model "$RUN/merged" --heldout "$RUN" --limit 0 \
   --operating-point "$RUN/operating_point.json" --out "$RUN/heldout.json"
 echo "[recipe] 4/4 export to $OUT" >&2
-$MMRAG --threads "$THREADS" train export "$RUN" --to "$OUT" --operating-point "$RUN/operating_point.json" \
+$MMRAG --threads "$THREADS" train export "$RUN" --to "$OUT" --name smollm2-135m-mmrag-stage1 \
+  --operating-point "$RUN/operating_point.json" \
   --heldout "$RUN/heldout.json" \
   --command "./run.sh recipe  # $TRAIN" --commit "$COMMIT" ${EXPORT_ARGS:-} \
   --pipeline-set sources=filter --pipeline-set max_sources=2 \

@@ -338,6 +338,11 @@ def test_a_finished_run_exports_as_the_shipped_model_kind(stage1_run, tmp_path):
 
     p = [stage1_prompt("q?", Candidate(id="a", modality="text", text="some passage"), style="score")]
     assert got.score_yes_no(p) == pytest.approx(want.score_yes_no(p), abs=1e-4)
+    assert s["name"] == "tiny-stage1"
+    r = CliRunner().invoke(app, ["train", "export", res.output_dir, "--to", str(tmp_path / "unnamed"), "--base",
+                                 "tiny-lm"])
+    assert r.exit_code == 0, r.output  # unnamed, a user's export is named after its run, not after the shipped model
+    assert model_settings(str(tmp_path / "unnamed"))["name"] == Path(res.output_dir).resolve().name
     bad = CliRunner().invoke(app, ["train", "export", str(tmp_path), "--to", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a finished training run" in bad.output
 

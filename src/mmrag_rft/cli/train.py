@@ -197,7 +197,8 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (co
 def export(run_dir: Path = typer.Argument(..., help="A finished training run folder (merged/, config.yaml)."),
            to: Path = typer.Option(..., "--to", help="Adapter folder to write (the package ships "
                                                         "src/mmrag_rft/trained/stage1)."),
-           name: str = typer.Option("smollm2-135m-mmrag-stage1", help="The model's name in results and its card."),
+           name: Optional[str] = typer.Option(None, help="The model's name in results and its card (default: the "
+                                                         "run folder's name)."),
            operating_point: Optional[Path] = typer.Option(
                None, help="filter_sweep JSON of the run's *training* questions: its chosen_fused_point becomes the "
                           "filter settings the model ships with."),
@@ -265,7 +266,7 @@ def export(run_dir: Path = typer.Argument(..., help="A finished training run fol
     except ConfigError as e:
         raise fail(f"pipeline settings: {e}") from None
     try:
-        manifest = manifest_from_run(run_dir, name=name, operating_point=settings,
+        manifest = manifest_from_run(run_dir, name=name or run_dir.resolve().name, operating_point=settings,
                                      heldout=summary, command=command, commit=commit)
         manifest["base"] = base or manifest["base"]
         if pipeline_note:
