@@ -42,6 +42,8 @@ def test_evaluate_questions_over_an_index_when_they_have_no_pool_of_their_own(tm
     preds = [json.loads(line) for line in (tmp_path / "ev" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 2 and all(len(p["judgements"]) == 4 for p in preds)
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["filter"]["gold_recall_retrieved"] > 0
+    report = (tmp_path / "ev" / "report.html").read_text()  # the explanation of each answer, as the demo writes
+    assert all(p["question"] in report for p in preds) and "Cited evidence" in report and "unknown id" not in report
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"id": "x", "modality": "text", "text": "Another corpus."}) + "\n")
     assert runner.invoke(app, ["index", str(other), "--out", str(tmp_path / "other")]).exit_code == 0

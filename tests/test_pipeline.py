@@ -134,6 +134,8 @@ def test_report_summary_is_tables_not_dicts():
     html = summary_tables({"questions": 3, "overall": {"qa_acc": 0.5}, "per_category": {"color": {"acc": 0.25}}})
     assert "{" not in html and "<th>color</th><td>0.250</td>" in html and "<th>acc</th>" in html
     assert "<th>QA-Acc</th><td>0.500</td>" in html  # metric keys get readable names
+    html = summary_tables({"config": {"top_n": 20, "filter": {"threshold": 0.0, "order": "fused"}}})
+    assert "{" not in html and "filter.threshold" in html and "fused" in html  # a nested setting: dotted rows
 
 
 def test_report_shows_stage1_as_bars_in_the_filter_order_with_the_kept_set_marked():

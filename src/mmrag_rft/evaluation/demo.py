@@ -40,10 +40,9 @@ def run_demo(out_dir: str | Path, *, backend: Any, config: Any, limit: int | Non
     from rich.table import Table
 
     from mmrag_rft.data import demo_corpus_dir
-    from mmrag_rft.data.images import load_image
     from mmrag_rft.data.jsonl import load_samples_jsonl
     from mmrag_rft.evaluation.evaluate import score_rows
-    from mmrag_rft.evaluation.report import write_html_report
+    from mmrag_rft.evaluation.report import report_image, write_html_report
     from mmrag_rft.evaluation.runner import prediction_row
     from mmrag_rft.pipeline import Pipeline
 
@@ -76,14 +75,7 @@ def run_demo(out_dir: str | Path, *, backend: Any, config: Any, limit: int | Non
     atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
     write_html_report(str(out / "report.html"), rows, lookup=idx.get,
-                      image_for=lambda c: _safe_image(load_image, c), title="MMRAG-RFT demo", summary=summary,
+                      image_for=report_image, title="MMRAG-RFT demo", summary=summary,
                       note="Demo corpus shipped with mmrag-rft. A text-only policy reads image captions, not pixels.")
     console.print(f"report: {out / 'report.html'}")
     return summary
-
-
-def _safe_image(load_image: Any, c: Any) -> Any:
-    try:
-        return load_image(c)
-    except Exception:
-        return None

@@ -12,7 +12,7 @@ from typing import Any
 
 from mmrag_rft.config import atomic_write_text, flatten
 from mmrag_rft.data.schema import DataError
-from mmrag_rft.evaluation.report import markdown_table
+from mmrag_rft.evaluation.report import markdown_table, report_image, write_html_report
 from mmrag_rft.metrics.mmqa import score_mmqa
 from mmrag_rft.metrics.ranking import ndcg_at_k, recall_at_k, set_prf
 from mmrag_rft.metrics.webqa import references_for, score_webqa
@@ -208,11 +208,18 @@ def evaluate_file(path: str | Path, *, dataset: str, out_dir: str | Path, limit:
         summary["config"] = _asdict(config)
         atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2, default=str))
         atomic_write_text(out / "metrics.md", metrics_markdown(m, note=note))
+        pool = {c.id: c for s in samples for c in s.candidates}
+        write_html_report(str(out / "report.html"),
+                          [{**r, "correct": acc} for r, acc in zip(rows, m["per_question_acc"])],
+                          lookup=lambda cid: pool[cid] if cid in pool or index is None else index.get(cid),
+                          image_for=report_image, title=f"MMRAG-RFT evaluation: {Path(path).name}",
+                          summary={k: v for k, v in summary.items() if k != "note"}, note=note)
         if metric_set == "webqa":  # the official submission format, for the eval server
             sub = {r["qid"]: {"sources": r.get("rank") or [], "answer": r["answer"]} for r in rows}
             atomic_write_text(out / "submission.json", json.dumps(sub, indent=1))
         console.print(metrics_markdown(m, note=note))
-        console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {out / 'metrics.md'}")
+        console.print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {out / 'metrics.md'}, "
+                      f"{out / 'report.html'}")
         return {**summary, "qids": [r["qid"] for r in rows]}  # the questions these metrics are over
 
 

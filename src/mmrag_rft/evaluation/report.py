@@ -8,7 +8,7 @@ import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from mmrag_rft.config import atomic_write_text
+from mmrag_rft.config import atomic_write_text, flatten
 
 
 def thumbnail_data_uri(image: Any, size: int = 160) -> str | None:
@@ -82,9 +82,9 @@ def summary_tables(summary: Mapping[str, Any]) -> str:
             body = "".join("<tr><th>" + _e(k) + "</th>" + "".join(f"<td>{_cell(v.get(c, ''))}</td>" for c in cols)
                            + "</tr>" for k, v in section.items())
             html.append(f"<table><tr>{head}</tr>{body}</table>")
-        else:
+        else:  # a nested setting (the config's filter) as dotted rows, not a dumped dict
             html.append("<table>" + "".join(f"<tr><th>{_label(k)}</th><td>{_cell(v)}</td></tr>"
-                                            for k, v in section.items()) + "</table>")
+                                            for k, v in flatten(dict(section)).items()) + "</table>")
     return "".join(html)
 
 
@@ -172,6 +172,17 @@ def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], An
         parts.append("<p class='muted'>" + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) + "</p></div>")
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def report_image(c: Any) -> Any:
+    """A candidate's pixels for its thumbnail, or None when it has none or they cannot be read: a report does not
+    fail on one picture."""
+    from mmrag_rft.data.images import load_image
+
+    try:
+        return load_image(c)
+    except Exception:
+        return None
 
 
 def write_html_report(path: str, rows: Iterable[Mapping[str, Any]], **kw: Any) -> None:
