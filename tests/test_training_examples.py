@@ -11,7 +11,7 @@ import pytest
 from mmrag_rft.config import ConfigError
 from mmrag_rft.data.schema import Candidate, Sample
 from mmrag_rft.training.config import TrainConfig, load_train_config
-from mmrag_rft.training.examples import (interleave_by_label, split_by_question, stage1_pairs, stage1_rows,
+from mmrag_rft.training.examples import (group_by_question, interleave_by_label, split_by_question, stage1_pairs, stage1_rows,
                                          stage2_candidates, stage2_rows)
 from mmrag_rft.training.warmup import stage1_target, stage2_target, warmup_examples
 
@@ -314,6 +314,45 @@ def test_balanced_steps_give_every_grpo_step_as_many_relevant_as_irrelevant_prom
     assert cfg.data.balanced_steps
     assert grpo_args(cfg, tmp_path, [1.0, 1.0], shuffle=False).shuffle_dataset is False
     assert grpo_args(cfg, tmp_path, [1.0, 1.0]).shuffle_dataset is True
+
+
+def test_balanced_stage2_steps_show_one_question_in_both_orders(tmp_path):
+    from trl.trainer.grpo_trainer import RepeatSampler
+
+    from mmrag_rft.training.grpo import check_group_batch
+
+    rows = stage2_rows([_sample(i, gold=(1,)) for i in range(12)], num_candidates=2, permutations=2, seed=0)
+    order = group_by_question(rows, seed=0)
+    assert sorted(map(id, order)) == sorted(map(id, rows)) and group_by_question(rows, seed=1) != order
+    # TRL's sampler with its shuffle off, 2 prompts x 4 completions per step
+    idx = list(RepeatSampler(data_source=order, mini_repeat_count=4, batch_size=2, repeat_count=1, shuffle=False))
+    steps = [[order[j] for j in idx[i:i + 8]] for i in range(0, len(idx), 8)]
+    assert len(steps) == 12
+    for st in steps:
+        assert len({r["qid"] for r in st}) == 1  # one question per step ...
+        first_gold = {r["gold_ids"][0] for r in st}
+        assert first_gold == {"1", "2"}  # ... its gold shown first in one prompt and second in the other
+    cfg = load_train_config(ROOT / "configs/stage2_tiny.yaml", ["data.balanced_steps=true", "data.permutations=2",
+                                                               "grpo.num_generations=4",
+                                                               "grpo.per_device_train_batch_size=8"])
+    check_group_batch(cfg, 1)
+    cfg.grpo.per_device_train_batch_size = 12  # 3 prompts: a question's two orders would straddle two steps
+    with pytest.raises(ValueError, match="balanced_steps"):
+        check_group_batch(cfg, 1)
+
+
+def test_selection_in_every_order_tells_reading_from_position():
+    from mmrag_rft.training.heldout import selection_vs_chance
+
+    rows = stage2_rows([_sample(i, gold=(1,)) for i in range(10)], num_candidates=2, permutations=2, seed=0)
+    out = lambda i: f"</think><rank>[{i}]</rank><answer>x</answer>"  # noqa: E731
+    position = selection_vs_chance([out(1) for _ in rows], rows)
+    reading = selection_vs_chance([out(r["gold_ids"][0]) for r in rows], rows)
+    assert position["first_is_gold"] == reading["first_is_gold"] / 2 == 0.5  # one order in two is right by position
+    assert position["questions_in_every_order"] == reading["questions_in_every_order"] == 10
+    assert position["same_first_pick_every_order"] == position["gold_first_every_order"] == 0.0
+    assert reading["same_first_pick_every_order"] == reading["gold_first_every_order"] == 1.0
+    assert "gold_first_every_order" not in selection_vs_chance([out(1)] * 10, rows[::2])  # one order per question
 
 
 def test_every_grpo_section_field_reaches_grpoconfig(tmp_path):

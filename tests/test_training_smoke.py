@@ -175,10 +175,11 @@ def test_train_eval_compares_a_run_with_its_start_model_on_held_out_questions(st
     assert set(doc["models"]) == {"start", "merged"} and doc["models"]["merged"]["model"].endswith("merged")
     assert all(0.0 <= m["score_mode"]["auc"] <= 1.0 for m in doc["models"].values())
     # stage 2 on the same run's questions, an unfinished run named by --stage, a folder that is no run
-    r = CliRunner().invoke(app, ["train", "eval", str(run), "--stage", "2", "--model", "tiny-lm",
+    r = CliRunner().invoke(app, ["train", "eval", str(run), "--stage", "2", "--model", "tiny-lm", "--orders", "2",
                                  "--out", str(tmp_path / "s2.json")])
     assert r.exit_code == 0, r.output
     s2 = json.loads((tmp_path / "s2.json").read_text())
+    assert s2["orders"] == 2 and s2["models"]["tiny-lm"]["n"] == 2 * len(held)  # every question in two orders
     assert s2["references"]["ndcg_random_permutation"] > 0 and "first_is_gold_chance" in s2["models"]["tiny-lm"]["selection"]
     lik = s2["models"]["tiny-lm"]["likelihood"]
     assert 0.0 <= lik["first_is_gold"] <= 1.0 and 0.0 < lik["first_is_gold_chance"] <= 1.0 and 0.0 < lik["ndcg"] <= 1.0

@@ -123,7 +123,9 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (co
              models: Optional[list[str]] = typer.Option(None, "--model", help="Models to compare (repeatable; default: "
                                                                               "the run's start model and its latest)."),
              limit: Optional[int] = typer.Option(None, "--limit", min=1, help="First N held-out questions."),
-             out_path: Optional[Path] = typer.Option(None, "--out", help="Result JSON (default RUN/heldout_eval.json).")
+             out_path: Optional[Path] = typer.Option(None, "--out", help="Result JSON (default RUN/heldout_eval.json)."),
+             orders: int = typer.Option(1, "--orders", min=1, help="Stage 2: each question shown in this many distinct "
+                                                                   "candidate orders (2+ tells reading from position).")
              ) -> None:
     """Held-out evaluation of a run on the questions its split never trained on: stage 1's AUC / accuracy of P(yes),
     stage 2's format, NDCG, first pick against chance and answer accuracy, next to model-free references."""
@@ -163,7 +165,8 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (co
         header = ["model", "AUC", "AUC (mixed negatives)", "accuracy @0.5", "reason format"]
         refs: dict[str, float] = {}
     else:
-        prompts = ho.stage2_prompts(val, num_candidates=cfg.data.num_candidates, max_chars=cfg.data.max_chars)
+        prompts = ho.stage2_prompts(val, num_candidates=cfg.data.num_candidates, max_chars=cfg.data.max_chars,
+                                    orders=orders)
         refs = ho.stage2_baselines(prompts)
         for label, spec in specs:
             backend = load_backend_or_fail(spec)
@@ -178,7 +181,13 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (co
                 for label, r in results.items()]  # type: ignore[index]
         header = ["model", "format", "NDCG", "first pick gold", "chance", "distinct lists",
                   "first pick gold (likelihood)", "answer acc"]
+        if orders > 1:  # reading or position: the same first pick, and gold first, in every order of a question
+            header += ["same first pick, every order", "gold first, every order"]
+            rows = [[*row, r["selection"].get("same_first_pick_every_order", "-"),  # type: ignore[index]
+                     r["selection"].get("gold_first_every_order", "-")]  # type: ignore[index]
+                    for row, r in zip(rows, results.values())]
     doc = {"run": str(run_dir), "stage": stage, "heldout_questions": len(val), "note": "captions stand in for pixels",
+           **({"orders": orders} if stage == 2 else {}),
            "references": refs, "models": results}
     out_path = out_path or run_dir / "heldout_eval.json"
     atomic_write_text(out_path, json.dumps(doc, indent=2, default=str) + "\n")

@@ -54,8 +54,9 @@ class DataSection:
     think: bool = True
     # how the stage-1 user turn is laid out (`prompts.STAGE1_LAYOUTS`); the pipeline must use the same layout
     layout: Stage1Layout = "default"
-    # fixed order with relevant and irrelevant prompts alternating, so every GRPO step is label-balanced
-    # (`examples.interleave_by_label`; TRL's shuffle is turned off); False = TRL's shuffled order
+    # a fixed order (TRL's shuffle turned off) so that every GRPO step is balanced: stage 1, relevant and irrelevant
+    # prompts alternate (`examples.interleave_by_label`); stage 2, each question's `permutations` orders are
+    # consecutive, so a step shows one question in every order (`examples.group_by_question`). False = TRL's order
     balanced_steps: bool = False
     # stage 2
     num_candidates: int = 5  # K: gold + the hardest negatives

@@ -179,6 +179,22 @@ def interleave_by_label(rows: Sequence[dict[str, Any]], seed: int = 0) -> list[d
 
 # --- stage 2 --------------------------------------------------------------------------------------------------
 
+def group_by_question(rows: Sequence[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """Stage-2 rows in a fixed order where each question's permutations are consecutive (questions shuffled, seeded).
+
+    Read in this order (TRL's shuffle off) with permutations x G completions per step, a step shows one question in
+    every order: a list that wins by the position it names wins in one order and loses in the other, so within a
+    step only reading the candidates earns reward. In TRL's shuffled order a position that happened to be right
+    for the step's only question is what the update rewards.
+    """
+    by_q: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_q.setdefault(str(r["qid"]), []).append(r)
+    groups = list(by_q.values())
+    random.Random(seed).shuffle(groups)
+    return [r for g in groups for r in g]
+
+
 def hardest_negatives(sample: Sample, *, stage1_scores: dict[str, float] | None = None,
                       order: Sequence[str] | None = None) -> list[Candidate]:
     """Non-gold candidates, hardest first: by the stage-1 model's P(yes) when given, else by `order`

@@ -23,7 +23,8 @@ from mmrag_rft.config import atomic_write_text, dump
 from mmrag_rft.training.checkpoints import (check_resume_config, checkpoint_step, finished_run, last_checkpoint,
                                             load_checkpoint_weights, prepare_output)
 from mmrag_rft.training.config import TrainConfig
-from mmrag_rft.training.examples import interleave_by_label, split_by_question, stage1_rows, stage2_rows, to_dataset
+from mmrag_rft.training.examples import (group_by_question, interleave_by_label, split_by_question, stage1_rows,
+                                         stage2_rows, to_dataset)
 from mmrag_rft.training.lora import add_lora
 from mmrag_rft.training.negatives import retrieval_order, stage2_negative_scores
 from mmrag_rft.training.policy import load_policy, load_policy_processor
@@ -137,6 +138,11 @@ def check_group_batch(cfg: TrainConfig, processes: int | None = None) -> None:
         raise ValueError(f"grpo.per_device_train_batch_size ({g.per_device_train_batch_size}) x "
                          f"gradient_accumulation_steps ({g.gradient_accumulation_steps}) x processes ({processes}) "
                          f"= {total} is not a multiple of grpo.num_generations ({g.num_generations})")
+    perms = cfg.data.permutations
+    if cfg.data.balanced_steps and perms > 1 and (total // g.num_generations) % perms:
+        raise ValueError(f"data.balanced_steps with data.permutations {perms}: a step holds {total // g.num_generations} "
+                         f"prompts (per-device batch x accumulation x processes / grpo.num_generations), not a "
+                         f"multiple of {perms}, so a question's orders would fall into different steps")
 
 
 def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: bool = False,
@@ -178,8 +184,10 @@ def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: b
         model_src = out / WARMUP_DIR
         model = load_policy(model_src, cfg)
 
-    balanced = stage == 1 and cfg.data.balanced_steps  # after the warm-up, which samples rows of its own
-    dataset = to_dataset(interleave_by_label(rows, seed=cfg.data.seed) if balanced else rows)
+    balanced = cfg.data.balanced_steps  # after the warm-up, which samples rows of its own
+    if balanced:
+        rows = (interleave_by_label if stage == 1 else group_by_question)(rows, seed=cfg.data.seed)
+    dataset = to_dataset(rows)
     trainer, guard = build_trainer(cfg, stage, out, add_lora(model, cfg, is_vlm), processing_class, dataset,
                                    shuffle=not balanced, callbacks=callbacks)
     trained, global_step, metrics = run_grpo(trainer, cfg, ckpt)

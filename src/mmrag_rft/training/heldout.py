@@ -87,13 +87,14 @@ def evaluate_stage1(backend: Any, hard: Sequence[Pair], mixed: Sequence[Pair] | 
 
 def stage2_prompts(val: Sequence[Sample], *, num_candidates: int, max_chars: int,
                    stage1_scores: dict[str, dict[str, float]] | None = None,
-                   order_fn: Callable[[Sample], Sequence[str]] | None = None) -> list[dict[str, Any]]:
-    """One shuffled K-candidate row per held-out question (seeded: the same for every model compared); the hardest
-    negatives by `stage1_scores` when given, else by `order_fn` (default: the retriever's order of the pool)."""
+                   order_fn: Callable[[Sample], Sequence[str]] | None = None, orders: int = 1) -> list[dict[str, Any]]:
+    """`orders` shuffled K-candidate rows per held-out question, distinct orders where K allows (seeded: the same
+    for every model compared); the hardest negatives by `stage1_scores` when given, else by `order_fn` (default:
+    the retriever's order of the pool)."""
     from mmrag_rft.training.examples import stage2_rows
     from mmrag_rft.training.negatives import retrieval_order
 
-    return stage2_rows(val, num_candidates=num_candidates, permutations=1, max_chars=max_chars, seed=99,
+    return stage2_rows(val, num_candidates=num_candidates, permutations=orders, max_chars=max_chars, seed=99,
                        stage1_scores=stage1_scores, order_fn=None if stage1_scores else (order_fn or retrieval_order))
 
 
@@ -104,11 +105,16 @@ def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
 def selection_vs_chance(outs: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Does the model pick and order evidence better than chance *given how many ids it lists*? The chance reference
     draws as many distinct in-range ids at random (exact expectation); the first pick is compared with the share of
-    gold among the candidates; `first_is_prompt_first` measures position bias."""
+    gold among the candidates; `first_is_prompt_first` measures position bias, and so do the every-order shares
+    when a question is shown in several orders."""
+    import json
+    from collections import Counter
+
     from mmrag_rft.parsing import parse_stage2
     from mmrag_rft.rewards import rank_score
 
     chance, first_gold, first_gold_chance, first_is_1, lens, n_ranked = 0.0, 0, 0.0, 0, [], 0
+    firsts: dict[str, list[tuple[str, bool]]] = {}  # qid -> (first pick's real id, is gold) per order shown
     for out, r in zip(outs, rows):
         k, gold = r["num_candidates"], [str(g) for g in r["gold_ids"]]
         ids = parse_stage2(out, prefill=r["prefill"], num_candidates=k).raw_ids
@@ -123,11 +129,21 @@ def selection_vs_chance(outs: Sequence[str], rows: Sequence[dict[str, Any]]) -> 
         first_gold_chance += len(set(gold)) / k
         first_is_1 += valid[0] == "1"
         lens.append(len(valid))
+        firsts.setdefault(r["qid"], []).append((json.loads(r["id_map"])[valid[0]], valid[0] in gold))
     n = max(1, n_ranked)
-    return {"ranked": n_ranked, "ndcg_same_length_chance": chance / max(1, len(rows)),
-            "first_is_gold": first_gold / n, "first_is_gold_chance": first_gold_chance / n,
-            "first_is_prompt_first": first_is_1 / n, "mean_listed": sum(lens) / n,
-            "distinct_lists": len({tuple(parse_stage2(o, prefill=r["prefill"]).raw_ids) for o, r in zip(outs, rows)})}
+    res = {"ranked": n_ranked, "ndcg_same_length_chance": chance / max(1, len(rows)),
+           "first_is_gold": first_gold / n, "first_is_gold_chance": first_gold_chance / n,
+           "first_is_prompt_first": first_is_1 / n, "mean_listed": sum(lens) / n,
+           "distinct_lists": len({tuple(parse_stage2(o, prefill=r["prefill"]).raw_ids) for o, r in zip(outs, rows)})}
+    # a question shown in several orders (`stage2_prompts(orders=...)`): does the first pick follow the candidate
+    # or the position? A position-only policy picks the same candidate in every order only by accident
+    shown = Counter(r["qid"] for r in rows)
+    multi = [f for q, f in firsts.items() if shown[q] > 1 and len(f) == shown[q]]
+    if multi:
+        res.update(questions_in_every_order=len(multi),
+                   same_first_pick_every_order=sum(len({cid for cid, _ in f}) == 1 for f in multi) / len(multi),
+                   gold_first_every_order=sum(all(g for _, g in f) for f in multi) / len(multi))
+    return res
 
 
 def likelihood_selection(backend: Any, rows: Sequence[dict[str, Any]], samples: Sequence[Sample],
