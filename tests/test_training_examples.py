@@ -353,6 +353,9 @@ def test_selection_in_every_order_tells_reading_from_position():
     assert position["same_first_pick_every_order"] == position["gold_first_every_order"] == 0.0
     assert reading["same_first_pick_every_order"] == reading["gold_first_every_order"] == 1.0
     assert "gold_first_every_order" not in selection_vs_chance([out(1)] * 10, rows[::2])  # one order per question
+    both = stage2_rows([_sample(i, gold=(0, 1)) for i in range(20, 24)], num_candidates=2, permutations=2, seed=0)
+    mixed = selection_vs_chance([out(1) for _ in rows + both], rows + both)
+    assert mixed["questions_in_every_order"] == 10 and mixed["gold_first_every_order"] == 0.0  # all-gold ones left out
 
 
 def test_every_grpo_section_field_reaches_grpoconfig(tmp_path):

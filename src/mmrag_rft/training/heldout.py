@@ -129,14 +129,15 @@ def selection_vs_chance(outs: Sequence[str], rows: Sequence[dict[str, Any]]) -> 
         first_gold_chance += len(set(gold)) / k
         first_is_1 += valid[0] == "1"
         lens.append(len(valid))
-        firsts.setdefault(r["qid"], []).append((json.loads(r["id_map"])[valid[0]], valid[0] in gold))
+        if len(set(gold)) < k:  # a question whose candidates are all gold is right in every order, by any list
+            firsts.setdefault(r["qid"], []).append((json.loads(r["id_map"])[valid[0]], valid[0] in gold))
     n = max(1, n_ranked)
     res = {"ranked": n_ranked, "ndcg_same_length_chance": chance / max(1, len(rows)),
            "first_is_gold": first_gold / n, "first_is_gold_chance": first_gold_chance / n,
            "first_is_prompt_first": first_is_1 / n, "mean_listed": sum(lens) / n,
            "distinct_lists": len({tuple(parse_stage2(o, prefill=r["prefill"]).raw_ids) for o, r in zip(outs, rows)})}
-    # a question shown in several orders (`stage2_prompts(orders=...)`): does the first pick follow the candidate
-    # or the position? A position-only policy picks the same candidate in every order only by accident
+    # a question shown in several orders (`stage2_prompts(orders=...)`), with a non-gold candidate among them: does
+    # the first pick follow the candidate or the position? A position-only policy does so only by accident
     shown = Counter(r["qid"] for r in rows)
     multi = [f for q, f in firsts.items() if shown[q] > 1 and len(f) == shown[q]]
     if multi:
