@@ -190,6 +190,10 @@ def test_stage2_candidates_hardest_first_and_gold_short_ids():
         assert r["num_candidates"] == 4 and r["answers"] == ["ans 0"] and r["keywords"] == "kw0"
         assert r["prompt"][-1] == {"role": "assistant", "content": "<think>"}
     assert len({r["id_map"] for r in rows}) == 3  # distinct permutations
+    two = _sample(1, n=8, gold=(2, 5))
+    assert [c.id for c in stage2_candidates(two, 2)] == ["q1-c2", "q1-c5"]  # all gold: no ranking to learn
+    assert [c.id for c in stage2_candidates(two, 2, max_gold=1)] == ["q1-c2", "q1-c0"]
+    assert all(len(r["gold_ids"]) == 1 for r in stage2_rows([two], num_candidates=2, permutations=2, max_gold=1))
 
 
 def test_warmup_targets_carry_no_gold_information():

@@ -61,6 +61,7 @@ class DataSection:
     # stage 2
     num_candidates: int = 5  # K: gold + the hardest negatives
     permutations: int = 1  # shuffled copies of each question (against position bias)
+    max_gold: int | None = None  # gold pieces per training row at most (None: up to K); a row all gold teaches no ranking
     negatives: Literal["stage1", "retrieval", "pool"] = "retrieval"  # how "hardest" negatives are ordered
     # stage1 negatives: the model spec whose P(yes) orders them ("": the --init model). One model per stage: the
     # shipped stage-1 model (`default`) ordering the negatives of a stage-2 run on another reader.
@@ -70,7 +71,7 @@ class DataSection:
 
     RANGES = {"limit": (1, None), "val_fraction": (0.0, 0.99), "balance": (0.0, None), "max_pairs_per_question": (1, None),
               "other_negatives": (0.0, 1.0), "label_swap": (0.0, 1.0), "clip_words": (1, None),
-              "num_candidates": (1, 100), "permutations": (1, 100), "max_chars": (1, None)}
+              "num_candidates": (1, 100), "permutations": (1, 100), "max_gold": (1, 100), "max_chars": (1, None)}
 
 
 @dataclass

@@ -210,16 +210,17 @@ def hardest_negatives(sample: Sample, *, stage1_scores: dict[str, float] | None 
 
 
 def stage2_candidates(sample: Sample, k: int, *, stage1_scores: dict[str, float] | None = None,
-                      order: Sequence[str] | None = None) -> list[Candidate]:
-    """Gold first (at most k), then the hardest negatives up to k (unshuffled)."""
-    gold = [c for c in sample.candidates if c.id in sample.gold_set][:k]
+                      order: Sequence[str] | None = None, max_gold: int | None = None) -> list[Candidate]:
+    """Gold first (at most k, and at most `max_gold`), then the hardest negatives up to k (unshuffled)."""
+    gold = [c for c in sample.candidates if c.id in sample.gold_set][:min(k, max_gold or k)]
     return gold + hardest_negatives(sample, stage1_scores=stage1_scores, order=order)[: k - len(gold)]
 
 
 def stage2_rows(samples: Iterable[Sample], *, num_candidates: int = 5, permutations: int = 1, with_pixels: bool = False,
                 max_chars: int = 600, seed: int = 0,
                 stage1_scores: dict[str, dict[str, float]] | None = None,
-                order_fn: Callable[[Sample], Sequence[str]] | None = None) -> list[dict[str, Any]]:
+                order_fn: Callable[[Sample], Sequence[str]] | None = None,
+                max_gold: int | None = None) -> list[dict[str, Any]]:
     """Stage-2 rows: `prompt` (+ `images`), `gold_ids` (short ids, best first in pool order), `num_candidates`,
     `answers`, `category`, `dataset`, `keywords`, `prefill`, `qid`, `id_map` (JSON of short -> real id), `question`,
     `evidence` (each candidate's text as the prompt shows it, in prompt order; the grounding reward reads it)."""
@@ -230,7 +231,7 @@ def stage2_rows(samples: Iterable[Sample], *, num_candidates: int = 5, permutati
     for s in samples:
         scores = stage1_scores.get(s.qid) if stage1_scores is not None else None
         order = order_fn(s) if (order_fn is not None and scores is None) else None
-        chosen = stage2_candidates(s, num_candidates, stage1_scores=scores, order=order)
+        chosen = stage2_candidates(s, num_candidates, stage1_scores=scores, order=order, max_gold=max_gold)
         if not chosen:
             continue
         seen: set[tuple[str, ...]] = set()

@@ -90,7 +90,8 @@ def build_rows(cfg: TrainConfig, stage: int, samples: list[Any], *, with_pixels:
                            modalities=d.modalities, label_swap=d.label_swap, clip_words=d.clip_words)
     order_fn = retrieval_order if d.negatives == "retrieval" else None
     return stage2_rows(samples, num_candidates=d.num_candidates, permutations=d.permutations, with_pixels=with_pixels,
-                       max_chars=d.max_chars, seed=d.seed, stage1_scores=stage1_scores, order_fn=order_fn)
+                       max_chars=d.max_chars, seed=d.seed, stage1_scores=stage1_scores, order_fn=order_fn,
+                       max_gold=d.max_gold)
 
 
 def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:
@@ -104,7 +105,8 @@ def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:
             **({"layout": d.layout} if d.layout != "default" else {}),
             **({"modalities": list(d.modalities)} if d.modalities is not None else {}),
             **({"label_swap": d.label_swap} if d.label_swap else {}),
-            **({"clip_words": d.clip_words} if d.clip_words is not None else {})}
+            **({"clip_words": d.clip_words} if d.clip_words is not None else {}),
+            **({"max_gold": d.max_gold} if d.max_gold is not None else {})}
 
 
 # --- trainer --------------------------------------------------------------------------------------------------
