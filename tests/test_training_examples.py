@@ -11,8 +11,8 @@ import pytest
 from mmrag_rft.config import ConfigError
 from mmrag_rft.data.schema import Candidate, Sample
 from mmrag_rft.training.config import TrainConfig, load_train_config
-from mmrag_rft.training.examples import (group_by_question, interleave_by_label, split_by_question, stage1_pairs, stage1_rows,
-                                         stage2_candidates, stage2_rows)
+from mmrag_rft.training.examples import (group_by_question, interleave_by_label, split_by_question, stage1_pairs,
+                                         stage1_rows, stage2_candidates, stage2_rows)
 from mmrag_rft.training.warmup import stage1_target, stage2_target, warmup_examples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -339,10 +339,11 @@ def test_balanced_stage2_steps_show_one_question_in_both_orders(tmp_path):
     cfg = load_train_config(ROOT / "configs/stage2_tiny.yaml", ["data.balanced_steps=true", "data.permutations=2",
                                                                "grpo.num_generations=4",
                                                                "grpo.per_device_train_batch_size=8"])
-    check_group_batch(cfg, 1)
+    check_group_batch(cfg, 1, stage=2)
     cfg.grpo.per_device_train_batch_size = 12  # 3 prompts: a question's two orders would straddle two steps
     with pytest.raises(ValueError, match="balanced_steps"):
-        check_group_batch(cfg, 1)
+        check_group_batch(cfg, 1, stage=2)
+    check_group_batch(cfg, 1, stage=1)  # stage 1 has no orders to keep together (`permutations` is stage 2's)
 
 
 def test_selection_in_every_order_tells_reading_from_position():

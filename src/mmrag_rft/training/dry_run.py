@@ -115,7 +115,7 @@ def dry_run(cfg: TrainConfig, *, stage: int, accelerate_config: str | Path | Non
 
     global_batch = g.per_device_train_batch_size * g.gradient_accumulation_steps * procs
     try:
-        check_group_batch(cfg, procs)
+        check_group_batch(cfg, procs, stage=stage)
     except ValueError as e:
         r.problems.append(str(e))
     if g.use_vllm and g.vllm_mode == "colocate" and procs > 1 and g.vllm_gpu_memory_utilization > 0.9:

@@ -130,8 +130,9 @@ def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float], s
     )
 
 
-def check_group_batch(cfg: TrainConfig, processes: int | None = None) -> None:
-    """TRL generates whole groups: per-device batch x accumulation x processes must be a multiple of G."""
+def check_group_batch(cfg: TrainConfig, processes: int | None = None, stage: int = 1) -> None:
+    """TRL generates whole groups: per-device batch x accumulation x processes must be a multiple of G; a balanced
+    stage-2 step must hold whole questions (all their `permutations`)."""
     if processes is None:
         processes = process_state().num_processes
     g = cfg.grpo
@@ -141,7 +142,7 @@ def check_group_batch(cfg: TrainConfig, processes: int | None = None) -> None:
                          f"gradient_accumulation_steps ({g.gradient_accumulation_steps}) x processes ({processes}) "
                          f"= {total} is not a multiple of grpo.num_generations ({g.num_generations})")
     perms = cfg.data.permutations
-    if cfg.data.balanced_steps and perms > 1 and (total // g.num_generations) % perms:
+    if stage == 2 and cfg.data.balanced_steps and perms > 1 and (total // g.num_generations) % perms:
         raise ValueError(f"data.balanced_steps with data.permutations {perms}: a step holds {total // g.num_generations} "
                          f"prompts (per-device batch x accumulation x processes / grpo.num_generations), not a "
                          f"multiple of {perms}, so a question's orders would fall into different steps")
@@ -215,7 +216,7 @@ def check_before_loading(cfg: TrainConfig, stage: int) -> None:
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     from mmrag_rft.rewards import make_reward_funcs
 
-    check_group_batch(cfg)
+    check_group_batch(cfg, stage=stage)
     make_reward_funcs(stage, cfg.rewards)
     _offline()
 

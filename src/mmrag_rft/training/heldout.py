@@ -191,8 +191,11 @@ def evaluate_stage2(backend: Any, rows: Sequence[dict[str, Any]], *, max_new_tok
            "answer_acc": sum(make_answer_reward("auto")(outs, **cols)) / n, "n": len(rows),
            "eval_seconds": round(time.time() - t0, 1), "selection": selection_vs_chance(outs, rows),
            "examples": outs[:3], "outputs": outs}
-    if samples is not None:
-        res["likelihood"] = likelihood_selection(backend, rows, samples, max_chars)
+    if samples is not None:  # order-averaged already: one row per question, however many orders were shown
+        once: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            once.setdefault(r["qid"], r)
+        res["likelihood"] = likelihood_selection(backend, list(once.values()), samples, max_chars)
     if ranking_metric != "ndcg":
         res[ranking_metric] = sum(make_ranking_reward(ranking_metric)(outs, **cols)) / n  # type: ignore[arg-type]
     return res
