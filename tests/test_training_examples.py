@@ -376,3 +376,43 @@ def test_every_grpo_section_field_reaches_grpoconfig(tmp_path):
         if f.name not in OUR_GRPO_FIELDS and ours is not None and f.name != "report_to":  # TRL derives/normalises
             assert getattr(args, f.name) == ours, f.name
     assert (args.top_k, args.epsilon_high, args.repetition_penalty) == (7, 0.3, 1.1)
+
+
+def test_question_wide_advantage_opposes_a_list_that_names_a_position():
+    """One question in two orders; every completion writes `[1] > [2]`: right in the first order, wrong in the other.
+    Per prompt (TRL) nothing is learned; over the question the same list is pushed up in one order, down in the other."""
+    import torch
+
+    from mmrag_rft.training.advantages import grouped_advantages
+
+    rewards = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.4, 0.4, 0.4, 0.4])
+    per_prompt, zero_p = grouped_advantages(rewards, ["A"] * 4 + ["B"] * 4, "group")
+    assert torch.allclose(per_prompt, torch.zeros(8)) and zero_p.all()
+    adv, zero = grouped_advantages(rewards, ["q"] * 8, "group")
+    assert (adv[:4] > 0.9).all() and (adv[4:] < -0.9).all() and not zero.any()
+    assert torch.allclose(grouped_advantages(rewards, ["q"] * 8, "none")[0], rewards - 0.7)
+    # two questions: each is its own baseline; an unscorable row (NaN) leaves the mean alone and gets 0
+    two = torch.tensor([1.0, 0.0, float("nan"), 0.5, 0.5, 0.5])
+    adv2, zero2 = grouped_advantages(two, ["a", "a", "a", "b", "b", "b"], "group")
+    assert adv2[0] > 0 > adv2[1] and adv2[2] == 0 and torch.allclose(adv2[3:], torch.zeros(3))
+    assert zero2.tolist() == [False] * 3 + [True] * 3
+    batch, _ = grouped_advantages(two, ["a", "a", "a", "b", "b", "b"], "batch")
+    assert torch.allclose(batch[3:], torch.zeros(3)) and batch[0] > 0
+    with pytest.raises(ValueError, match="group names"):
+        grouped_advantages(two, ["a"], "group")
+
+
+def test_question_wide_advantage_needs_both_orders_in_one_step():
+    from mmrag_rft.training.grpo import check_group_batch
+
+    sets = ["data.balanced_steps=true", "data.permutations=2", "grpo.num_generations=4",
+            "grpo.per_device_train_batch_size=8", "grpo.advantage_group=question"]
+    cfg = load_train_config(ROOT / "configs/stage2_tiny.yaml", sets)
+    check_group_batch(cfg, 1, stage=2)
+    with pytest.raises(ValueError, match="advantage_group 'question'.*stage 1"):
+        check_group_batch(cfg, 1, stage=1)
+    for off in ("data.balanced_steps=false", "data.permutations=1"):
+        with pytest.raises(ValueError, match="advantage_group 'question'.*balanced_steps"):
+            check_group_batch(load_train_config(ROOT / "configs/stage2_tiny.yaml", [*sets, off]), 1, stage=2)
+    with pytest.raises(ValueError, match="advantage_group"):
+        load_train_config(ROOT / "configs/stage2_tiny.yaml", ["grpo.advantage_group=per-question"])

@@ -205,6 +205,21 @@ def test_stage2_negatives_can_come_from_another_model_than_the_policy(stage1_run
     assert cache["model"].startswith(str(res1.output_dir)) and cache["scores"]
 
 
+def test_stage2_advantage_over_both_orders_of_a_question(tiny_samples, tmp_path):
+    """`grpo.advantage_group: question`: a real stage-2 run whose steps hold one question in both orders."""
+    from mmrag_rft.training.config import load_train_config
+    from mmrag_rft.training.grpo import train
+
+    cfg = load_train_config(ROOT / "configs/stage2_tiny.yaml",
+                            [f"data.path={tiny_samples}", f"output_dir={tmp_path / 'q'}", "warmup.enabled=false",
+                             "data.balanced_steps=true", "data.permutations=2", "data.max_gold=1",
+                             "grpo.per_device_train_batch_size=4", "grpo.advantage_group=question"])
+    res = train(cfg, stage=2)
+    assert res.global_step == 2
+    rows = [json.loads(x) for x in Path(res.log_path).read_text().splitlines() if "train_runtime" not in x]
+    assert all(0.0 <= r["frac_question_reward_zero_std"] <= 1.0 and math.isfinite(r["loss"]) for r in rows)
+
+
 def test_stage1_scores_cache_is_reused(stage1_run, tmp_path):
     from mmrag_rft.models.loading import load_model, load_processor
     from mmrag_rft.training.grpo import load_split

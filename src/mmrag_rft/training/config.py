@@ -111,6 +111,9 @@ class GRPOSection:
     # run each prompt once for its group of completions (generation, reference and loss passes); off = TRL's own
     # per-row passes. Text-only models; see training/shared_prompt.py for when it falls back by itself.
     share_prompt: bool = True
+    # what a completion's reward is compared with: its prompt's completions (TRL's GRPO), or every completion of its
+    # question in all the step's orders (stage 2 with data.balanced_steps; see training/advantages.py)
+    advantage_group: Literal["prompt", "question"] = "prompt"
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_gpu_memory_utilization: float = 0.3
     vllm_enable_sleep_mode: bool = False

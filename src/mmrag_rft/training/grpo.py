@@ -113,7 +113,7 @@ def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:
 
 # GRPOSection fields that are ours, not GRPOConfig's (every other field is passed through under its TRL name; a
 # test checks the names against the installed TRL).
-OUR_GRPO_FIELDS = ("share_prompt",)
+OUR_GRPO_FIELDS = ("share_prompt", "advantage_group")
 
 
 def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float], shuffle: bool = True) -> Any:
@@ -132,7 +132,7 @@ def grpo_args(cfg: TrainConfig, output_dir: Path, reward_weights: list[float], s
 
 def check_group_batch(cfg: TrainConfig, processes: int | None = None, stage: int = 1) -> None:
     """TRL generates whole groups: per-device batch x accumulation x processes must be a multiple of G; a balanced
-    stage-2 step must hold whole questions (all their `permutations`)."""
+    stage-2 step must hold whole questions (all their `permutations`), and a question-wide advantage needs them."""
     if processes is None:
         processes = process_state().num_processes
     g = cfg.grpo
@@ -146,6 +146,10 @@ def check_group_batch(cfg: TrainConfig, processes: int | None = None, stage: int
         raise ValueError(f"data.balanced_steps with data.permutations {perms}: a step holds {total // g.num_generations} "
                          f"prompts (per-device batch x accumulation x processes / grpo.num_generations), not a "
                          f"multiple of {perms}, so a question's orders would fall into different steps")
+    if g.advantage_group == "question" and not (stage == 2 and cfg.data.balanced_steps and perms > 1):
+        raise ValueError("grpo.advantage_group 'question' compares a completion with its question's other orders: it "
+                         "needs stage 2 with data.balanced_steps: true and data.permutations of 2 or more (got stage "
+                         f"{stage}, balanced_steps {cfg.data.balanced_steps}, permutations {perms})")
 
 
 def train(config: TrainConfig, *, stage: int, init: str | None = None, resume: bool = False,
@@ -277,16 +281,16 @@ def run_warmup(cfg: TrainConfig, stage: int, out: Path, model: Any, processing_c
 def build_trainer(cfg: TrainConfig, stage: int, out: Path, model: Any, processing_class: Any, dataset: Any, *,
                   shuffle: bool, callbacks: list[Any] | None) -> tuple[Any, ZeroVarianceStop | None]:
     from mmrag_rft.rewards import make_reward_funcs
-    from mmrag_rft.training.shared_prompt import SharedPromptGRPOTrainer
+    from mmrag_rft.training.advantages import GroupedGRPOTrainer
 
     funcs, weights = make_reward_funcs(stage, cfg.rewards)
     guard = (ZeroVarianceStop(cfg.stop_after_zero_std_steps, cfg.stop_zero_std_mean)
              if cfg.stop_after_zero_std_steps else None)
-    trainer = SharedPromptGRPOTrainer(model=model, reward_funcs=funcs, args=grpo_args(cfg, out, weights, shuffle=shuffle),
-                                      train_dataset=dataset, processing_class=processing_class,
-                                      share_prompt=cfg.grpo.share_prompt,
-                                      callbacks=[JsonlLogCallback(out / LOG_NAME, stage=stage),
-                                                 *([guard] if guard else []), *(callbacks or [])])
+    trainer = GroupedGRPOTrainer(model=model, reward_funcs=funcs, args=grpo_args(cfg, out, weights, shuffle=shuffle),
+                                 train_dataset=dataset, processing_class=processing_class,
+                                 share_prompt=cfg.grpo.share_prompt, advantage_group=cfg.grpo.advantage_group,
+                                 callbacks=[JsonlLogCallback(out / LOG_NAME, stage=stage),
+                                            *([guard] if guard else []), *(callbacks or [])])
     return trainer, guard
 
 
