@@ -318,6 +318,16 @@ def test_peft_adapter_folder_loads_merged(tiny_lm, tmp_path):
         got = merged.model(**merged.encode(p)).logits[0, -1]
     assert torch.allclose(expected, got, atol=1e-4)
     assert not torch.allclose(tiny_lm.model(**tiny_lm.encode(p)).logits[0, -1], got, atol=1e-3)
+    # the merged cache is keyed by the weights; the card beside them follows the adapter's, edited or removed
+    from mmrag_rft.models.loading import resolve_model_path
+
+    (tmp_path / "adapter" / "README.md").write_text("# card v1\n")
+    folder = resolve_model_path(str(tmp_path / "adapter"))
+    assert (folder / "README.md").read_text() == "# card v1\n"
+    (tmp_path / "adapter" / "README.md").write_text("# card v2\n")
+    assert resolve_model_path(str(tmp_path / "adapter")) == folder and (folder / "README.md").read_text() == "# card v2\n"
+    (tmp_path / "adapter" / "README.md").unlink()
+    assert not (resolve_model_path(str(tmp_path / "adapter")) / "README.md").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------

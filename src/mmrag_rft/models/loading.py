@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mmrag_rft.models.backend import PolicyBackend
+
+log = logging.getLogger(__name__)
 
 BUILTIN_SPECS = ("default", "base", "reader", "qwen2.5-coder-0.5b", "tiny-vlm", "tiny-vlm25", "tiny-lm")
 TINY_SPECS = ("tiny-vlm", "tiny-vlm25", "tiny-lm")
@@ -211,11 +214,28 @@ def merged_adapter(adapter_dir: Path) -> Path:
         for f in proc_src.iterdir():  # tokenizer / processor files, whatever the model family names them
             if f.is_file() and not f.name.startswith(("model", "config.json", "generation_config", "adapter_")):
                 shutil.copy2(f, tmp / f.name)
-        for f in ("mmrag_model.json", "README.md"):
-            if (adapter_dir / f).is_file():
-                shutil.copy2(adapter_dir / f, tmp / f)
 
-    return build_once(cache_dir() / "models" / "merged" / f"{adapter_dir.name}-{_adapter_key(adapter_dir)}", make)
+    merged = build_once(cache_dir() / "models" / "merged" / f"{adapter_dir.name}-{_adapter_key(adapter_dir)}", make)
+    _sync_card(adapter_dir, merged)
+    return merged
+
+
+_CARD_FILES = ("mmrag_model.json", "README.md")  # the model card and manifest: edited without new weights
+
+
+def _sync_card(adapter_dir: Path, merged: Path) -> None:
+    """The merged folder carries the adapter's current card and manifest (the cache key covers only the weights)."""
+    from mmrag_rft.config import atomic_write_bytes
+
+    for name in _CARD_FILES:
+        src, dst = adapter_dir / name, merged / name
+        try:
+            if src.is_file() and (not dst.is_file() or dst.read_bytes() != src.read_bytes()):
+                atomic_write_bytes(dst, src.read_bytes())
+            elif not src.is_file() and dst.is_file():
+                dst.unlink()
+        except OSError as e:  # a read-only shared cache: the weights are right, only the copy of the card is old
+            log.warning("could not refresh %s from %s: %s", dst, src, e)
 
 
 def model_name(spec: str) -> str:
