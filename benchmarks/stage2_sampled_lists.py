@@ -24,21 +24,16 @@ import common  # noqa: E402
 
 def first_picks(outs: list[str], row: dict) -> list[bool | None]:
     """Per completion: is its first valid pick gold (None: no usable list)."""
-    from mmrag_rft.parsing import parse_stage2
+    from mmrag_rft.training.heldout import listed_ids
 
-    k, gold = row["num_candidates"], {str(g) for g in row["gold_ids"]}
-    picks = []
-    for out in outs:
-        ids = [i for i in parse_stage2(out, prefill=row["prefill"], num_candidates=k).raw_ids
-               if i.isdigit() and 1 <= int(i) <= k]
-        picks.append(ids[0] in gold if ids else None)
-    return picks
+    gold = {str(g) for g in row["gold_ids"]}
+    return [valid[0] in gold if valid else None for _, valid in (listed_ids(out, row) for out in outs)]
 
 
 def measure(backend, rows: list[dict], samples: int, max_new_tokens: int, seed: int) -> dict:
-    from mmrag_rft.models.chat import ChatPrompt
+    from mmrag_rft.training.heldout import row_prompt
 
-    prompts = [ChatPrompt(messages=r["prompt"][:-1], prefill=r["prefill"]) for r in rows]
+    prompts = [row_prompt(r) for r in rows]
     groups = []
     with common.progress() as bar:
         task = bar.add_task("sampling", total=len(prompts))

@@ -102,6 +102,22 @@ def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     return {k: [r[k] for r in rows] for k in STAGE2_COLUMNS}
 
 
+def row_prompt(row: dict[str, Any]) -> Any:
+    """The `ChatPrompt` a training row's policy sees (its messages but the prefill, which continues the turn)."""
+    from mmrag_rft.models.chat import ChatPrompt
+
+    return ChatPrompt(messages=row["prompt"][:-1], prefill=row["prefill"])
+
+
+def listed_ids(out: str, row: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(every id the output's `<rank>` lists, its distinct in-range ids in order) for a stage-2 row."""
+    from mmrag_rft.parsing import parse_stage2
+
+    k = row["num_candidates"]
+    ids = parse_stage2(out, prefill=row["prefill"], num_candidates=k).raw_ids
+    return ids, list(dict.fromkeys(i for i in ids if i.isdigit() and 1 <= int(i) <= k))
+
+
 def selection_vs_chance(outs: Sequence[str], rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Does the model pick and order evidence better than chance *given how many ids it lists*? The chance reference
     draws as many distinct in-range ids at random (exact expectation); the first pick is compared with the share of
@@ -117,8 +133,7 @@ def selection_vs_chance(outs: Sequence[str], rows: Sequence[dict[str, Any]]) -> 
     firsts: dict[str, list[tuple[str, bool]]] = {}  # qid -> (first pick's real id, is gold) per order shown
     for out, r in zip(outs, rows):
         k, gold = r["num_candidates"], [str(g) for g in r["gold_ids"]]
-        ids = parse_stage2(out, prefill=r["prefill"], num_candidates=k).raw_ids
-        valid = list(dict.fromkeys(i for i in ids if i.isdigit() and 1 <= int(i) <= k))
+        ids, valid = listed_ids(out, r)
         if not valid:
             continue
         n_ranked += 1
@@ -177,11 +192,10 @@ def evaluate_stage2(backend: Any, rows: Sequence[dict[str, Any]], *, max_new_tok
                     max_chars: int = 200) -> dict[str, Any]:
     """Greedy outputs on the held-out rows: format, NDCG (and `ranking_metric`), answer accuracy, selection; with
     `samples`, also the likelihood ranking's selection (`likelihood`)."""
-    from mmrag_rft.models.chat import ChatPrompt
     from mmrag_rft.rewards import make_answer_reward, make_ranking_reward, stage2_format_reward
 
     t0 = time.time()
-    prompts = [ChatPrompt(messages=r["prompt"][:-1], prefill=r["prefill"]) for r in rows]
+    prompts = [row_prompt(r) for r in rows]
     outs = [g[0] for g in backend.generate(prompts, max_new_tokens=max_new_tokens)]
     cols = _columns(rows)
     fmt = stage2_format_reward(outs, **cols)
