@@ -115,7 +115,7 @@ def test_generation_matches_trl(trainer):
 
 
 DDP_SCRIPT = '''
-import hashlib, sys, tempfile
+import hashlib, os, sys, tempfile
 import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
@@ -139,9 +139,11 @@ h = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in m.parameters() i
 st = t.shared_prompt_stats
 print(f"\\nRANK {t.accelerator.process_index} share={t.share_prompt} prompts={st['logprob_prompt_rows']}"
       f" rows={st['logprob_rows']} weights={h}", flush=True)
-# tear the gloo group down before the interpreter exits: left to exit, its threads can abort the process
+# tear the gloo group down, then skip interpreter finalisation: gloo's worker threads can abort it (SIGABRT)
 t.accelerator.wait_for_everyone()
 torch.distributed.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)
 '''
 
 
