@@ -171,3 +171,34 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
         assert share == "True"
         assert 0 < prompts < rows  # the shared pass ran: fewer prompt rows than completion rows
     assert ranks["0"][3] == ranks["1"][3]
+
+
+def test_question_wide_advantage_is_what_the_loss_and_the_completion_log_use(tmp_path):
+    """`advantage_group: question`: the advantages handed to the loss, and the ones TRL logs with the completions,
+    are the rewards normalised over each question's rows (both orders), not over each prompt's."""
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model
+    from trl import GRPOConfig
+
+    from mmrag_rft.models.loading import load_for_training
+    from mmrag_rft.training.advantages import GroupedGRPOTrainer, grouped_advantages
+
+    model, tok = load_for_training("tiny-lm")
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj"],
+                                             task_type="CAUSAL_LM"))
+    args = GRPOConfig(output_dir=str(tmp_path), num_generations=3, per_device_train_batch_size=6,
+                      max_completion_length=6, use_cpu=True, report_to="none", beta=0.0, temperature=1.0,
+                      gradient_checkpointing=False, bf16=False, seed=0)
+    rows = [{"prompt": PROMPTS[0], "qid": "q"}, {"prompt": PROMPTS[1], "qid": "q"}]
+    t = GroupedGRPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                           reward_funcs=[lambda completions, **kw: [float(len(c)) for c in completions]],
+                           advantage_group="question")
+    inputs = [r for r in rows for _ in range(3)]
+    out = t._generate_and_score_completions(inputs)
+    rewards = t._gathered_rewards.nansum(dim=1)
+    assert rewards.std() > 0, "the sampled completions all had one length; the check below would prove nothing"
+    expected, _ = grouped_advantages(rewards, ["q"] * 6, "group")
+    per_prompt, _ = grouped_advantages(rewards, ["a"] * 3 + ["b"] * 3, "group")
+    assert not torch.allclose(expected, per_prompt)
+    assert torch.allclose(out["advantages"], expected)
+    assert list(t._logs["advantages"]) == pytest.approx(expected.tolist())

@@ -83,6 +83,10 @@ class GroupedGRPOTrainer(SharedPromptGRPOTrainer):
         n = len(inputs)
         start = self.accelerator.process_index * n
         out["advantages"] = adv[start:start + n].to(out["advantages"].device, out["advantages"].dtype)
+        logged = self._logs["advantages"]  # TRL logged every process's per-prompt advantages last: show these instead
+        for _ in range(min(len(logged), adv.numel())):
+            logged.pop()
+        logged.extend(adv.tolist())
         mode = "train" if self.model.training else "eval"
         self._metrics[mode]["frac_question_reward_zero_std"].append(zero.float().mean().item())
         return out
