@@ -213,6 +213,14 @@ def test_warmup_targets_carry_no_gold_information():
 
     p = parse_stage2("<think>" + tgt, num_candidates=4)
     assert p.ok, p.checks
+    # without <think> (`data.think: false`) the prompt prefills up to `<rank>[`, and so does the target's parse
+    nothink = stage2_rows([_sample(0, gold=(2,))], num_candidates=4, permutations=2, think=False)
+    assert all(r["prefill"].endswith("<rank>[") and r["prompt"][-1]["content"] == r["prefill"] for r in nothink)
+    assert [r["gold_ids"] for r in nothink] == [r["gold_ids"] for r in stage2_rows([_sample(0, gold=(2,))],
+                                                                                   num_candidates=4, permutations=2)]
+    for conv, t in warmup_examples(nothink, stage=2, n=10, seed=0):
+        p = parse_stage2(t, prefill=conv[-1]["content"], num_candidates=4)
+        assert p.ok and not t.startswith("[") and p.think == "", (t, p.checks)
 
 
 def test_config_loads_every_shipped_yaml_and_rejects_typos():

@@ -119,8 +119,12 @@ def short_ids(n: int) -> list[str]:
 
 
 def stage2_prompt(question: str, candidates: Sequence[Any], *, with_pixels: bool = False,
-                  images: Sequence[Any] | None = None, max_chars: int = STAGE2_MAX_CHARS) -> ChatPrompt:
+                  images: Sequence[Any] | None = None, max_chars: int = STAGE2_MAX_CHARS,
+                  think: bool = True) -> ChatPrompt:
     """One question and K candidates tagged [1]..[K] -> `<think>…</think><rank>[i] > [j]</rank><answer>…</answer>`.
+
+    `think=False` prefills an empty think block and `<rank>[`: the first token written is the first ranked id, the
+    distribution `listwise.likelihood_ranking` reads.
 
     `meta["id_map"]` maps the short ids back to candidate ids (see `to_real_ids`); `meta["evidence"]` holds each
     candidate's text as shown, in prompt order (the grounding reward and metric read it).
@@ -141,7 +145,7 @@ def stage2_prompt(question: str, candidates: Sequence[Any], *, with_pixels: bool
     content: Any = parts if has_image else "".join(p["text"] for p in parts)
     return ChatPrompt(
         messages=[{"role": "system", "content": STAGE2_SYSTEM}, {"role": "user", "content": content}],
-        prefill=STAGE2_PREFILL,
+        prefill=STAGE2_PREFILL if think else STAGE2_RANK_PREFILL,
         meta={"stage": 2, "id_map": {s: c.id for s, c in zip(ids, candidates)}, "num_candidates": len(ids),
               "evidence": shown},
     )

@@ -166,7 +166,7 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (co
         refs: dict[str, float] = {}
     else:
         prompts = ho.stage2_prompts(val, num_candidates=cfg.data.num_candidates, max_chars=cfg.data.max_chars,
-                                    orders=orders)
+                                    orders=orders, think=cfg.data.think)
         refs = ho.stage2_baselines(prompts)
         for label, spec in specs:
             backend = load_backend_or_fail(spec)

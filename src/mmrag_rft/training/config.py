@@ -50,7 +50,9 @@ class DataSection:
     # form do not tell a caption from a passage (None = whole)
     clip_words: int | None = None
     # False = the "no <think>" ablation: the prefill closes an empty think block and the policy writes only the
-    # verdict, i.e. RL trains exactly the distribution the coarse filter reads P(yes) from (score mode)
+    # verdict, i.e. RL trains exactly the distribution the coarse filter reads P(yes) from (score mode); in stage 2
+    # the prefill also opens `<rank>[`, so the first token written is the first ranked id (what
+    # `stage2_ranking: likelihood` reads)
     think: bool = True
     # how the stage-1 user turn is laid out (`prompts.STAGE1_LAYOUTS`); the pipeline must use the same layout
     layout: Stage1Layout = "default"

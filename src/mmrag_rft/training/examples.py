@@ -220,8 +220,8 @@ def stage2_rows(samples: Iterable[Sample], *, num_candidates: int = 5, permutati
                 max_chars: int = 600, seed: int = 0,
                 stage1_scores: dict[str, dict[str, float]] | None = None,
                 order_fn: Callable[[Sample], Sequence[str]] | None = None,
-                max_gold: int | None = None) -> list[dict[str, Any]]:
-    """Stage-2 rows: `prompt` (+ `images`), `gold_ids` (short ids, best first in pool order), `num_candidates`,
+                max_gold: int | None = None, think: bool = True) -> list[dict[str, Any]]:
+    """Stage-2 rows (`think=False`: the prompt prefills an empty think block and `<rank>[`, `prompts.stage2_prompt`): `prompt` (+ `images`), `gold_ids` (short ids, best first in pool order), `num_candidates`,
     `answers`, `category`, `dataset`, `keywords`, `prefill`, `qid`, `id_map` (JSON of short -> real id), `question`,
     `evidence` (each candidate's text as the prompt shows it, in prompt order; the grounding reward reads it)."""
     import json
@@ -244,7 +244,7 @@ def stage2_rows(samples: Iterable[Sample], *, num_candidates: int = 5, permutati
             seen.add(tuple(c.id for c in perm))
             imgs = [pixels_or_caption(c) for c in perm] if with_pixels else None
             p = stage2_prompt(s.question, perm, with_pixels=with_pixels and any(i is not None for i in imgs or []),
-                              images=imgs, max_chars=max_chars)
+                              images=imgs, max_chars=max_chars, think=think)
             id_map = p.meta["id_map"]
             row = _rows_from_prompt(p, with_pixels)
             row.update(gold_ids=to_short_ids([g for g in s.gold_ids if g in id_map.values()], id_map),

@@ -91,7 +91,7 @@ def build_rows(cfg: TrainConfig, stage: int, samples: list[Any], *, with_pixels:
     order_fn = retrieval_order if d.negatives == "retrieval" else None
     return stage2_rows(samples, num_candidates=d.num_candidates, permutations=d.permutations, with_pixels=with_pixels,
                        max_chars=d.max_chars, seed=d.seed, stage1_scores=stage1_scores, order_fn=order_fn,
-                       max_gold=d.max_gold)
+                       max_gold=d.max_gold, think=d.think)
 
 
 def warmup_key(cfg: TrainConfig, stage: int, init_src: Any) -> dict[str, Any]:

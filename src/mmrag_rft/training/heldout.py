@@ -87,7 +87,8 @@ def evaluate_stage1(backend: Any, hard: Sequence[Pair], mixed: Sequence[Pair] | 
 
 def stage2_prompts(val: Sequence[Sample], *, num_candidates: int, max_chars: int,
                    stage1_scores: dict[str, dict[str, float]] | None = None,
-                   order_fn: Callable[[Sample], Sequence[str]] | None = None, orders: int = 1) -> list[dict[str, Any]]:
+                   order_fn: Callable[[Sample], Sequence[str]] | None = None, orders: int = 1,
+                   think: bool = True) -> list[dict[str, Any]]:
     """`orders` shuffled K-candidate rows per held-out question, distinct orders where K allows (seeded: the same
     for every model compared); the hardest negatives by `stage1_scores` when given, else by `order_fn` (default:
     the retriever's order of the pool)."""
@@ -95,7 +96,8 @@ def stage2_prompts(val: Sequence[Sample], *, num_candidates: int, max_chars: int
     from mmrag_rft.training.negatives import retrieval_order
 
     return stage2_rows(val, num_candidates=num_candidates, permutations=orders, max_chars=max_chars, seed=99,
-                       stage1_scores=stage1_scores, order_fn=None if stage1_scores else (order_fn or retrieval_order))
+                       stage1_scores=stage1_scores, order_fn=None if stage1_scores else (order_fn or retrieval_order),
+                       think=think)
 
 
 def _columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -47,9 +47,10 @@ def stage1_target(rng: random.Random, prefill: str = "<think>") -> str:
     return f"{rng.choice(FILLER)}</think><answer>{verdict}</answer>"
 
 
-def stage2_target(evidence: Sequence[str], rng: random.Random) -> str:
+def stage2_target(evidence: Sequence[str], rng: random.Random, prefill: str = "<think>") -> str:
     """Random ids in random order + a random span of a random candidate (`evidence`: each candidate's text as the
-    prompt shows it): no gold ranking, no gold answer."""
+    prompt shows it): no gold ranking, no gold answer. A prefill that already opens `<rank>[` (the no-think prompt)
+    is continued from inside the list."""
     ids = [str(i) for i in range(1, len(evidence) + 1)]
     picked = rng.sample(ids, rng.randint(1, min(3, len(ids))))
     words = (rng.choice(evidence).split() if evidence else []) or ["unknown"]
@@ -57,6 +58,8 @@ def stage2_target(evidence: Sequence[str], rng: random.Random) -> str:
     start = rng.randint(0, len(words) - n)
     span = " ".join(words[start:start + n]).strip(" .,;:")
     rank = " > ".join(f"[{i}]" for i in picked)
+    if prefill.rstrip().endswith("<rank>["):
+        return f"{rank[1:]}</rank><answer>{span}.</answer>"
     return f"{rng.choice(STAGE2_FILLER)}</think><rank>{rank}</rank><answer>{span}.</answer>"
 
 
@@ -72,7 +75,7 @@ def warmup_examples(rows: list[dict[str, Any]], *, stage: int, n: int, seed: int
     for _ in range(n):
         row = rows[rng.randrange(len(rows))]
         prompt = _text_only(row["prompt"])
-        tgt = stage1_target(rng, row.get("prefill") or "<think>") if stage == 1 else stage2_target(row["evidence"], rng)
+        tgt = stage1_target(rng, row.get("prefill") or "<think>") if stage == 1 else stage2_target(row["evidence"], rng, row.get("prefill") or "<think>")
         out.append((prompt, tgt))
     return out
 
