@@ -319,3 +319,29 @@ def test_pool_retrieval_can_be_minilm_or_bm25_alone():
     assert orders["dense"] == [h.id for h in rank_pool(q, pool, 5, config=RetrievalConfig(use_bm25=False))]
     assert orders["bm25"] == [h.id for h in rank_pool(q, pool, 5, config=RetrievalConfig(use_dense=False))]
     assert orders["dense"] != orders["bm25"]
+
+
+def test_a_stage2_model_trained_without_think_gets_the_prompt_it_was_trained_on(demo_index, demo_questions, tmp_path):
+    """`data.think: false` in stage 2: the exported manifest says `prompt.think: false`, and the pipeline then
+    prefills up to `<rank>[` for that reader (the stage-1 model's own setting never decides it)."""
+    import json
+
+    folder = tmp_path / "nothink"
+    folder.mkdir()
+    (folder / "mmrag_model.json").write_text(json.dumps({"stage": 2, "prompt": {"layout": "default", "think": False}}))
+    (folder / "config.json").write_text("{}")  # a model folder by its shape; the reader below is never loaded
+
+    class Recording(_Fixed):
+        def generate(self, prompts, **kw):
+            self.prompts = prompts
+            return super().generate(prompts, **kw)
+
+    stage1 = Recording("stage-1 model", "ok.</think><rank>[2] > [1]</rank><answer>red</answer>")
+    for spec, text, prefill in ((str(folder), "2] > [1]</rank><answer>red</answer>", "<rank>["),
+                                ("", "ok.</think><rank>[2] > [1]</rank><answer>red</answer>", "<think>")):
+        reader = Recording("reader", text) if spec else stage1
+        pipe = Pipeline(stage1, index=demo_index, config=PipelineConfig(top_n=3, filter=FilterConfig(0.0, 2),
+                                                                        stage2_model=spec), reader=reader)
+        r = pipe.ask(demo_questions[0].question)
+        assert reader.prompts[-1].prefill.endswith(prefill) and pipe.reader_think is (not spec)
+        assert r.answer == "red" and not r.fallback and r.rank == r.kept_ids[::-1], (spec, r.raw_stage2)

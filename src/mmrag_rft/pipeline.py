@@ -259,6 +259,19 @@ class Pipeline:
         return bool(self.config.use_pixels and getattr(self.backend, "supports_images", False))
 
     @property
+    def reader_think(self) -> bool:
+        """Whether the stage-2 prompt opens `<think>`: as a separate stage-2 model was trained (its manifest or run
+        config), else yes (a stage-1 model's own think setting is about stage 1)."""
+        from mmrag_rft.models.loading import trained_think
+
+        if self.config.stage2_model and self.reader is not self.backend:
+            try:
+                return trained_think(self.config.stage2_model)
+            except FileNotFoundError:  # a reader handed in directly, under a name no folder has
+                return True
+        return True
+
+    @property
     def reader_pixels(self) -> bool:
         return bool(self.config.use_pixels and getattr(self.reader, "supports_images", False))
 
@@ -347,7 +360,7 @@ class Pipeline:
 
         cfg = self.config
         images = [self._image(c, self.reader_pixels) for c in kept]
-        prompt = stage2_prompt(question, kept, with_pixels=self.reader_pixels, images=images)
+        prompt = stage2_prompt(question, kept, with_pixels=self.reader_pixels, images=images, think=self.reader_think)
         raw = self.reader.generate([prompt], max_new_tokens=cfg.stage2_max_new_tokens,
                                     temperature=cfg.stage2_temperature)[0][0]
         out = parse_stage2(raw, prefill=prompt.prefill, num_candidates=len(kept))

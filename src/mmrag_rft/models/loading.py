@@ -153,17 +153,28 @@ def untrained_base(spec: str) -> str:
     return spec
 
 
-def trained_layout(spec: str | Path) -> str | None:
-    """The stage-1 prompt layout a model was trained with: its manifest's `prompt.layout`, or, for a training run (or
-    its `merged/` folder), the run's config.yaml `data.layout`; None when neither says."""
-    layout = (model_settings(str(spec)).get("prompt") or {}).get("layout")
+def _trained_prompt_setting(spec: str | Path, key: str) -> Any:
+    """A prompt setting a model was trained with: its manifest's `prompt.<key>`, or, for a training run (or its
+    `merged/` folder), the run's config.yaml `data.<key>`; None when neither says."""
+    value = (model_settings(str(spec)).get("prompt") or {}).get(key)
     p = Path(spec)
     run = p.parent if p.name == "merged" else p
-    if not layout and (run / "config.yaml").is_file():
+    if value is None and (run / "config.yaml").is_file():
         from mmrag_rft.config import read_yaml
 
-        layout = (read_yaml(run / "config.yaml").get("data") or {}).get("layout")
-    return layout or None
+        value = (read_yaml(run / "config.yaml").get("data") or {}).get(key)
+    return value
+
+
+def trained_layout(spec: str | Path) -> str | None:
+    """The stage-1 prompt layout a model was trained with (manifest or run config); None when neither says."""
+    return _trained_prompt_setting(spec, "layout") or None
+
+
+def trained_think(spec: str | Path) -> bool:
+    """Whether a model was trained to reason in `<think>` before it writes (manifest or run config; default True)."""
+    value = _trained_prompt_setting(spec, "think")
+    return True if value is None else bool(value)
 
 
 def _adapter_key(adapter_dir: Path) -> str:
