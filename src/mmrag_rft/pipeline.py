@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -258,10 +259,10 @@ class Pipeline:
     def with_pixels(self) -> bool:
         return bool(self.config.use_pixels and getattr(self.backend, "supports_images", False))
 
-    @property
+    @functools.cached_property
     def reader_think(self) -> bool:
         """Whether the stage-2 prompt opens `<think>`: as a separate stage-2 model was trained (its manifest or run
-        config), else yes (a stage-1 model's own think setting is about stage 1)."""
+        config, read once, not per question), else yes (a stage-1 model's own think setting is about stage 1)."""
         from mmrag_rft.models.loading import trained_think
 
         if self.config.stage2_model and self.reader is not self.backend:

@@ -221,9 +221,10 @@ def stage2_rows(samples: Iterable[Sample], *, num_candidates: int = 5, permutati
                 stage1_scores: dict[str, dict[str, float]] | None = None,
                 order_fn: Callable[[Sample], Sequence[str]] | None = None,
                 max_gold: int | None = None, think: bool = True) -> list[dict[str, Any]]:
-    """Stage-2 rows (`think=False`: the prompt prefills an empty think block and `<rank>[`, `prompts.stage2_prompt`): `prompt` (+ `images`), `gold_ids` (short ids, best first in pool order), `num_candidates`,
+    """Stage-2 rows: `prompt` (+ `images`), `gold_ids` (short ids, best first in pool order), `num_candidates`,
     `answers`, `category`, `dataset`, `keywords`, `prefill`, `qid`, `id_map` (JSON of short -> real id), `question`,
-    `evidence` (each candidate's text as the prompt shows it, in prompt order; the grounding reward reads it)."""
+    `evidence` (each candidate's text as the prompt shows it, in prompt order; the grounding reward reads it).
+    `think=False`: the prompt prefills an empty think block and `<rank>[` (`prompts.stage2_prompt`)."""
     import json
 
     rng = random.Random(seed)

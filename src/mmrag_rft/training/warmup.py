@@ -74,8 +74,8 @@ def warmup_examples(rows: list[dict[str, Any]], *, stage: int, n: int, seed: int
     out = []
     for _ in range(n):
         row = rows[rng.randrange(len(rows))]
-        prompt = _text_only(row["prompt"])
-        tgt = stage1_target(rng, row.get("prefill") or "<think>") if stage == 1 else stage2_target(row["evidence"], rng, row.get("prefill") or "<think>")
+        prompt, prefill = _text_only(row["prompt"]), row.get("prefill") or "<think>"
+        tgt = stage1_target(rng, prefill) if stage == 1 else stage2_target(row["evidence"], rng, prefill)
         out.append((prompt, tgt))
     return out
 
