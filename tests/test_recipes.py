@@ -61,3 +61,15 @@ def test_recipe_stage2_trains_exports_and_measures_then_reruns_without_training_
     assert (out / "adapter_model.safetensors").read_bytes() == adapter
     assert json.loads((run / "ablate" / "ablation.json").read_text())["systems"]["trained_reader"]["qa_acc"] == \
         systems["trained_reader"]["qa_acc"]
+
+
+def test_a_training_run_the_system_kills_is_named_as_most_likely_out_of_memory(tmp_path):
+    fake = tmp_path / ".venv" / "bin" / "mmrag"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/usr/bin/env bash\nkill -KILL $$\n")  # what the kernel's OOM killer does to a run
+    fake.chmod(0o755)
+    script = f"set -euo pipefail; THREADS=1; . {ROOT}/scripts/_train_or_resume.sh; train_or_resume stage2 runs/x"
+    r = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 137
+    assert "killed by the system (SIGKILL), most likely for memory" in r.stderr
+    assert "runs/x/log.jsonl" in r.stderr and "peak_memory_gb" in r.stderr

@@ -61,6 +61,7 @@ def test_stage1_resumes_after_kill_and_logs_rewards(stage1_run):
                     "frac_reward_zero_std", "completions/mean_length", "loss", "step_time"):
             assert key in r, key
         assert math.isfinite(r["loss"])
+        assert 0.1 < r["peak_memory_gb"] < 64  # a process with torch and a model loaded, in GB (not KiB or bytes)
     assert res.warmup is not None and math.isfinite(res.warmup["loss_last"])
     assert (Path(res.output_dir) / "checkpoint-2").is_dir()
     # the text model ran its prompts once per group of 2 completions

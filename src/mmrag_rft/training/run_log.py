@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -45,7 +47,8 @@ def _clean(v: Any) -> Any:
 
 class JsonlLogCallback(TrainerCallback):
     """Writes TRL's per-step metrics (each `rewards/<func>/mean`, `kl`, `completions/mean_length`,
-    `frac_reward_zero_std`, `loss`, ...) plus wall time per step to `path`, appending.
+    `frac_reward_zero_std`, `loss`, ...) plus wall time per step and the process's peak memory so far to `path`,
+    appending (a run the system kills for memory writes nothing more: its last rows show how close it came).
 
     On resume, rows logged after the checkpoint being resumed from are dropped first: those steps are re-run.
     """
@@ -83,11 +86,24 @@ class JsonlLogCallback(TrainerCallback):
         if self._step_times:
             row["step_time"] = round(sum(self._step_times) / len(self._step_times), 4)
             self._step_times = []
+        row.update(peak_memory())
         row.update({k: _clean(v) for k, v in logs.items()})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, default=str) + "\n")
             f.flush()
+
+
+def peak_memory() -> dict[str, float]:
+    """The process's peak resident memory so far (`peak_memory_gb`) and, on a GPU, the peak allocated by torch
+    (`peak_gpu_memory_gb`), in GB."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"peak_memory_gb": round(kib * (1 if sys.platform == "darwin" else 1024) / 1e9, 3)}  # macOS: bytes
+    import torch
+
+    if torch.cuda.is_available():
+        out["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 3)
+    return out
 
 
 class ZeroVarianceStop(TrainerCallback):
