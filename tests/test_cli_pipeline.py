@@ -178,6 +178,27 @@ def test_a_candidate_stage2_model_reads_the_same_survivors_as_the_shipped_one():
     assert cand.model == shipped.model and cand.overrides == ['stage2_model="runs/r2"']  # only the reader differs
     assert both["candidate_stage2_rank"].view_of == "candidate_stage2"
     assert both["candidate_stage2_rank"].sources({"stage2_rank": ["b", "a", "c"], "kept_ids": ["a"]}) == ["b", "a"]
+    assert "candidate_stage2_written" not in both  # the written list is the ranking already
+
+
+def test_a_candidate_read_by_another_ranking_also_shows_the_list_it_wrote():
+    from mmrag_rft.evaluation.ablate import default_systems
+
+    both = {s.name: s for s in default_systems("qwen2.5-coder-0.5b", candidates={"c": "runs/r2"},
+                                               candidate_ranking="consistent")}
+    assert both["c"].overrides == ['stage2_model="runs/r2"', "stage2_ranking=consistent"]
+    assert "stage2_ranking" not in " ".join(both["shipped"].overrides)  # the shipped row reads as it ships
+    row = {"stage2_rank": ["b", "a"], "stage2_written": ["a", "b"], "kept_ids": ["a", "b"]}
+    assert both["c_rank"].sources(row) == ["b", "a"] and both["c_written"].sources(row) == ["a", "b"]
+    assert both["c_written"].sources({**row, "stage2_written": []}) == ["a", "b"]  # unusable: the filter's order
+
+
+def test_ablate_names_an_unknown_stage2_ranking(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("{}\n")
+    r = runner.invoke(app, ["ablate", str(data), "--dataset", "jsonl", "--stage2-model", "runs/r2",
+                            "--stage2-ranking", "vote", "--reader", "", "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "--stage2-ranking 'vote'" in r.output and "Traceback" not in r.output
 
 
 @pytest.mark.parametrize("entry, says", [("shipped=runs/r2", "that name is a system already"),

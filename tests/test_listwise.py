@@ -8,7 +8,7 @@ import re
 import pytest
 
 from mmrag_rft.data.schema import Candidate
-from mmrag_rft.listwise import likelihood_ranking, rotations
+from mmrag_rft.listwise import consistent_ranking, likelihood_ranking, rotations
 from mmrag_rft.pipeline import FilterConfig, Pipeline, PipelineConfig
 from mmrag_rft.prompts import STAGE2_RANK_PREFILL
 
@@ -22,8 +22,8 @@ class Biased:
 
     model_id, supports_images = "biased", False
 
-    def __init__(self, likes: str = ""):
-        self.likes, self.prompts = likes, []
+    def __init__(self, likes: str = "", bonus: float = 1.0):
+        self.likes, self.bonus, self.prompts = likes, bonus, []
 
     def score_yes_no(self, prompts, reuse_prefix=True):
         return [0.9 - 0.1 * i for i in range(len(prompts))]
@@ -34,7 +34,7 @@ class Biased:
             self.prompts.append(p)
             bodies = re.findall(r"\n\[(\d)\] \([^)]*\) ([^\n]*)", p.messages[-1]["content"])
             assert len(bodies) == len(choices)
-            logit = [(3.0 if sid == "1" else 0.0) + (1.0 if self.likes and self.likes in body else 0.0)
+            logit = [(3.0 if sid == "1" else 0.0) + (self.bonus if self.likes and self.likes in body else 0.0)
                      for sid, body in bodies]
             z = [math.exp(x) for x in logit]
             out.append([x / sum(z) for x in z])
@@ -86,3 +86,25 @@ def test_pipeline_cites_the_likelihood_ranking_even_when_the_written_one_is_unus
         top_n=3, filter=FilterConfig(0.0, 3), stage2_ranking="likelihood", sources="filter")).ask(
         "Capital of France?", candidates=CANDS)
     assert filt.rank == filt.kept_ids and filt.stage2_rank[0] == "b" and "stage2_ranking" in filt.bypassed
+
+
+def test_a_first_pick_moves_first_only_where_it_holds_in_every_rotation():
+    # content outweighs position: "b" is the first pick in all three rotations, the rest keep the given order
+    ranked, first = consistent_ranking(Biased(likes="Paris", bonus=5.0), "Capital of France?", CANDS)
+    assert first == "b" and [i for i, _ in ranked] == ["b", "a", "c"]
+    # position outweighs content: the pick follows the first slot, so the given order is kept, though the
+    # rotation-averaged likelihood still prefers "b"
+    ranked, first = consistent_ranking(Biased(likes="Paris"), "Capital of France?", CANDS)
+    assert first is None and [i for i, _ in ranked] == ["a", "b", "c"]
+    assert max(dict(ranked), key=dict(ranked).get) == "b"
+
+
+def test_pipeline_keeps_the_order_it_received_where_stage_2_is_not_consistent():
+    def ask(bonus):
+        cfg = PipelineConfig(top_n=3, filter=FilterConfig(0.0, 3), stage2_ranking="consistent")
+        return Pipeline(Biased(likes="Paris", bonus=bonus), config=cfg).ask("Capital of France?", candidates=CANDS)
+
+    sure, unsure = ask(5.0), ask(1.0)
+    assert sure.rank[0] == "b" and sure.stage2_rank == sure.rank and "stage2_first_pick" not in sure.bypassed
+    assert unsure.rank == unsure.kept_ids and "changed with the survivors' order" in unsure.bypassed["stage2_first_pick"]
+    assert sure.stage2_written == [] and sure.fallback is None  # "no template at all": nothing usable was written

@@ -184,6 +184,7 @@ def test_train_eval_compares_a_run_with_its_start_model_on_held_out_questions(st
     assert s2["references"]["ndcg_random_permutation"] > 0 and "first_is_gold_chance" in s2["models"]["tiny-lm"]["selection"]
     lik = s2["models"]["tiny-lm"]["likelihood"]
     assert 0.0 <= lik["first_is_gold"] <= 1.0 and 0.0 < lik["first_is_gold_chance"] <= 1.0 and 0.0 < lik["ndcg"] <= 1.0
+    assert 0.0 <= lik["gold_first_every_rotation"] <= lik["same_first_every_rotation"] <= 1.0
     r = CliRunner().invoke(app, ["train", "eval", str(tmp_path)])
     assert r.exit_code == 2 and "not a training run folder" in r.output
     r = CliRunner().invoke(app, ["train", "eval", str(run), "--model", str(tmp_path / "no-such-model")])

@@ -59,8 +59,9 @@ class PipelineConfig:
     stage2_max_new_tokens: int = 160
     stage2_temperature: float = 0.0
     # stage 2's ranking: generate: the <rank> list it writes; likelihood: its P(id ranked first) over the survivors
-    # read together, averaged over every rotation of their order so position cancels (`listwise`; k extra passes)
-    stage2_ranking: Literal["generate", "likelihood"] = "generate"
+    # read together, averaged over every rotation of their order so position cancels (`listwise`; k extra passes);
+    # consistent: the order it receives, with its first pick moved first only where that pick holds in every rotation
+    stage2_ranking: Literal["generate", "likelihood", "consistent"] = "generate"
     use_pixels: bool = True  # pass image pixels to a vision-language backend (captions are always given)
     # whose ranking the cited sources follow: stage 2's <rank> list, or the filter's order (for a stage 2 whose
     # ranking does not yet beat the order it receives; the answer still comes from stage 2)
@@ -125,6 +126,7 @@ class Result:
     bypassed: dict[str, str] = field(default_factory=dict)  # a stage whose output was not used, and why
     stage2_rank: list[str] = field(default_factory=list)  # stage 2's own ranking, whether or not the sources follow it
     stage2_scores: dict[str, float] = field(default_factory=dict)  # likelihood ranking: P(ranked first) per survivor
+    stage2_written: list[str] = field(default_factory=list)  # the <rank> list stage 2 wrote ([] where unusable)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,6 +196,8 @@ class Stage2Output:
     invalid_ids: list[str]  # short ids the model ranked that no survivor has
     error: str | None = None  # what made its own ranking unusable (the parser's first error); None: it was used
     scores: dict[str, float] = field(default_factory=dict)  # likelihood ranking: P(ranked first) per survivor
+    written: list[str] = field(default_factory=list)  # the <rank> list it wrote, as ids ([] where unusable)
+    note: str | None = None  # consistent ranking: why the order it received was kept
 
     @property
     def fallback(self) -> str | None:
@@ -368,17 +372,27 @@ class Pipeline:
         id_map: dict[str, str] = prompt.meta.get("id_map", {})
         rank = [id_map[s] for s in out.rank if s in id_map]
         invalid = [s for s in out.rank if s not in id_map]
-        error, scores = None, {}
+        written = list(rank) if out.ok else []
+        error, scores, note = None, {}, None
         if cfg.stage2_ranking == "likelihood":
             from mmrag_rft.listwise import likelihood_ranking
 
             ranked = likelihood_ranking(self.reader, question, kept, images=images, with_pixels=self.reader_pixels)
             rank, scores = [i for i, _ in ranked], dict(ranked)
+        elif cfg.stage2_ranking == "consistent":
+            from mmrag_rft.listwise import consistent_ranking
+
+            ranked, first = consistent_ranking(self.reader, question, kept, images=images,
+                                               with_pixels=self.reader_pixels)
+            rank, scores = [i for i, _ in ranked], dict(ranked)
+            if first is None:
+                note = "its first pick changed with the survivors' order (stage2_ranking: consistent): " \
+                       "the order it received is kept"
         elif not out.ok or not rank:
             error = out.error or "empty ranking"
             rank = [c.id for c in kept]
         return Stage2Output(answer=out.answer.strip(), rank=rank, reasoning=out.think.strip(), raw=raw,
-                            invalid_ids=invalid, error=error, scores=scores)
+                            invalid_ids=invalid, error=error, scores=scores, written=written, note=note)
 
     # -- the whole thing ----------------------------------------------------------------------------
     def ask(self, question: str, *, candidates: list[Any] | None = None, query_image: Any = None,
@@ -425,6 +439,8 @@ class Pipeline:
             bypassed["retrieval"] = "closed_book: stage 2 answered from the question alone"
         elif cfg.stage1_mode == "skip":
             bypassed["stage1"] = f"stage1_mode: skip: the retriever's top {cfg.filter.top_k} went to stage 2"
+        if s2.note:
+            bypassed["stage2_first_pick"] = s2.note
         if cfg.sources == "filter":
             own = f"its own <rank> was unusable ({s2.error})" if fallback else "stage 2 ranked " + " > ".join(rank)
             bypassed["stage2_ranking"] = f"sources follow the filter's order (sources: filter); {own}"
@@ -434,6 +450,6 @@ class Pipeline:
         return Result(question=question, answer=s2.answer, rank=rank, reasoning=s2.reasoning, judgements=judgements,
                       kept_ids=kept_ids, fallback=fallback, faithful=not unfaithful, unfaithful_ids=unfaithful,
                       raw_stage2=s2.raw, qid=qid, models=models, bypassed=bypassed, stage2_rank=stage2_rank,
-                      stage2_scores=s2.scores,
+                      stage2_scores=s2.scores, stage2_written=s2.written,
                       timings={"retrieve_s": t1 - t0, "stage1_s": t2 - t1, "stage2_s": t3 - t2,
                                "total_s": t3 - t0})

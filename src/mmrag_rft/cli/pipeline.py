@@ -167,6 +167,9 @@ def register(app: typer.Typer) -> None:
                                                 "shipped one (a run or adapter folder), SPEC or NAME=SPEC (repeatable): "
                                                 "adds a row (candidate_stage2, or NAME) and its NAME_rank view that "
                                                 "read the same survivors."),
+        stage2_ranking: str = typer.Option("generate", "--stage2-ranking", help="How the --stage2-model rows read "
+                                           "its ranking (stage2_ranking): generate | likelihood | consistent; other "
+                                           "than generate adds a NAME_written view of the list it wrote."),
         limit: Optional[int] = typer.Option(None, min=1, help="First N held-out questions."),
         with_gold: bool = typer.Option(False, "--with-gold", help=WITH_GOLD_HELP),
         only: list[str] = typer.Option([], "--only", help="Run only these systems (repeatable)."),
@@ -193,9 +196,13 @@ def register(app: typer.Typer) -> None:
             if not name.isidentifier() or not spec or name in candidates:
                 raise fail(f"--stage2-model {entry!r}: give SPEC or NAME=SPEC, each NAME once (NAME: letters, digits, _)")
             candidates[name] = spec
-        systems = default_systems(reader, sources=sources, model=model, candidates=candidates)
+        if stage2_ranking not in ("generate", "likelihood", "consistent"):
+            raise fail(f"--stage2-ranking {stage2_ranking!r}: choose generate, likelihood or consistent")
+        systems = default_systems(reader, sources=sources, model=model, candidates=candidates,
+                                  candidate_ranking=stage2_ranking)
         taken = [s.name for s in systems]
-        clash = next((n for n in candidates if taken.count(n) > 1 or taken.count(f"{n}_rank") > 1), None)
+        clash = next((n for n in candidates
+                      if any(taken.count(f"{n}{v}") > 1 for v in ("", "_rank", "_written"))), None)
         if clash:
             raise fail(f"--stage2-model {clash}=...: that name is a system already; choose another")
         if only:

@@ -177,10 +177,10 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A training run folder (co
                 results[label] = {"model": spec, **r}
         rows = [[label, r["format_reward"], r["ndcg"], r["selection"]["first_is_gold"],
                  r["selection"]["first_is_gold_chance"], r["selection"]["distinct_lists"],
-                 r["likelihood"]["first_is_gold"], r["answer_acc"]]
+                 r["likelihood"]["first_is_gold"], r["likelihood"]["gold_first_every_rotation"], r["answer_acc"]]
                 for label, r in results.items()]  # type: ignore[index]
         header = ["model", "format", "NDCG", "first pick gold", "chance", "distinct lists",
-                  "first pick gold (likelihood)", "answer acc"]
+                  "first pick gold (likelihood)", "gold first, every rotation (likelihood)", "answer acc"]
         if orders > 1:  # reading or position: the same first pick, and gold first, in every order of a question
             header += ["same first pick, every order", "gold first, every order"]
             rows = [[*row, r["selection"].get("same_first_pick_every_order", "-"),  # type: ignore[index]

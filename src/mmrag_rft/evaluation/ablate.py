@@ -36,15 +36,21 @@ def _stage2_sources(row: Mapping[str, Any], k: int) -> list[str]:
     return list(row.get("stage2_rank") or row.get("kept_ids") or [])[:k]
 
 
+def _written_sources(row: Mapping[str, Any], k: int) -> list[str]:
+    """The <rank> list stage 2 wrote (the filter's order where it was unusable), cut to k."""
+    return list(row.get("stage2_written") or row.get("kept_ids") or [])[:k]
+
+
 def default_systems(reader: str, *, sources: int = 2, model: str = "default",
-                    candidates: Mapping[str, str] | None = None) -> list[System]:
+                    candidates: Mapping[str, str] | None = None, candidate_ranking: str = "generate") -> list[System]:
     """The simple alternatives a user would pick, the trained stage 1 with the 135M model reading, then the shipped
     system (`--model default` as it is) and what stage 2's own ranking would change.
 
     `reader`: the stage-2 model the retriever-alone row answers with (the shipped default's `stage2_model`, so
     that row differs from the shipped one only by stage 1). `model`: the trained stage-1 model spec. `candidates`:
     stage-2 models to weigh against the shipped one by row name ({"candidate_stage2": "runs/stage2_reader"}); each
-    reads the same survivors and gets a `<name>_rank` view.
+    reads the same survivors and gets a `<name>_rank` view. `candidate_ranking`: their `stage2_ranking`; other than
+    `generate`, they also get a `<name>_written` view (sources follow the list they wrote, from the same answers).
     """
     rname = reader or "the stage-1 model"
     return [
@@ -69,10 +75,14 @@ def default_systems(reader: str, *, sources: int = 2, model: str = "default",
                view_of="shipped", sources=lambda row: _stage2_sources(row, sources)),
     ] + [s for name, spec in (candidates or {}).items() for s in (
         System(name, f"as shipped, {spec} reads and answers instead; sources follow the filter", model,
-               [f'stage2_model="{spec}"']),
-        System(f"{name}_rank", f"as {name}, sources follow {spec}'s own <rank> list", model, view_of=name,
-               sources=lambda row: _stage2_sources(row, sources)),
-    )]
+               [f'stage2_model="{spec}"'] + ([f"stage2_ranking={candidate_ranking}"]
+                                             if candidate_ranking != "generate" else [])),
+        System(f"{name}_rank", f"as {name}, sources follow {spec}'s own ranking"
+               + (f" (stage2_ranking: {candidate_ranking})" if candidate_ranking != "generate" else " <rank> list"),
+               model, view_of=name, sources=lambda row: _stage2_sources(row, sources)),
+    ) + ((System(f"{name}_written", f"as {name}, sources follow the <rank> list {spec} wrote", model,
+                 view_of=name, sources=lambda row: _written_sources(row, sources)),)
+         if candidate_ranking != "generate" else ())]
 
 
 def row_numbers(m: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

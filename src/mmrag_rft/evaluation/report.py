@@ -149,7 +149,8 @@ def html_report(rows: Iterable[Mapping[str, Any]], *, lookup: Callable[[str], An
             parts.append(f"<p class='bad'>stage 2 named ids it was not shown: "
                          f"{_e(', '.join(r.get('unfaithful_ids') or []))}</p>")
         first = r.get("stage2_scores") or {}
-        whose = "the filter's order" if (r.get("bypassed") or {}).get("stage2_ranking") or r.get("fallback") \
+        by = r.get("bypassed") or {}
+        whose = "the filter's order" if by.get("stage2_ranking") or by.get("stage2_first_pick") or r.get("fallback") \
             else "stage 2's ranking"
         parts.append(f"<h3>Cited evidence ({whose})</h3><div class='cards'>")
         for pos, cid in enumerate(r.get("rank") or [], 1):

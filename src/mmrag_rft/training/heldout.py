@@ -167,26 +167,31 @@ def selection_vs_chance(outs: Sequence[str], rows: Sequence[dict[str, Any]]) -> 
 def likelihood_selection(backend: Any, rows: Sequence[dict[str, Any]], samples: Sequence[Sample],
                          max_chars: int) -> dict[str, Any]:
     """The same rows ranked by `listwise.likelihood_ranking` (the pipeline's `stage2_ranking: likelihood`): first
-    pick gold against chance, and NDCG of the full order."""
+    pick gold against chance, and NDCG of the full order; and how often the first pick is the same in every
+    rotation of the order (`stage2_ranking: consistent` moves it first only then), and gold."""
     import json
 
-    from mmrag_rft.listwise import likelihood_ranking
+    from mmrag_rft.listwise import likelihood_and_picks
     from mmrag_rft.metrics.ranking import ndcg_at_k
 
     by_qid = {s.qid: s for s in samples}
-    first, chance, ndcg = 0, 0.0, 0.0
+    first, chance, ndcg, same, same_gold = 0, 0.0, 0.0, 0, 0
     for r in rows:
         s = by_qid[r["qid"]]
         pool = {c.id: c for c in s.candidates}
         id_map = json.loads(r["id_map"])
         shown = [pool[id_map[str(i)]] for i in range(1, r["num_candidates"] + 1)]
-        order = [cid for cid, _ in likelihood_ranking(backend, s.question, shown, max_chars=max_chars)]
+        ranked, picks = likelihood_and_picks(backend, s.question, shown, max_chars=max_chars)
+        order = [cid for cid, _ in ranked]
         gold = set(s.gold_ids) & set(order)
         first += order[0] in gold
+        same += len(set(picks)) == 1
+        same_gold += len(set(picks)) == 1 and picks[0] in gold
         chance += len(gold) / len(shown)
         ndcg += ndcg_at_k(order, gold, len(shown))
     n = max(1, len(rows))
-    return {"first_is_gold": first / n, "first_is_gold_chance": chance / n, "ndcg": ndcg / n}
+    return {"first_is_gold": first / n, "first_is_gold_chance": chance / n, "ndcg": ndcg / n,
+            "same_first_every_rotation": same / n, "gold_first_every_rotation": same_gold / n}
 
 
 def evaluate_stage2(backend: Any, rows: Sequence[dict[str, Any]], *, max_new_tokens: int,

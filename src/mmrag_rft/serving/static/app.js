@@ -116,7 +116,8 @@ function render(res, threshold) {
   for (const [stage, why] of Object.entries(res.bypassed || {})) notes.push(`${stage.replace("_", " ")} bypassed: ${why}.`);
   if (!res.faithful && res.unfaithful_ids.length) notes.push(`Ranked ids not shown to stage 2: ${res.unfaithful_ids.join(", ")}`);
   $("#notes").textContent = notes.join("\n");
-  const byFilter = Boolean((res.bypassed || {}).stage2_ranking) || Boolean(res.fallback);
+  const by = res.bypassed || {};
+  const byFilter = Boolean(by.stage2_ranking) || Boolean(by.stage2_first_pick) || Boolean(res.fallback);
   $("#evidence-hint").textContent = byFilter
     ? "ranked by the stage-1 filter (stage 2's own ranking is not cited) · the answer rests on these"
     : "ranked by stage 2 · the answer rests on these";
