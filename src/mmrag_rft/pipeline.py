@@ -10,6 +10,8 @@ from typing import Any, Literal
 from mmrag_rft.models.backend import PolicyBackend
 from mmrag_rft.prompts import Stage1Layout
 
+Stage2Ranking = Literal["generate", "likelihood", "consistent"]  # `PipelineConfig.stage2_ranking`
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +63,7 @@ class PipelineConfig:
     # stage 2's ranking: generate: the <rank> list it writes; likelihood: its P(id ranked first) over the survivors
     # read together, averaged over every rotation of their order so position cancels (`listwise`; k extra passes);
     # consistent: the order it receives, with its first pick moved first only where that pick holds in every rotation
-    stage2_ranking: Literal["generate", "likelihood", "consistent"] = "generate"
+    stage2_ranking: Stage2Ranking = "generate"
     use_pixels: bool = True  # pass image pixels to a vision-language backend (captions are always given)
     # whose ranking the cited sources follow: stage 2's <rank> list, or the filter's order (for a stage 2 whose
     # ranking does not yet beat the order it receives; the answer still comes from stage 2)

@@ -196,8 +196,12 @@ def register(app: typer.Typer) -> None:
             if not name.isidentifier() or not spec or name in candidates:
                 raise fail(f"--stage2-model {entry!r}: give SPEC or NAME=SPEC, each NAME once (NAME: letters, digits, _)")
             candidates[name] = spec
-        if stage2_ranking not in ("generate", "likelihood", "consistent"):
-            raise fail(f"--stage2-ranking {stage2_ranking!r}: choose generate, likelihood or consistent")
+        from typing import get_args
+
+        from mmrag_rft.pipeline import Stage2Ranking
+
+        if stage2_ranking not in get_args(Stage2Ranking):  # the pipeline's own choices, checked before anything loads
+            raise fail(f"--stage2-ranking {stage2_ranking!r}: choose one of {', '.join(get_args(Stage2Ranking))}")
         systems = default_systems(reader, sources=sources, model=model, candidates=candidates,
                                   candidate_ranking=stage2_ranking)
         taken = [s.name for s in systems]
